@@ -1,0 +1,97 @@
+"""Planning: which steps a recipe has, their content keys, and which are already cached.
+
+A step's key is digest({step, version, config, upstream keys, input digests}); the run hash is
+the digest of every step key, so the same recipe over the same inputs always lands in the same
+run folder and a changed field invalidates exactly the steps downstream of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+from engine.config import Recipe
+from engine.errors import RecipeError
+from engine.hashing import digest
+from engine.steps import STEP_ORDER, available_steps
+from engine.store import Store
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    name: str
+    module: ModuleType = field(repr=False, compare=False)
+    key: str
+    config: Any = field(repr=False)
+    upstream: dict[str, str]
+    fingerprint: Any = field(repr=False, compare=False)
+    cached: bool
+
+    @property
+    def status(self) -> str:
+        return "cached" if self.cached else "to run"
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    steps: tuple[PlannedStep, ...]
+
+    @property
+    def run_hash(self) -> str:
+        return digest({s.name: s.key for s in self.steps})
+
+    @property
+    def run_id(self) -> str:
+        """Folder name under runs/: short but collision-safe for a person's experiments."""
+        return self.run_hash[:12]
+
+    def step(self, name: str) -> PlannedStep:
+        return next(s for s in self.steps if s.name == name)
+
+
+def select_steps(until: str | None) -> list[ModuleType]:
+    """Available step modules in order, cut after `until`, dropping any whose upstream is missing."""
+    if until is not None and until not in STEP_ORDER:
+        raise RecipeError(f"--until {until}: no such step; steps are: {', '.join(STEP_ORDER)}")
+    chosen: list[ModuleType] = []
+    for module in available_steps():
+        if all(dep in {m.NAME for m in chosen} for dep in module.DEPENDS):
+            chosen.append(module)
+        if module.NAME == until:
+            break
+    if until is not None and until not in {m.NAME for m in chosen}:
+        raise RecipeError(f"--until {until}: that step is not available in this version of recipe")
+    return chosen
+
+
+def make_plan(recipe: Recipe, store: Store, context_for: Callable[[str], Any], until: str | None = None,
+              force: tuple[str, ...] = ()) -> Plan:
+    """Key every step; `force` marks those steps and everything downstream as to run."""
+    unknown = [f for f in force if f not in STEP_ORDER]
+    if unknown:
+        raise RecipeError(f"--force {unknown[0]}: no such step; steps are: {', '.join(STEP_ORDER)}")
+    keys: dict[str, str] = {}
+    dirty: set[str] = set(force)
+    planned = []
+    for module in select_steps(until):
+        step = _plan_step(module, recipe, store, context_for, keys, dirty)
+        keys[step.name] = step.key
+        planned.append(step)
+    return Plan(recipe, tuple(planned))
+
+
+def _plan_step(module: ModuleType, recipe: Recipe, store: Store, context_for: Callable[[str], Any],
+               keys: dict[str, str], dirty: set[str]) -> PlannedStep:
+    config = module.config(recipe)
+    fingerprint = None
+    if hasattr(module, "fingerprint"):  # reads the outside world: files, a channel listing
+        fingerprint = module.fingerprint(recipe, context_for(module.NAME))
+    upstream = {dep: keys[dep] for dep in module.DEPENDS}
+    key = digest({"step": module.NAME, "version": module.VERSION, "config": config,
+                  "upstream": upstream, "inputs": digest(fingerprint)})
+    if any(dep in dirty for dep in module.DEPENDS):
+        dirty.add(module.NAME)
+    cached = module.NAME not in dirty and store.has(key)
+    return PlannedStep(module.NAME, module, key, config, upstream, fingerprint, cached)

@@ -1,0 +1,247 @@
+"""Load a recipe: YAML with line numbers -> JSON Schema validation -> defaults -> frozen Recipe.
+
+Every problem is reported at once as `file:LINE:COL: dotted.path: message`, YAML syntax errors
+included. Checks the schema cannot express (prompt placeholders, split ratios, missing files)
+use the same format.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import Recipe, build
+from engine.errors import Problem, RecipeError, RecipeInvalid
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
+
+PathTuple = tuple[Any, ...]
+
+
+@functools.cache
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Located:
+    """Plain data plus where each key/item of it sits in the file (1-based line, col)."""
+
+    data: Any
+    positions: dict[PathTuple, tuple[int, int]]
+    file: str
+
+    def at(self, path: PathTuple) -> tuple[int, int]:
+        """Position of `path`, or of its nearest ancestor present in the file."""
+        path = tuple(path)
+        while path and path not in self.positions:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def problem(self, path: PathTuple, message: str) -> Problem:
+        line, col = self.at(path)
+        return Problem(self.file, line, col, dotted(path), message)
+
+
+def dotted(path: PathTuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read, validate and type a recipe file; raises RecipeInvalid with every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file (try `recipe new NAME` or `ls recipes/`)")
+    located = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    return parse_located(located, path.resolve().parent)
+
+
+def parse_recipe(data: dict, base_dir: Path, file: str = "<recipe>") -> Recipe:
+    """Validate plain data (tests, programmatic use) the same way a file is validated."""
+    return parse_located(Located(copy.deepcopy(data), {}, file), base_dir)
+
+
+def parse_located(located: Located, base_dir: Path) -> Recipe:
+    problems = schema_problems(located)
+    if not problems:
+        resolved = fill_defaults(load_schema(), copy.deepcopy(located.data))
+        problems = cross_field_problems(located, resolved, base_dir)
+    if problems:
+        raise RecipeInvalid(sorted(problems, key=lambda p: (p.line, p.col, p.path)))
+    return build(Recipe, {**resolved, "base_dir": base_dir})
+
+
+def resolved_dict(recipe_path: str | Path) -> dict:
+    """The recipe as validated data with every default filled in (for resolved.json)."""
+    path = Path(recipe_path)
+    located = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    return fill_defaults(load_schema(), copy.deepcopy(located.data))
+
+
+# -- YAML with positions ---------------------------------------------------------------------
+
+def parse_yaml(text: str, file: str) -> Located:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        node = YAML(typ="rt").load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"YAML syntax error: {e.problem or e.context}"
+        raise RecipeInvalid([Problem(file, line, col, "", message)]) from None
+    except YAMLError as e:
+        raise RecipeInvalid([Problem(file, 1, 1, "", f"YAML error: {e}")]) from None
+    positions: dict[PathTuple, tuple[int, int]] = {(): (1, 1)}
+    data = _plain(node, (), positions)
+    if data is None:
+        data = {}
+    return Located(data, positions, file)
+
+
+def _plain(node: Any, path: PathTuple, positions: dict) -> Any:
+    """ruamel nodes -> plain Python, recording each key's and item's position."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out = {}
+        for key in node:
+            line, col = node.lc.key(key)
+            positions[path + (str(key),)] = (line + 1, col + 1)
+            out[str(key)] = _plain(node[key], path + (str(key),), positions)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, item in enumerate(node):
+            line, col = node.lc.item(i)
+            positions[path + (i,)] = (line + 1, col + 1)
+            items.append(_plain(item, path + (i,), positions))
+        return items
+    return _scalar(node)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()  # dates stay strings: the schema asks for YYYY-MM-DD
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+# -- schema validation -----------------------------------------------------------------------
+
+def schema_problems(located: Located) -> list[Problem]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(load_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    problems = []
+    for error in validator.iter_errors(located.data):
+        problems.extend(_problems_from_error(located, error))
+    return _dedupe(problems)
+
+
+def _problems_from_error(located: Located, error: Any) -> list[Problem]:
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        return [located.problem(path + (k,), _unknown_key(k, allowed)) for k in extras]
+    if error.validator == "required":
+        return [located.problem(path, f"missing required field: {error.message.split(' ')[0]}")]
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        return [located.problem(path, _best_context(error))]
+    return [located.problem(path, _readable(error))]
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown field '{key}'{hint} (allowed: {', '.join(allowed)})"
+
+
+def _best_context(error: Any) -> str:
+    from jsonschema.exceptions import best_match
+
+    inner = best_match(error.context)
+    return f"{_readable(inner)} (or any other form the field accepts: see `recipe schema`)"
+
+
+def _readable(error: Any) -> str:
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{error.instance!r} should be of type {expected}"
+    if error.validator == "const":
+        return f"{error.instance!r} should be {error.validator_value!r}"
+    return error.message
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if (p.line, p.col, p.path, p.message) not in seen:
+            seen.add((p.line, p.col, p.path, p.message))
+            out.append(p)
+    return out
+
+
+# -- defaults ----------------------------------------------------------------------------------
+
+def fill_defaults(schema: dict, data: Any, root: dict | None = None) -> Any:
+    """Fill every missing property that has a schema default, recursively."""
+    root = root or schema
+    schema = _resolve(schema, data, root)
+    if isinstance(data, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name not in data and "default" in sub:
+                data[name] = copy.deepcopy(sub["default"])
+            if name in data:
+                data[name] = fill_defaults(sub, data[name], root)
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        return [fill_defaults(schema["items"], item, root) for item in data]
+    return data
+
+
+def _resolve(schema: dict, data: Any, root: dict) -> dict:
+    """Follow $ref and the if/then branches that apply to `data` (tagged unions)."""
+    if "$ref" in schema:
+        return _resolve(_lookup(root, schema["$ref"]), data, root)
+    for part in schema.get("allOf", []):
+        cond = part.get("if", {}).get("properties", {})
+        if isinstance(data, dict) and all(data.get(k) == v.get("const") for k, v in cond.items()):
+            return _resolve(part["then"], data, root)
+    return schema
+
+
+def _lookup(root: dict, ref: str) -> dict:
+    node: Any = root
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def cross_field_problems(located: Located, resolved: dict, base_dir: Path) -> list[Problem]:
+    from engine.recipe_checks import ALL_CHECKS  # kept apart: one small function per rule
+
+    problems: list[Problem] = []
+    for check in ALL_CHECKS:
+        problems.extend(check(located, resolved, base_dir))
+    return problems

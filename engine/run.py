@@ -1,0 +1,160 @@
+"""Running a recipe: plan, execute what is missing, assemble the self-contained run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import Recipe
+from engine.errors import StepFailed
+from engine.logs import run_log
+from engine.plan import Plan, PlannedStep, make_plan
+from engine.recipe import load_recipe
+from engine.run_folder import RunFolder
+from engine.steps.base import RunOptions, StepContext
+from engine.store import Store, table_name
+
+log = logging.getLogger("engine.run")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run's outputs go; every path can be overridden, none is hashed."""
+
+    runs_dir: Path
+    store: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.store.parent / "artifacts"
+
+    @property
+    def models(self) -> Path:
+        return Path(os.environ.get("RECIPE_MODEL_CACHE") or self.runs_dir / "models")
+
+    @classmethod
+    def resolve(cls, store: str | Path | None = None, runs_dir: str | Path | None = None) -> Paths:
+        runs = Path(runs_dir or os.environ.get("RECIPE_RUNS") or "runs")
+        store_path = Path(store or os.environ.get("RECIPE_STORE") or runs / "store.duckdb")
+        return cls(runs, store_path)
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    key: str
+    status: str  # cached | ran | failed
+    rows: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    run_hash: str
+    status: str
+    steps: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def executed(self) -> list[str]:
+        return [s.name for s in self.steps if s.status == "ran"]
+
+
+def plan_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str | None = None,
+                force: tuple[str, ...] = (), options: RunOptions = RunOptions()) -> Plan:
+    """Key every step and say which are cached, without running anything."""
+    paths = paths or Paths.resolve()
+    recipe = load_recipe(recipe_path)
+    with Store(paths.store) as store:
+        return _plan(recipe, store, paths, until, force, options)
+
+
+def _plan(recipe: Recipe, store: Store, paths: Paths, until: str | None, force: tuple[str, ...],
+          options: RunOptions) -> Plan:
+    def context_for(name: str) -> StepContext:
+        return _context(True, name, recipe, store, paths, options)
+
+    return make_plan(recipe, store, context_for, until=until, force=force)
+
+
+def run_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str | None = None,
+               force: tuple[str, ...] = (), options: RunOptions = RunOptions(),
+               wait: bool = False) -> RunResult:
+    """Run every step of the recipe whose table is missing; returns what happened."""
+    paths = paths or Paths.resolve()
+    recipe = load_recipe(recipe_path)
+    with Store(paths.store, wait=wait) as store:
+        plan = _plan(recipe, store, paths, until, force, options)
+        folder = RunFolder(paths.runs_dir / plan.run_id)
+        folder.start(Path(recipe_path), plan, str(paths.store))
+        with run_log(folder.path / "run.log"):
+            return _execute_plan(plan, store, folder, paths, options)
+
+
+def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths,
+                  options: RunOptions) -> RunResult:
+    result = RunResult(folder.path, plan.run_hash, "running")
+    log.info("run %s: %d steps, %d cached", plan.run_id, len(plan.steps), sum(s.cached for s in plan.steps))
+    for step in plan.steps:
+        if step.cached:
+            result.steps.append(StepOutcome(step.name, step.key, "cached", store.table(step.key).count()))
+            folder.step_done(step, "cached", result.steps[-1].rows, 0.0)
+            continue
+        result.steps.append(_execute_step(step, plan, store, folder, paths, options))
+    folder.finish(plan, store, paths.artifacts)
+    result.status = "complete"
+    log.info("run %s complete: %s", plan.run_id, folder.path)
+    return result
+
+
+def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder, paths: Paths,
+                  options: RunOptions) -> StepOutcome:
+    folder.step_started(step)
+    ctx = _context(False, step.name, plan.recipe, store, paths, options, key=step.key,
+                   run_dir=folder.path, fingerprint=step.fingerprint)
+    inputs = {dep: store.table(key) for dep, key in step.upstream.items()}
+    log.info("%s: running (%s)", step.name, step.key[:16])
+    started = time.perf_counter()
+    try:
+        rows = list(step.module.run(ctx, inputs, step.config) or [])
+        _publish_artifacts(ctx.work_dir, paths.artifacts / table_name(step.name, step.key))
+        seconds = time.perf_counter() - started
+        meta = {"config": step.config, "upstream": step.upstream, "seconds": seconds, "metrics": ctx.metrics}
+        store.write_step(step.name, step.key, step.module.COLUMNS, rows, meta)
+    except BaseException as e:  # recorded, then re-raised: KeyboardInterrupt too
+        log.debug("%s failed:\n%s", step.name, traceback.format_exc())
+        folder.step_failed(step, e)
+        if isinstance(e, Exception):
+            raise StepFailed(step.name, step.key, e) from e
+        raise
+    log.info("%s: %d rows in %.1fs", step.name, len(rows), seconds)
+    folder.step_done(step, "ran", len(rows), seconds)
+    return StepOutcome(step.name, step.key, "ran", len(rows), seconds)
+
+
+def _context(plan_ctx: bool, name: str, recipe: Recipe, store: Store, paths: Paths, options: RunOptions,
+             key: str = "", run_dir: Path | None = None, fingerprint=None) -> StepContext:
+    """A step's context; planning gets one too (fingerprints may use item caches)."""
+    work_dir = paths.artifacts / (f".plan-{name}" if plan_ctx else f".tmp-{name}-{key[:16]}-{os.getpid()}")
+    if not plan_ctx:  # planning only reads; a running step gets a fresh, empty folder
+        if work_dir.exists():
+            shutil.rmtree(work_dir)  # leftovers of a killed attempt are never trusted
+        work_dir.mkdir(parents=True)
+    return StepContext(recipe=recipe, step=name, key=key, store=store, work_dir=work_dir,
+                       run_dir=run_dir or paths.runs_dir, models_dir=paths.models, options=options,
+                       fingerprint=fingerprint, log=logging.getLogger(f"engine.steps.{name}"))
+
+
+def _publish_artifacts(work_dir: Path, final: Path) -> None:
+    """Move a step's files to their content-addressed home (replacing a half-done one)."""
+    if not any(work_dir.iterdir()):
+        shutil.rmtree(work_dir)
+        return
+    if final.exists():
+        shutil.rmtree(final)
+    work_dir.rename(final)

@@ -1,0 +1,145 @@
+"""The self-contained run folder `runs/<id>/`: recipe, resolved config, manifest, data, files.
+
+The manifest is rewritten (atomically) after every step, so a killed or failed run leaves a
+manifest that says which step was running or failed, and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine.plan import Plan, PlannedStep
+from engine.recipe import resolved_dict
+from engine.store import Store, table_name
+
+TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version(), "recipe": __version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = path
+        self.manifest: dict[str, Any] = {}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def start(self, recipe_path: Path, plan: Plan, store: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(recipe_path, self.path / "recipe.yaml")
+        write_json(self.path / "resolved.json", resolved_dict(recipe_path))
+        previous = self._read_manifest()
+        self.manifest = {
+            "run_id": plan.run_id, "run_hash": plan.run_hash, "recipe": plan.recipe.name,
+            "recipe_path": str(recipe_path), "store": store, "status": "running", "pid": os.getpid(),
+            "created": previous.get("created", now()), "updated": now(),
+            "versions": versions(), "platform": f"{sys.platform}-{platform.machine()}",
+            "steps": {s.name: self._step_entry(s, previous) for s in plan.steps},
+        }
+        self._save()
+
+    def _read_manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _step_entry(step: PlannedStep, previous: dict) -> dict:
+        old = previous.get("steps", {}).get(step.name, {})
+        entry = {"key": step.key, "table": table_name(step.name, step.key), "upstream": step.upstream,
+                 "status": "cached" if step.cached else "pending"}
+        if step.cached and old.get("key") == step.key:
+            entry.update({k: old[k] for k in ("rows", "seconds") if k in old})
+        return entry
+
+    def step_started(self, step: PlannedStep) -> None:
+        self._update(step.name, status="running", started=now())
+
+    def step_done(self, step: PlannedStep, status: str, rows: int, seconds: float) -> None:
+        fields: dict[str, Any] = {"status": status, "rows": rows}
+        if status == "ran":
+            fields.update(seconds=round(seconds, 3), finished=now())
+        self._update(step.name, **fields)
+
+    def step_failed(self, step: PlannedStep, error: BaseException) -> None:
+        self._update(step.name, status="failed", error=f"{type(error).__name__}: {error}")
+        self.manifest.update(status="failed", failed_step=step.name)
+        self._save()
+
+    def _update(self, name: str, **fields: Any) -> None:
+        self.manifest["steps"][name].update(fields)
+        self.manifest["updated"] = now()
+        self._save()
+
+    def _save(self) -> None:
+        write_json(self.manifest_path, self.manifest)
+
+    def finish(self, plan: Plan, store: Store, artifacts: Path) -> None:
+        """Copy this run's tables, link its files and collect metrics; then mark it complete."""
+        tables = {s.name: table_name(s.name, s.key) for s in plan.steps}
+        store.export_tables(self.path / "data.duckdb", tables)
+        for step in plan.steps:
+            link_tree(artifacts / table_name(step.name, step.key), self.path)
+        write_json(self.path / "metrics.json", collect_metrics(plan, store))
+        self.manifest.pop("failed_step", None)
+        self.manifest.update(status="complete", finished=now())
+        self._save()
+
+
+def collect_metrics(plan: Plan, store: Store) -> dict[str, Any]:
+    """Each step's metrics from the catalog (cached steps keep the metrics they had)."""
+    metrics: dict[str, Any] = {}
+    for step in plan.steps:
+        entry = store.catalog_entry(step.key) or {}
+        value = json.loads(entry.get("metrics") or "{}")
+        if value:
+            metrics[step.name] = value
+    return metrics
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Mirror a step's artifact folder into the run folder with hard links (copies across devices)."""
+    if not src.is_dir():
+        return
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
