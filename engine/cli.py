@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from engine.errors import RecipeError
+from engine.errors import RecipeError, RecipeInvalid
 
 EPILOG_RUN = "Example: recipe run recipes/demo.yaml --until split"
 
@@ -25,7 +25,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except RecipeError as e:
             if click.get_current_context().obj.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(str(e) if isinstance(e, RecipeInvalid) else f"error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; finished steps are kept, run the same command to resume", err=True)

@@ -20,12 +20,13 @@ class Problem:
     file: str
     line: int
     col: int
-    path: str
+    path: str | None  # dotted path; None for YAML syntax errors, "" for the document root
     message: str
 
     def __str__(self) -> str:
-        where = self.path or "(root)"
-        return f"{self.file}:{self.line}:{self.col}: {where}: {self.message}"
+        if self.path is None:
+            return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        return f"{self.file}:{self.line}:{self.col}: {self.path or '(root)'}: {self.message}"
 
 
 class RecipeInvalid(RecipeError):

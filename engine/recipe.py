@@ -99,9 +99,9 @@ def parse_yaml(text: str, file: str) -> Located:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"YAML syntax error: {e.problem or e.context}"
-        raise RecipeInvalid([Problem(file, line, col, "", message)]) from None
+        raise RecipeInvalid([Problem(file, line, col, None, message)]) from None
     except YAMLError as e:
-        raise RecipeInvalid([Problem(file, 1, 1, "", f"YAML error: {e}")]) from None
+        raise RecipeInvalid([Problem(file, 1, 1, None, f"YAML error: {e}")]) from None
     positions: dict[PathTuple, tuple[int, int]] = {(): (1, 1)}
     data = _plain(node, (), positions)
     if data is None:
@@ -178,8 +178,10 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
 def _best_context(error: Any) -> str:
     from jsonschema.exceptions import best_match
 
-    inner = best_match(error.context)
-    return f"{_readable(inner)} (or any other form the field accepts: see `recipe schema`)"
+    # Prefer the branch of the same kind as the value (a number's error, not "should be an array").
+    specific = [e for e in error.context if e.validator != "type"] or list(error.context)
+    inner = best_match(specific)
+    return _readable(inner)
 
 
 def _readable(error: Any) -> str:
@@ -189,9 +191,24 @@ def _readable(error: Any) -> str:
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
         return f"{error.instance!r} should be of type {expected}"
+    if error.validator == "format":
+        return f"{error.instance!r} is not a valid {error.validator_value}{_format_detail(error)}"
     if error.validator == "const":
         return f"{error.instance!r} should be {error.validator_value!r}"
     return error.message
+
+
+def _format_detail(error: Any) -> str:
+    if error.validator_value == "regex":
+        import re
+
+        try:
+            re.compile(error.instance)
+        except re.error as e:
+            return f" ({e})"
+    if error.validator_value == "date":
+        return " (use YYYY-MM-DD)"
+    return ""
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -1,0 +1,41 @@
+"""Shared fixtures: an isolated runs/ + store per test, and a small local-transcript recipe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.run import Paths
+
+CASES = Path(__file__).parent / "cases"
+
+# Tests never reach the internet and never write into the user's runs/ folder.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture()
+def paths(tmp_path: Path) -> Paths:
+    return Paths(runs_dir=tmp_path / "runs", store=tmp_path / "runs" / "store.duckdb")
+
+
+LOCAL_RECIPE = """\
+name: local-test
+creator:
+  name: Dr. Test
+sources:
+  - type: local
+    path: transcripts
+"""
+
+
+@pytest.fixture()
+def local_recipe(tmp_path: Path) -> Path:
+    """A recipe over three small transcript files (txt, vtt, srt) copied into tmp_path."""
+    folder = tmp_path / "transcripts"
+    shutil.copytree(CASES / "engine_transcripts", folder)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(LOCAL_RECIPE, encoding="utf-8")
+    return path
