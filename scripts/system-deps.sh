@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages: OpenBLAS makes MLX's CPU matmuls ~40x faster on Linux (see docs/troubleshooting.md).
+# System packages: OpenBLAS makes MLX's CPU matmuls ~40x faster on Linux (see ../shared/FACTS.md).
 # Installed only where we can (Debian/Ubuntu as root); elsewhere the engine warns once with the fix.
 set -euo pipefail
 [ "$(uname -s)" = "Linux" ] || exit 0
