@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.errors import ItemFailed
 
 TIMING = re.compile(r"(\d+:)?(\d{1,2}):(\d{2})[.,](\d{3})\s*-->\s*(\d+:)?(\d{1,2}):(\d{2})[.,](\d{3})")
+TAG = re.compile(r"<[^>]+>")  # inline timing/style tags of auto-caption vtt
 CUE = re.compile(r"\[(music|applause|laughter|inaudible)[^\]]*\]|\((laughs|music)\)", re.I)
 
 
@@ -47,7 +48,7 @@ def parse_cues(path: Path, text: str) -> list[dict]:
         elif "-->" in line:
             raise MalformedTranscript(path, f"bad timestamp line: {line.strip()!r}")
         elif current is not None and line.strip():
-            current["text"] = (current["text"] + " " + re.sub(r"<[^>]+>", "", line.strip())).strip()
+            current["text"] = (current["text"] + " " + TAG.sub("", line.strip())).strip()
     if not segments:
         raise MalformedTranscript(path, "no cues found")
     return segments

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages: OpenBLAS makes MLX's CPU matmuls ~40x faster on Linux (see ../shared/FACTS.md).
-# Installed only where we can (Debian/Ubuntu as root); elsewhere the engine warns once with the fix.
+# Installed only where we can (Debian/Ubuntu as root); elsewhere this prints the fix and goes on.
 set -euo pipefail
 [ "$(uname -s)" = "Linux" ] || exit 0
 lib=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3

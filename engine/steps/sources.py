@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.errors import RecipeError
 from engine.hashing import digest_file
 from engine.paths import local_transcript_files
 
@@ -26,13 +27,26 @@ def fingerprint(recipe: Any, ctx: Any) -> list[dict]:
     listing = []
     for source in recipe.sources:
         if source.type != "local":
-            raise NotImplementedError("youtube sources are not available in this version yet")
+            raise RecipeError("youtube sources are not available in this version yet; "
+                              "use `type: local` with downloaded transcript files for now")
         for path in local_transcript_files(recipe.base_dir, source.path):
-            sidecar = path.with_name(path.stem + ".meta.json")
-            meta = json.loads(sidecar.read_text()) if source.sidecar and sidecar.is_file() else {}
+            meta = _sidecar(path, ctx) if source.sidecar else {}
             listing.append({"path": str(path), "digest": digest_file(path), "format": source.format,
                             "meta": meta})
     return listing
+
+
+def _sidecar(path: Path, ctx: Any) -> dict:
+    """Optional `<stem>.meta.json` (title, url); a broken one is reported, not fatal."""
+    sidecar = path.with_name(path.stem + ".meta.json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except ValueError as e:
+        ctx.log.warning("%s: ignoring invalid metadata (%s)", sidecar, e)
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
