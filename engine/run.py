@@ -117,6 +117,7 @@ def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder
     folder.step_started(step)
     ctx = _context(False, step.name, plan.recipe, store, paths, options, key=step.key,
                    run_dir=folder.path, fingerprint=step.fingerprint)
+    ctx.upstream_dirs = {dep: paths.artifacts / table_name(dep, key) for dep, key in step.upstream.items()}
     inputs = {dep: store.table(key) for dep, key in step.upstream.items()}
     log.info("%s: running (%s)", step.name, step.key[:16])
     started = time.perf_counter()

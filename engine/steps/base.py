@@ -54,6 +54,13 @@ class StepContext:
     fingerprint: Any = None
     metrics: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("recipe"))
+    upstream_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def upstream_dir(self, step: str) -> Path:
+        """The files an upstream step wrote under its work_dir (e.g. split's data/*.jsonl)."""
+        if step not in self.upstream_dirs:
+            raise KeyError(f"{self.step} does not depend on {step}; add it to DEPENDS")
+        return self.upstream_dirs[step]
 
     def item_cache(self, name: str) -> ItemCache:
         """A persistent per-item cache shared by all runs using this store."""

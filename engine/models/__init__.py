@@ -1,0 +1,1 @@
+"""Local models: resolving `train.model` specs, GGUF import, training, fusing and GGUF export."""
