@@ -1,40 +1,166 @@
-"""transcripts: read and clean each video's transcript, keeping segment timestamps."""
+"""transcripts: read or fetch each video's transcript, clean it, keep segment timestamps, chunk it.
+
+Local files are parsed; YouTube videos are fetched (youtube-transcript-api, then yt-dlp
+subtitles) through a per-video cache keyed by video id + language preference, so a channel
+with new uploads fetches only the new ones. The cache holds raw segments, so changing the
+clean-up or chunking options never refetches. One video failing is a row with its reason.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from engine.chunking import chunk_segments
+from engine.transcript_fetch import FetchFailed, TranscriptFetcher
 from engine.transcript_formats import MalformedTranscript, clean_segments, parse_file
+from engine.youtube import PERSISTENT, SKIPPED, format_counts
 
 NAME = "transcripts"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("sources",)
 COLUMNS = {"video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR", "kind": "VARCHAR",
-           "text": "VARCHAR", "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
-           "words": "INTEGER", "status": "VARCHAR", "reason": "VARCHAR"}
+           "language": "VARCHAR", "via": "VARCHAR", "text": "VARCHAR",
+           "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
+           "start_time": "DOUBLE", "end_time": "DOUBLE", "words": "INTEGER", "status": "VARCHAR",
+           "reason": "VARCHAR"}
+CACHE = "transcripts"
+STATUS_CACHE = "video_status"
 
 
 def config(recipe: Any) -> Any:
     return recipe.transcripts
 
 
+def make_fetcher(cfg: Any) -> TranscriptFetcher:
+    """The network fetcher; tests replace this to inject a fake clock and sleep."""
+    return TranscriptFetcher.from_config(cfg)
+
+
+def cache_key(video_id: str, cfg: Any) -> str:
+    """Video id + language preference: another language list is another transcript."""
+    return f"{video_id}|{','.join(cfg.languages)}|{'manual' if cfg.prefer_manual else 'generated'}-first"
+
+
 def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
-    rows = []
-    for video in inputs["sources"].ok_rows():
-        rows.append(_one(ctx, video, cfg))
-    failed = [r for r in rows if r["status"] != "ok"]
-    ctx.metrics.update(read=len(rows) - len(failed), failed=len(failed))
+    videos = inputs["sources"].ok_rows()
+    tally: Counter = Counter()
+    reasons: dict[str, Counter] = {"failed": Counter(), "skipped": Counter()}
+    fetcher: list[TranscriptFetcher] = []  # created on the first YouTube video only
+    rows: list[dict] = []
+    with ctx.progress(len(videos), "transcripts") as bar:
+        for video in videos:
+            got = _local(video) if video["source"] == "local" else _youtube(ctx, video, cfg, fetcher)
+            tally[got["how"]] += 1
+            if got["status"] != "ok":
+                reasons[got["status"]][got["category"]] += 1
+                ctx.log.warning("%s %s: %s", got["status"], video["video_id"], got["reason"])
+            rows.extend(_rows(video, got, cfg))
+            bar.advance()
+    _summarise(ctx, tally, reasons, fetcher, inputs["sources"])
     return rows
 
 
-def _one(ctx: Any, video: dict, cfg: Any) -> dict:
-    row = {"video_id": video["video_id"], "chunk": 0, "title": video["title"], "kind": "local"}
+def _local(video: dict) -> dict:
     try:
-        segments = clean_segments(parse_file(Path(video["path"]), video["format"]), cfg.clean.strip_cues,
-                                  cfg.clean.merge_overlaps, cfg.clean.normalize_whitespace)
+        segments = parse_file(Path(video["path"]), video["format"])
     except MalformedTranscript as e:
-        ctx.log.warning("skipping %s", e)
-        return {**row, "text": "", "segments": [], "words": 0, "status": "failed", "reason": e.reason}
-    text = " ".join(s["text"] for s in segments)
-    return {**row, "text": text, "segments": segments, "words": len(text.split()), "status": "ok", "reason": None}
+        return _failure("failed", "malformed file", e.reason, how="failed")
+    return {"status": "ok", "how": "read", "segments": segments, "kind": "local", "language": None, "via": "file"}
+
+
+def _youtube(ctx: Any, video: dict, cfg: Any, fetcher: list) -> dict:
+    cache = ctx.item_cache(CACHE)
+    key = cache_key(video["video_id"], cfg)
+    hit = cache.get(key) or {}
+    history = {"transient_failures": hit.get("transient_failures", 0), "forced_retries": hit.get("forced_retries", 0)}
+    if hit.get("status") == "ok" or (_permanent_failure(hit) and not ctx.options.retry_failed):
+        return {**hit, "how": "cached"}
+    if _permanent_failure(hit):
+        history["forced_retries"] += 1  # --retry-failed
+    if not fetcher:
+        fetcher.append(make_fetcher(cfg))
+    try:
+        got = fetcher[0].fetch(video["video_id"])
+    except FetchFailed as e:
+        status = "skipped" if e.availability in SKIPPED else "failed"
+        result = _failure(status, e.category, e.reason, how=status)
+        history["transient_failures"] += 0 if e.permanent else 1
+        cache.put(key, {**{k: v for k, v in result.items() if k != "how"}, "permanent": e.permanent, **history})
+        if e.availability in PERSISTENT:  # the next listing skips it without asking YouTube again
+            _remember_status(ctx, video, e)
+        return result
+    result = {"status": "ok", "segments": got.segments, "kind": got.kind, "language": got.language,
+              "via": got.via, **history}
+    cache.put(key, result)  # committed at once: a killed run keeps every finished video
+    return {**result, "how": "fetched"}
+
+
+def _permanent_failure(hit: dict) -> bool:
+    return bool(hit) and hit.get("status") != "ok" and hit.get("permanent", True)
+
+
+def cache_state(hit: dict | None, retry_failed: bool) -> str | None:
+    """A video's fetch history as it bears on the transcripts key: None, or "<transient>/<forced>".
+
+    The sources listing carries it per video. It changes exactly when the next run would do
+    something different: after a transient failure (retried on the next run) and under
+    --retry-failed for a permanent one; it stays put when a retry succeeds, so the run after
+    that reuses the table the retry produced. Videos never in trouble add nothing to the key.
+    """
+    if not hit:
+        return None
+    transient, forced = hit.get("transient_failures", 0), hit.get("forced_retries", 0)
+    if retry_failed and _permanent_failure(hit):
+        forced += 1  # what this run will do
+    return None if (transient, forced) == (0, 0) else f"{transient}/{forced}"
+
+
+def cache_states(ctx: Any, video_ids: list[str], cfg: Any) -> dict[str, str | None]:
+    """cache_state of many videos at once (one query), for the sources fingerprint."""
+    keys = {cache_key(v, cfg): v for v in video_ids}
+    hits = ctx.item_cache(CACHE).get_many(list(keys))
+    return {v: cache_state(hits.get(k), ctx.options.retry_failed) for k, v in keys.items()}
+
+
+def _remember_status(ctx: Any, video: dict, error: FetchFailed) -> None:
+    entry = {"id": video["video_id"], "title": video["title"], "duration": video["duration"],
+             "upload_date": video["upload_date"], "availability": error.availability, "url": video["url"],
+             "source_url": video["url"], "error": error.reason}
+    ctx.item_cache(STATUS_CACHE).put(video["video_id"], {"entry": entry})
+
+
+def _failure(status: str, category: str, reason: str, how: str) -> dict:
+    return {"status": status, "category": category, "reason": f"{category}: {reason}" if reason else category,
+            "segments": [], "kind": None, "language": None, "via": None, "how": how}
+
+
+def _rows(video: dict, got: dict, cfg: Any) -> list[dict]:
+    base = {"video_id": video["video_id"], "title": video["title"], "kind": got["kind"],
+            "language": got["language"], "via": got["via"]}
+    if got["status"] != "ok":
+        return [{**base, "chunk": 0, "text": "", "segments": [], "start_time": None, "end_time": None,
+                 "words": 0, "status": got["status"], "reason": got["reason"]}]
+    c = cfg.clean
+    segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
+    if not segments:
+        return [{**base, "chunk": 0, "text": "", "segments": [], "start_time": None, "end_time": None,
+                 "words": 0, "status": "failed", "reason": "empty after clean-up"}]
+    pieces = chunk_segments(segments, cfg.chunking.mode, cfg.chunking.window_tokens, cfg.chunking.overlap_tokens)
+    return [{**base, "chunk": i, "text": p["text"], "segments": p["segments"], "start_time": p["start"],
+             "end_time": p["end"], "words": len(p["text"].split()), "status": "ok", "reason": None}
+            for i, p in enumerate(pieces)]
+
+
+def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
+    upstream = Counter(r["availability"] or r["reason"] for r in sources.rows("status = 'skipped'"))
+    ctx.metrics.update(read=tally["read"], fetched=tally["fetched"], cached=tally["cached"],
+                       failed=dict(reasons["failed"]), skipped=dict(reasons["skipped"] + upstream))
+    if fetcher:
+        ctx.metrics.update(requests=fetcher[0].requests, retries=len(fetcher[0].delays),
+                           backoff_seconds=round(sum(fetcher[0].delays), 3))
+    skipped, failed = reasons["skipped"] + upstream, reasons["failed"]
+    ctx.log.info("transcripts: %d read, %d fetched, %d cached, %d skipped%s, %d failed%s", tally["read"],
+                 tally["fetched"], tally["cached"], sum(skipped.values()), format_counts(skipped),
+                 sum(failed.values()), format_counts(failed))

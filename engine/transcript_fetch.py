@@ -1,0 +1,249 @@
+"""Fetching one video's transcript: youtube-transcript-api first, yt-dlp subtitles as fallback.
+
+Every request goes through one RateLimiter and is retried with exponential backoff and jitter
+on transient failures (network errors, HTTP 429/5xx, timeouts). A video that cannot be fetched
+raises FetchFailed with a short `category` (for the summary), a readable `reason`, whether it
+is `permanent` (cache it, do not ask again) and the `availability` it revealed, if any.
+Sleep, clock and rng are injectable so tests prove the backoff without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ItemFailed
+from engine.retry import RateLimiter, backoff_delay
+from engine.transcript_formats import MalformedTranscript, parse_text
+from engine.youtube import YtdlpLogger, error_availability, is_transient, short_error, ytdlp_class
+
+# youtube-transcript-api exceptions that mean "retry later" (its 429 is IpBlocked).
+API_TRANSIENT = {"IpBlocked", "RequestBlocked", "Timeout", "ConnectTimeout", "ReadTimeout", "ConnectionError"}
+API_CATEGORY = {"TranscriptsDisabled": "transcripts disabled", "NoTranscriptFound": "no transcript",
+                "VideoUnavailable": "unavailable", "AgeRestricted": "age-restricted",
+                "InvalidVideoId": "invalid video id", "PoTokenRequired": "po token required",
+                "YouTubeDataUnparsable": "unparsable response"}
+UNREACHABLE = ("members-only", "private", "unavailable", "live")  # yt-dlp would fail the same way
+SUB_FORMATS = ("json3", "vtt")
+log = logging.getLogger("engine.youtube")
+
+
+@dataclass
+class Fetched:
+    segments: list[dict]
+    kind: str  # manual | generated
+    language: str
+    via: str  # youtube-transcript-api | yt-dlp
+
+
+class FetchFailed(ItemFailed):
+    def __init__(self, category: str, reason: str, permanent: bool, availability: str | None = None):
+        self.category, self.reason, self.permanent, self.availability = category, reason, permanent, availability
+        super().__init__(f"{category}: {reason}")
+
+
+class _Exhausted(Exception):
+    """Transient failures outlasted the retries."""
+
+    def __init__(self, cause: BaseException):
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+@dataclass
+class TranscriptFetcher:
+    languages: tuple[str, ...] = ("en",)
+    prefer_manual: bool = True
+    fallback_ytdlp: bool = True
+    requests_per_second: float = 1.0
+    retries: int = 4
+    backoff: float = 2.0
+    timeout: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    delays: list[float] = field(default_factory=list)  # every backoff slept, for metrics and tests
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.requests_per_second, clock=self.clock, sleep=self.sleep)
+        self._api: Any = None
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kwargs: Any) -> TranscriptFetcher:
+        return cls(tuple(cfg.languages), cfg.prefer_manual, cfg.fallback_ytdlp, cfg.requests_per_second,
+                   cfg.retries, cfg.backoff, cfg.timeout, **kwargs)
+
+    def call(self, fn: Callable[[], Any], transient: Callable[[BaseException], bool]) -> Any:
+        """One rate-limited request, retried with backoff while `transient` says so."""
+        attempt = 0
+        while True:
+            self.limiter.acquire()
+            self.requests += 1
+            try:
+                return fn()
+            except Exception as e:
+                if not transient(e):
+                    raise
+                if attempt >= self.retries:
+                    raise _Exhausted(e) from e
+                delay = backoff_delay(attempt, base=self.backoff, rng=self.rng)
+                log.info("%s; retry %d/%d in %.1fs", _short(e), attempt + 1, self.retries, delay)
+                self.delays.append(delay)
+                self.sleep(delay)
+                attempt += 1
+
+    def fetch(self, video_id: str) -> Fetched:
+        try:
+            return self._via_api(video_id)
+        except FetchFailed as first:
+            if not self.fallback_ytdlp or first.availability in UNREACHABLE:
+                raise
+            try:
+                return self._via_ytdlp(video_id)
+            except FetchFailed as second:
+                raise FetchFailed(second.category if first.permanent else first.category,
+                                  f"youtube-transcript-api: {first.reason}; yt-dlp: {second.reason}",
+                                  first.permanent and second.permanent,
+                                  first.availability or second.availability) from None
+
+    # -- youtube-transcript-api ----------------------------------------------------------------
+
+    def _via_api(self, video_id: str) -> Fetched:
+        try:
+            listing = self.call(lambda: self._client().list(video_id), _api_transient)
+            transcript = self._pick_api(listing)
+            fetched = self.call(transcript.fetch, _api_transient)
+        except _Exhausted as e:
+            raise _api_failure(e.cause, exhausted=True) from None
+        except FetchFailed:
+            raise
+        except Exception as e:
+            raise _api_failure(e) from None
+        segments = [{"start": float(s["start"]), "duration": float(s.get("duration") or 0.0), "text": s["text"]}
+                    for s in fetched.to_raw_data()]
+        return Fetched(segments, "generated" if fetched.is_generated else "manual",
+                       fetched.language_code, "youtube-transcript-api")
+
+    def _client(self) -> Any:
+        if self._api is None:
+            from youtube_transcript_api import YouTubeTranscriptApi  # lazy: pulls in requests
+
+            # one instance, used from this thread only (the library's sessions are not thread-safe)
+            self._api = YouTubeTranscriptApi(http_client=_timeout_session(self.timeout))
+        return self._api
+
+    def _pick_api(self, listing: Any) -> Any:
+        finders = [listing.find_manually_created_transcript, listing.find_generated_transcript]
+        if not self.prefer_manual:
+            finders.reverse()
+        for find in finders:
+            try:
+                return find(list(self.languages))
+            except Exception as e:
+                if type(e).__name__ != "NoTranscriptFound":
+                    raise
+        raise FetchFailed("no transcript", f"no captions in {', '.join(self.languages)}", permanent=True)
+
+    # -- yt-dlp subtitles ----------------------------------------------------------------------
+
+    def _via_ytdlp(self, video_id: str) -> Fetched:
+        opts = {"skip_download": True, "writesubtitles": True, "writeautomaticsub": True, "quiet": True,
+                "no_warnings": True, "subtitleslangs": list(self.languages), "socket_timeout": self.timeout,
+                "logger": YtdlpLogger()}
+        url = f"https://www.youtube.com/watch?v={video_id}"
+        try:
+            with ytdlp_class()(opts) as ydl:
+                info = self.call(lambda: ydl.extract_info(url, download=False), is_transient)
+                kind, lang, track = self._pick_track(info or {})
+                raw = self.call(lambda: ydl.urlopen(track["url"]).read(), is_transient)
+        except _Exhausted as e:
+            raise FetchFailed(_transient_category(e.cause), _short(e.cause), permanent=False) from None
+        except FetchFailed:
+            raise
+        except Exception as e:
+            label = error_availability(str(e))
+            raise FetchFailed(label or "yt-dlp error", _short(e), permanent=label != "live",
+                              availability=label) from None
+        try:
+            text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else str(raw)
+            segments = parse_text(Path(f"{video_id}.{track['ext']}"), text, track["ext"])
+        except (MalformedTranscript, UnicodeDecodeError) as e:
+            raise FetchFailed("unparsable subtitles", str(e), permanent=True) from None
+        return Fetched(segments, kind, lang, "yt-dlp")
+
+    def _pick_track(self, info: dict) -> tuple[str, str, dict]:
+        groups = [("manual", info.get("subtitles") or {}), ("generated", info.get("automatic_captions") or {})]
+        if not self.prefer_manual:
+            groups.reverse()
+        for lang in self.languages:
+            for kind, tracks in groups:
+                for code in _matching_codes(lang, tracks):
+                    by_ext = {t.get("ext"): t for t in tracks[code] if t.get("url")}
+                    for ext in SUB_FORMATS:
+                        if ext in by_ext:
+                            return kind, code, by_ext[ext]
+        raise FetchFailed("no transcript", f"no json3/vtt subtitles in {', '.join(self.languages)}", permanent=True)
+
+
+def _matching_codes(lang: str, tracks: dict) -> list[str]:
+    """`en` matches `en` first, then regional variants such as `en-US` (not `en-de` translations)."""
+    exact = [lang] if lang in tracks else []
+    return exact + sorted(c for c in tracks if re.fullmatch(rf"{re.escape(lang)}-[A-Z]{{2}}", c))
+
+
+def _api_transient(error: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if names & API_TRANSIENT:
+        return True
+    if "YouTubeRequestFailed" in names:
+        return bool(re.search(r"\b(429|5\d\d)\b", str(getattr(error, "reason", error))))
+    return isinstance(error, (TimeoutError, ConnectionError))
+
+
+def _api_failure(error: BaseException, exhausted: bool = False) -> FetchFailed:
+    name = type(error).__name__
+    if exhausted or _api_transient(error):
+        return FetchFailed(_transient_category(error), _short(error), permanent=False)
+    if name == "VideoUnplayable":
+        label = error_availability(" ".join([str(getattr(error, "reason", "")), *getattr(error, "sub_reasons", [])]))
+        return FetchFailed(label or "unplayable", _short(error), permanent=label != "live", availability=label)
+    category = API_CATEGORY.get(name, name)
+    availability = "unavailable" if name == "VideoUnavailable" else None
+    return FetchFailed(category, _short(error), permanent=name in API_CATEGORY, availability=availability)
+
+
+def _transient_category(error: BaseException) -> str:
+    text = f"{type(error).__name__} {error}".lower()
+    if "timeout" in text or "timed out" in text:
+        return "timeout"
+    if "429" in text or "ipblocked" in text or "requestblocked" in text:
+        return "rate limited (HTTP 429)"
+    return "network error"
+
+
+def _short(error: BaseException) -> str:
+    """The first meaningful line of an error (the API's messages are long help texts)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, str) and cause.strip():
+        return " ".join(cause.split())[:300]
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return short_error(" ".join(lines[:2]) if lines else type(error).__name__)
+
+
+def _timeout_session(timeout: float) -> Any:
+    """A requests.Session whose every request has a timeout (requests has no default one)."""
+    import requests
+
+    class TimeoutSession(requests.Session):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout)
+            return super().request(*args, **kwargs)
+
+    return TimeoutSession()

@@ -1,0 +1,276 @@
+"""Listing YouTube sources with yt-dlp's Python API (flat extraction: no per-video page loads).
+
+A source is a channel, a playlist, or explicit video URLs/ids. Each listed video becomes an
+entry {id, title, duration, upload_date, availability, url}; `availability` is one of
+public / members-only / private / unavailable / live, mapped from what yt-dlp reports (badges in
+the listing, `live_status`, or for single videos the error it raises). Filters then mark entries
+'dropped' with the rule that dropped them. yt_dlp is imported lazily (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from engine.errors import RecipeError, TransientError
+from engine.retry import backoff_delay
+
+VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+ID_IN_URL = re.compile(r"(?:v=|youtu\.be/|/shorts/|/live/|/embed/)([A-Za-z0-9_-]{11})")
+CHANNEL_ROOT = re.compile(r"^(https?://(?:www\.|m\.)?youtube\.com/(?:@[^/?#]+|channel/[^/?#]+|c/[^/?#]+|user/[^/?#]+))/?$")
+PLACEHOLDER_TITLES = {"[private video]": "private", "[deleted video]": "unavailable",
+                      "[unavailable video]": "unavailable"}
+SKIPPED = ("members-only", "private", "unavailable", "live")
+# Worth remembering across runs; a live stream becomes an ordinary video once it ends.
+PERSISTENT = ("members-only", "private", "unavailable")
+
+# Error text of single-video extraction, used only when yt-dlp gives no structured field
+# (a listing carries badges instead). Order matters: the first match wins.
+ERROR_AVAILABILITY = (
+    (re.compile(r"members[- ]only|channel's members|join this channel", re.I), "members-only"),
+    (re.compile(r"private video|video is private", re.I), "private"),
+    (re.compile(r"live event will begin|premieres in|is live|live stream", re.I), "live"),
+    (re.compile(r"video unavailable|has been removed|no longer available|terminated|"
+                r"not available in your country|sign in to confirm your age", re.I), "unavailable"),
+)
+TRANSIENT_TEXT = re.compile(r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connection (reset|refused|aborted)|"
+                            r"network is unreachable|Remote end closed", re.I)
+
+
+log = logging.getLogger("engine.youtube")
+
+
+class YtdlpLogger:
+    """yt-dlp prints errors to stderr even when quiet; we report them ourselves, once."""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    info = debug
+    warning = debug
+    error = debug
+
+
+def ytdlp_class() -> Any:
+    from yt_dlp import YoutubeDL  # lazy: yt-dlp takes a while to import
+
+    return YoutubeDL
+
+
+def video_id(text: str) -> str | None:
+    """An 11-character id from a bare id or any common YouTube video URL."""
+    text = text.strip()
+    if VIDEO_ID.match(text):
+        return text
+    match = ID_IN_URL.search(text)
+    return match.group(1) if match else None
+
+
+def listing_url(url: str) -> str:
+    """A channel root lists its tabs (videos, shorts, live) as nested playlists; ask for videos."""
+    match = CHANNEL_ROOT.match(url.strip())
+    return f"{match.group(1)}/videos" if match else url.strip()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Network errors, HTTP 429/5xx and timeouts, looking through yt-dlp's wrapped causes."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (TimeoutError, ConnectionError, TransientError)):
+            return True
+        status = getattr(current, "status", None) or getattr(current, "code", None)
+        if isinstance(status, int) and (status == 429 or 500 <= status < 600):
+            return True
+        if type(current).__name__ in ("TransportError", "IncompleteRead", "ProxyError"):
+            return True
+        exc_info = getattr(current, "exc_info", None)
+        nxt = getattr(current, "cause", None) or (exc_info[1] if exc_info else None)
+        current = nxt if isinstance(nxt, BaseException) else current.__cause__ or current.__context__
+    return bool(TRANSIENT_TEXT.search(str(error)))
+
+
+def availability(entry: dict) -> str:
+    """public / members-only / private / unavailable / live for one listed entry."""
+    raw = entry.get("availability")
+    if raw in ("subscriber_only", "premium_only"):
+        return "members-only"
+    if raw == "private":
+        return "private"
+    if raw == "needs_auth":
+        return "unavailable"
+    placeholder = PLACEHOLDER_TITLES.get(str(entry.get("title") or "").strip().lower())
+    if placeholder:
+        return placeholder
+    if entry.get("live_status") in ("is_live", "is_upcoming", "post_live"):
+        return "live"
+    return "public"
+
+
+def error_availability(message: str) -> str | None:
+    for pattern, label in ERROR_AVAILABILITY:
+        if pattern.search(message):
+            return label
+    return None
+
+
+def _upload_date(entry: dict) -> str | None:
+    """YYYY-MM-DD from upload_date, else from (approximate) timestamps."""
+    raw = entry.get("upload_date")
+    if isinstance(raw, str) and len(raw) == 8 and raw.isdigit():
+        return f"{raw[:4]}-{raw[4:6]}-{raw[6:]}"
+    stamp = entry.get("timestamp") or entry.get("release_timestamp")
+    if isinstance(stamp, (int, float)):
+        return datetime.fromtimestamp(stamp, tz=timezone.utc).strftime("%Y-%m-%d")
+    return None
+
+
+def to_entry(raw: dict, source_url: str) -> dict:
+    vid = raw.get("id") or video_id(str(raw.get("url") or ""))
+    duration = raw.get("duration")
+    return {"id": vid, "title": str(raw.get("title") or vid), "duration": float(duration) if duration else None,
+            "upload_date": _upload_date(raw), "exact_date": bool(raw.get("upload_date")),
+            "availability": availability(raw),
+            "url": f"https://www.youtube.com/watch?v={vid}", "source_url": source_url}
+
+
+def flatten(info: dict) -> Iterable[dict]:
+    """Video entries of a (possibly nested) playlist; tabs of a channel are playlists too."""
+    entries = info.get("entries")
+    if entries is None:
+        if info.get("id"):
+            yield info
+        return
+    for entry in entries:
+        if not entry:
+            continue  # yt-dlp yields None for entries it could not read
+        if entry.get("_type") == "playlist" or entry.get("entries") is not None:
+            yield from flatten(entry)
+        elif entry.get("ie_key") in (None, "Youtube") or video_id(str(entry.get("id") or "")):
+            yield entry
+
+
+class Lister:
+    """Lists sources through one YoutubeDL per call, with retries on transient failures."""
+
+    def __init__(self, retries: int = 4, backoff: float = 2.0, timeout: float = 30.0,
+                 sleep: Callable[[float], None] | None = None, limiter: Any = None):
+        import time
+
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.sleep = sleep or time.sleep
+        self.limiter = limiter
+        self.delays: list[float] = []
+
+    def options(self, dates: bool) -> dict:
+        opts: dict[str, Any] = {"extract_flat": "in_playlist", "skip_download": True, "quiet": True,
+                                "no_warnings": True, "socket_timeout": self.timeout, "ignoreerrors": False,
+                                "logger": YtdlpLogger()}
+        if dates:  # flat listings carry no dates unless yt-dlp parses the "3 weeks ago" text
+            opts["extractor_args"] = {"youtubetab": {"approximate_date": [""]}}
+        return opts
+
+    def extract(self, url: str, dates: bool = False) -> dict:
+        """extract_info(url, download=False), retried with backoff on transient errors."""
+        attempt = 0
+        while True:
+            if self.limiter is not None:
+                self.limiter.acquire()
+            try:
+                with ytdlp_class()(self.options(dates)) as ydl:
+                    return ydl.extract_info(url, download=False) or {}
+            except Exception as e:
+                if not is_transient(e) or attempt >= self.retries:
+                    raise
+                delay = backoff_delay(attempt, base=self.backoff)
+                log.warning("listing %s: %s; retry %d/%d in %.1fs", url, short_error(e), attempt + 1,
+                            self.retries, delay)
+                self.delays.append(delay)
+                self.sleep(delay)
+                attempt += 1
+
+    def list_url(self, url: str, dates: bool = False) -> list[dict]:
+        try:
+            info = self.extract(listing_url(url), dates)
+        except Exception as e:
+            raise RecipeError(f"could not list {url}: {short_error(e)}; check the URL and your network, "
+                              "then run the same command again") from e
+        return [to_entry(raw, url) for raw in flatten(info)]
+
+    def list_video(self, ref: str) -> dict:
+        """One explicit video; a video yt-dlp refuses becomes an entry with the mapped reason."""
+        vid = video_id(ref)
+        url = f"https://www.youtube.com/watch?v={vid}" if vid else ref
+        try:
+            return to_entry(self.extract(url), ref)
+        except Exception as e:
+            # retries are spent on transient errors: "unknown" fails this run only, remembered nowhere
+            label = "unknown" if is_transient(e) else error_availability(str(e)) or "unavailable"
+            entry = to_entry({"id": vid or ref, "title": vid or ref}, ref)
+            return {**entry, "availability": label, "error": short_error(e)}
+
+
+def format_counts(counts: Counter) -> str:
+    """' (members-only 2, private 1)' for summary log lines; empty when there is nothing to say."""
+    return f" ({', '.join(f'{k} {n}' for k, n in counts.most_common())})" if counts else ""
+
+
+def short_error(error: BaseException | str) -> str:
+    text = " ".join(str(error).split())
+    text = re.sub(r"\s*\(caused by .*$", "", text)  # yt-dlp repeats the cause verbatim
+    return re.sub(r"^ERROR:\s*(\[[^\]]+\]\s*)?([A-Za-z0-9_-]{11}:\s*)?", "", text)[:300]
+
+
+def filter_reason(entry: dict, source: Any) -> str | None:
+    """Why a source's filters drop this entry, or None to keep it."""
+    title = entry["title"]
+    if entry["id"] in source.exclude_ids:
+        return "excluded id"
+    if source.title_include and not any(re.search(p, title) for p in source.title_include):
+        return "title does not match title_include"
+    for pattern in source.title_exclude:
+        if re.search(pattern, title):
+            return f"title matches title_exclude {pattern!r}"
+    duration = entry["duration"]
+    if source.min_duration is not None and duration is not None and duration < source.min_duration:
+        return f"shorter than min_duration ({duration:.0f}s < {source.min_duration:.0f}s)"
+    if source.max_duration is not None and duration is not None and duration > source.max_duration:
+        return f"longer than max_duration ({duration:.0f}s > {source.max_duration:.0f}s)"
+    return _date_reason(entry["upload_date"], source)
+
+
+def _date_reason(date: str | None, source: Any) -> str | None:
+    if not (source.after or source.before):
+        return None
+    if date is None:
+        return "upload date unknown (after/before set)"
+    if source.after and date < source.after:
+        return f"uploaded {date}, before `after` {source.after}"
+    if source.before and date >= source.before:
+        return f"uploaded {date}, not before `before` {source.before}"
+    return None
+
+
+def apply_filters(entries: list[dict], source: Any) -> list[dict]:
+    """Mark each entry status ok / skipped (availability) / dropped (filters, max_videos)."""
+    out, kept = [], 0
+    for entry in entries:
+        reason = None
+        status = "ok"
+        if entry["availability"] == "unknown":
+            status, reason = "failed", f"could not list: {entry.get('error')}"
+        elif entry["availability"] in SKIPPED:
+            status, reason = "skipped", entry["availability"] + (f": {entry['error']}" if entry.get("error") else "")
+        elif (reason := filter_reason(entry, source)) is not None:
+            status = "dropped"
+        elif source.max_videos is not None and kept >= source.max_videos:
+            status, reason = "dropped", f"beyond max_videos ({source.max_videos})"
+        else:
+            kept += 1
+        out.append({**entry, "status": status, "reason": reason})
+    return out
