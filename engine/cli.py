@@ -163,5 +163,104 @@ def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
                f"freed {result.bytes_freed / 1e6:.1f} MB")
 
 
+@main.command(epilog="Example: recipe diff 3f2a9c 7b1e04 --md --plot losses.png")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
+@click.option("--md", "as_md", is_flag=True, help="Print the difference as Markdown.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write both runs' loss curves overlaid into this PNG.")
+@runs_option
+@friendly_errors
+def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, runs_dir: Path | None) -> None:
+    """Compare two runs (recipe, metrics, data).
+
+    Shows changed recipe keys, metrics side by side with deltas, questions added/removed
+    and the tuned models' eval answers for the same questions.
+    """
+    from engine.diff import diff_runs, load_run, plot_losses, render_markdown, render_text
+    from engine.run import Paths
+    from engine.runs import find_run
+
+    root = Paths.resolve(None, runs_dir).runs_dir
+    dir_a, dir_b = find_run(run_a, root), find_run(run_b, root)
+    result = diff_runs(dir_a, dir_b)
+    if plot:
+        plot_losses([(result.a, load_run(dir_a).metrics), (result.b, load_run(dir_b).metrics)], plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(render_markdown(result) if as_md else render_text(result))
+    if plot and not as_json:
+        click.echo(f"loss curves: {plot}")
+
+
+@main.command(epilog="Example: recipe report 3f2a9c && xdg-open runs/3f2a9c*/report.html")
+@click.argument("run_ref")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the HTML (default: RUN/report.html).")
+@runs_option
+@friendly_errors
+def report(run_ref: str, out: Path | None, runs_dir: Path | None) -> None:
+    """Write a self-contained report.html for a run (plots embedded)."""
+    from engine.report import write_report
+    from engine.run import Paths
+    from engine.runs import find_run
+
+    click.echo(str(write_report(find_run(run_ref, Paths.resolve(None, runs_dir).runs_dir), out)))
+
+
+@main.command(epilog="Example: recipe new jane_doe --channel https://www.youtube.com/@janedoe "
+                     "--creator 'Dr. Jane Doe' --from recipes/jason_fung.yaml")
+@click.argument("name")
+@click.option("--channel", required=True, help="The new creator's YouTube channel URL (or @handle).")
+@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Recipe to start from (default recipes/jason_fung.yaml, else recipes/demo.yaml).")
+@click.option("--creator", default=None, help="The creator's name as prompts should say it (default: from the handle).")
+@click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("recipes"),
+              help="Where to write NAME.yaml (default recipes/).")
+@click.option("--force", is_flag=True, help="Overwrite an existing recipe of that name.")
+@friendly_errors
+def new(name: str, channel: str, source: Path | None, creator: str | None, out_dir: Path, force: bool) -> None:
+    """Start a recipe for another creator.
+
+    Copies an existing recipe, replaces name, creator and sources, marks fields to review
+    with `# CHECK:` comments, validates it and writes DIR/NAME.yaml.
+    """
+    from engine.new_recipe import new_recipe
+
+    result = new_recipe(name, channel, source, creator, out_dir, force)
+    click.echo(f"wrote {result.path} (valid); review the fields marked CHECK:")
+    for path in result.checks:
+        click.echo(f"  {path}")
+
+
+@main.command(epilog='Example: recipe ask 3f2a9c "Is it bad to skip breakfast?"')
+@click.argument("run_ref")
+@click.argument("question")
+@click.option("--use", "prefer", type=click.Choice(["auto", "fused", "adapters"]), default="auto",
+              help="Fused model/ or base + adapters/ (auto: fused when present).")
+@click.option("--max-tokens", type=int, default=None, help="Most tokens (default: the recipe's eval.max_tokens).")
+@click.option("--temperature", type=float, default=0.0, help="0 = greedy.")
+@click.option("--seed", type=int, default=0, help="Seed for sampling.")
+@runs_option
+@friendly_errors
+def ask(run_ref: str, question: str, prefer: str, max_tokens: int | None, temperature: float, seed: int,
+        runs_dir: Path | None) -> None:
+    """Ask a run's tuned model; tokens stream out.
+
+    Uses the fused model/ when present, else the base model with adapters/.
+    """
+    from engine.ask import ask as ask_run
+    from engine.run import Paths
+    from engine.runs import find_run
+
+    paths = Paths.resolve(None, runs_dir)
+    for piece in ask_run(find_run(run_ref, paths.runs_dir), question, paths.models, prefer, max_tokens,
+                         temperature, seed):
+        click.echo(piece, nl=False)
+    click.echo()
+
+
 if __name__ == "__main__":
     main()

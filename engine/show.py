@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,38 @@ from engine.runs import effective_status, read_manifest, read_metrics
 def run_summary(run_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(run_dir)
     return {"run_dir": str(run_dir), "manifest": manifest, "status": effective_status(manifest),
-            "metrics": read_metrics(run_dir), "problems": item_problems(run_dir)}
+            "metrics": read_metrics(run_dir), "problems": item_problems(run_dir),
+            "dataset": dataset_stats(run_dir), "eval": eval_summary(run_dir)}
+
+
+def dataset_stats(run_dir: Path) -> dict[str, Any]:
+    """Examples per split with mean question/answer words (from data.duckdb's split table)."""
+    db = run_dir / "data.duckdb"
+    if not db.is_file():
+        return {}
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() "
+                                          "WHERE table_name = 'split'").fetchall()}
+        if not {"split", "question", "answer"} <= cols:
+            return {}
+        where = "WHERE status = 'ok'" if "status" in cols else ""
+        rows = con.execute("SELECT split, count(*), avg(len(string_split(question, ' '))), "
+                           f"avg(len(string_split(answer, ' '))) FROM split {where} GROUP BY 1 ORDER BY 1").fetchall()
+    return {name: {"examples": n, "question_words": round(q or 0, 1), "answer_words": round(a or 0, 1)}
+            for name, n, q, a in rows}
+
+
+def eval_summary(run_dir: Path) -> dict[str, Any]:
+    """The evaluate step's summary (eval.json, else metrics.json)."""
+    path = run_dir / "eval.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("summary") or {}
+        except ValueError:
+            pass
+    return read_metrics(run_dir).get("evaluate") or {}
 
 
 def item_problems(run_dir: Path) -> dict[str, dict[str, int]]:
@@ -50,8 +82,38 @@ def render_run(summary: dict[str, Any]) -> str:
             lines.append(f"      error: {step['error']}")
     for table, counts in summary["problems"].items():
         lines.append(f"\n  {table}: " + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
-    lines.extend(_metric_lines(summary["metrics"]))
+    lines.extend(_metric_lines({k: v for k, v in summary["metrics"].items() if k != "evaluate"}))
+    lines.extend(_dataset_lines(summary.get("dataset") or {}))
+    lines.extend(_eval_lines(summary.get("eval") or {}))
     return "\n".join(lines)
+
+
+def _dataset_lines(dataset: dict[str, Any]) -> list[str]:
+    if not dataset:
+        return []
+    lines = ["", "  dataset:"]
+    for name, s in dataset.items():
+        lines.append(f"    {name:<6} {s['examples']:>6} examples  question {s['question_words']:.1f} words  "
+                     f"answer {s['answer_words']:.1f} words")
+    return lines
+
+
+def _eval_lines(ev: dict[str, Any]) -> list[str]:
+    """Base vs tuned, one score per line; other summary numbers after."""
+    names = [k[len("tuned_"):] for k in ev if k.startswith("tuned_")]
+    if not ev:
+        return []
+    lines = ["", f"  eval: {'score':<22} {'base':>10} {'tuned':>10}"]
+    for name in names:
+        lines.append(f"        {name:<22} {_fmt(ev.get('base_' + name)):>10} {_fmt(ev.get('tuned_' + name)):>10}")
+    rest = {k: v for k, v in ev.items() if not k.startswith(("base_", "tuned_"))}
+    if rest:
+        lines.append("        " + "  ".join(f"{k}={_fmt(v)}" for k, v in rest.items()))
+    return lines
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _metric_lines(metrics: dict[str, Any]) -> list[str]:

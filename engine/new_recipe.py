@@ -1,0 +1,183 @@
+"""`recipe new NAME --channel URL [--from RECIPE]`: start a recipe for another creator.
+
+The source recipe is copied with a ruamel round trip (its comments, order and block strings
+survive), the creator, name and sources are replaced, the old creator's name is replaced
+wherever it appears in a value, and every field a human should review gets a `# CHECK:` comment.
+The result is validated before it is written.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RecipeError
+
+DEFAULT_FROM = ("recipes/jason_fung.yaml", "recipes/demo.yaml")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+HANDLE = re.compile(r"youtube\.com/(@[\w.-]+)|^(@[\w.-]+)$")
+
+# Fields whose content is specific to a creator or a domain: (path, why).
+REVIEW = (
+    (("description",), "describe the new recipe"),
+    (("creator", "name"), "the name prompts use for {creator}"),
+    (("creator", "language"), "language of the new channel"),
+    (("sources",), "add filters (min_duration, title_exclude, ...) for this channel"),
+    (("prompts", "system"), "domain and voice of the new creator"),
+    (("prompts", "questions"), "example questions and tags are domain-specific"),
+    (("prompts", "answers"), "formatting rules and voice"),
+    (("split", "system_prompt"), "system prompt of the training data"),
+    (("filters", "banned_phrases"), "phrases the new creator's answers must not contain"),
+    (("filters", "formatting"), "does the new creator's style use these formats?"),
+    (("eval", "questions"), "questions about the new creator's topics"),
+)
+
+
+@dataclass
+class NewRecipe:
+    path: Path
+    checks: list[str] = field(default_factory=list)
+
+
+def handle_from_url(url: str) -> str | None:
+    m = HANDLE.search(url.strip())
+    return (m.group(1) or m.group(2)) if m else None
+
+
+def channel_url(channel: str) -> str:
+    """`@handle` -> the channel's URL (the youtube source wants a URL)."""
+    channel = channel.strip()
+    return f"https://www.youtube.com/{channel}" if channel.startswith("@") else channel
+
+
+def guess_creator(url: str) -> str:
+    """A placeholder creator name from the channel handle (flagged CHECK: a human fixes it)."""
+    handle = handle_from_url(url)
+    return handle.lstrip("@") if handle else url.rstrip("/").rsplit("/", 1)[-1] or "Creator"
+
+
+def default_from() -> Path:
+    for candidate in DEFAULT_FROM:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise RecipeError("no recipe to start from; pass --from RECIPE")
+
+
+def new_recipe(name: str, channel: str, source: Path | None = None, creator: str | None = None,
+               out_dir: Path = Path("recipes"), force: bool = False) -> NewRecipe:
+    """Write out_dir/<name>.yaml from `source` for the channel; returns the path and what to check."""
+    if not NAME_PATTERN.match(name):
+        raise RecipeError(f"recipe name '{name}' must be letters, digits, '_', '.', '-' (e.g. jane_doe)")
+    channel = channel_url(channel)
+    source = source or default_from()
+    if not source.is_file():
+        raise RecipeError(f"{source}: no such recipe to start from")
+    out = out_dir / f"{name}.yaml"
+    if out.exists() and not force:
+        raise RecipeError(f"{out} exists; pick another name or pass --force")
+    yaml = _yaml()
+    data = yaml.load(source.read_text(encoding="utf-8"))
+    checks = rewrite(data, name, channel, creator or guess_creator(channel))
+    text = _header(source, channel) + _strip_leading_comments(_dump(yaml, data))
+    _write_validated(out, text)
+    return NewRecipe(out, checks)
+
+
+def _yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    return yaml
+
+
+def rewrite(data: Any, name: str, channel: str, creator: str) -> list[str]:
+    """Replace name/creator/sources in place; add CHECK comments; return the checked paths."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    old_creator = (data.get("creator") or {}).get("name")
+    old_handle = (data.get("creator") or {}).get("handle")
+    data["name"] = name
+    data.setdefault("creator", CommentedMap())
+    data["creator"]["name"] = creator
+    data["creator"]["handle"] = handle_from_url(channel)
+    data["sources"] = CommentedSeq([CommentedMap([("type", "youtube"), ("url", channel)])])
+    replaced = _replace_strings(data, {old_creator: creator, old_handle: handle_from_url(channel)}, ())
+    checks = [(path, why) for path, why in REVIEW if _get(data, path) is not None]
+    checks += [(path, "was about the previous creator") for path in replaced if all(path != p for p, _ in checks)]
+    for path, why in checks:
+        _comment(data, path, why)
+    return [".".join(map(str, p)) for p, _ in checks]
+
+
+def _replace_strings(node: Any, mapping: dict, path: tuple) -> list[tuple]:
+    """Replace old creator name/handle inside string values (keeping ruamel's string styles)."""
+    pairs = [(old, new) for old, new in mapping.items() if old and new]
+    hits: list[tuple] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, value in list(items):
+        if isinstance(value, str) and path[:1] not in (("creator",), ("sources",)):
+            new = value
+            for old, repl in pairs:
+                new = new.replace(old, repl)
+            if new != value:
+                node[key] = type(value)(new) if type(value) is not str else new
+                hits.append(path + (key,))
+        elif isinstance(value, (dict, list)):
+            hits += _replace_strings(value, mapping, path + (key,))
+    # Comments go on mapping keys, so report the nearest mapping key of a list item.
+    return [tuple(p for p in hit if not isinstance(p, int)) for hit in hits]
+
+
+def _get(data: Any, path: tuple) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _comment(data: Any, path: tuple, why: str) -> None:
+    parent = _get(data, path[:-1]) if len(path) > 1 else data
+    parent.yaml_set_comment_before_after_key(path[-1], before=f"CHECK: {why}", indent=2 * (len(path) - 1))
+
+
+def _dump(yaml: Any, data: Any) -> str:
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    return buf.getvalue()
+
+
+def _strip_leading_comments(text: str) -> str:
+    """The copied file's header describes the old creator: drop it (we write our own)."""
+    lines = text.splitlines(keepends=True)
+    while lines and (lines[0].startswith("#") and "CHECK:" not in lines[0] or not lines[0].strip()):
+        lines.pop(0)
+    return "".join(lines)
+
+
+def _header(source: Path, channel: str) -> str:
+    return ("# yaml-language-server: $schema=../schemas/recipe.schema.json\n#\n"
+            f"# Made by `recipe new` from {source} for {channel}.\n"
+            "# Review every field marked CHECK, then: recipe validate <this file>\n")
+
+
+def _write_validated(out: Path, text: str) -> None:
+    """Validate a temporary copy beside the target (relative paths resolve the same), then rename."""
+    from engine.recipe import load_recipe
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.yaml")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        load_recipe(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)

@@ -1,0 +1,201 @@
+"""report.html for a run folder: one self-contained file (plots inlined as base64 PNG).
+
+Sections: recipe, dataset stats with length histograms, loss curves, eval summary base vs tuned,
+and the answers side by side. Works for any run folder, also one that stopped before training.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.diff import RunData, load_run, loss_curves
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
+th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+.ans{white-space:pre-wrap;max-width:480px;font-size:.9em}.better{color:#0a7d22}.worse{color:#b00020}"""
+
+# Scores where a lower value is better (colouring the tuned column).
+LOWER_IS_BETTER = ("loss", "perplexity", "format_gap", "loop_rate", "banned_rate")
+
+
+def new_figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def save_figure(fig: Any, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
+def figure_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def loss_plot(metrics: dict) -> str | None:
+    curves = loss_curves(metrics)
+    if not any(curves.values()):
+        return None
+    fig, ax = new_figure()
+    for name, style in (("train_loss", "-"), ("val_loss", "--o")):
+        if curves[name]:
+            xs, ys = zip(*curves[name])
+            ax.plot(xs, ys, style, label=name.replace("_", " "))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend()
+    return figure_data_uri(fig)
+
+
+def dataset_lengths(db: Path) -> dict[str, list[int]]:
+    """Word counts of questions and answers of the most downstream Q&A table in data.duckdb."""
+    if not db.is_file():
+        return {}
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_columns() "
+                                            "WHERE column_name = 'answer'").fetchall()}
+        table = next((t for t in ("split", "augment", "curate", "answers") if t in tables), None)
+        if table is None:
+            return {}
+        rows = con.execute(f'SELECT question, answer FROM "{table}" WHERE answer IS NOT NULL'
+                           + (" AND status = 'ok'" if _has_status(con, table) else "")).fetchall()
+    return {"question words": [len((q or "").split()) for q, _ in rows],
+            "answer words": [len((a or "").split()) for _, a in rows]}
+
+
+def _has_status(con: Any, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'status'",
+                            [table]).fetchone()[0])
+
+
+def histogram_plot(lengths: dict[str, list[int]]) -> str | None:
+    if not any(lengths.values()):
+        return None
+    fig, axes = new_figure(9, 3.2)
+    fig.delaxes(axes)
+    for i, (label, values) in enumerate(lengths.items(), start=1):
+        ax = fig.add_subplot(1, len(lengths), i)
+        ax.hist(values, bins=min(30, max(5, len(set(values)))), color=f"C{i}")
+        ax.set_title(f"{label} (n={len(values)})")
+    return figure_data_uri(fig)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _num(v: Any) -> str:
+    return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def steps_section(run: RunData) -> str:
+    rows = [[html.escape(name), html.escape(str(s.get("status", ""))), _num(s.get("rows")), _num(s.get("seconds"))]
+            for name, s in run.manifest.get("steps", {}).items()]
+    return "<h2>Steps</h2>" + _table(["step", "status", "rows", "seconds"], rows)
+
+
+def eval_summary_section(ev: dict) -> str:
+    summary = ev.get("summary") or {}
+    names = sorted({k.split("_", 1)[1] for k in summary if k.startswith(("base_", "tuned_"))})
+    if not names:
+        return "<h2>Evaluation</h2><p>No evaluation in this run.</p>"
+    rows = []
+    for name in names:
+        base, tuned = summary.get(f"base_{name}"), summary.get(f"tuned_{name}")
+        rows.append([html.escape(name), _num(base), _marked(name, base, tuned)])
+    extra = {k: v for k, v in summary.items() if not k.startswith(("base_", "tuned_"))}
+    extra_html = "".join(f"<li>{html.escape(k)}: {_num(v)}</li>" for k, v in extra.items())
+    return "<h2>Evaluation: base vs tuned</h2>" + _table(["score", "base", "tuned"], rows) + f"<ul>{extra_html}</ul>"
+
+
+def _marked(name: str, base: Any, tuned: Any) -> str:
+    if not (isinstance(base, (int, float)) and isinstance(tuned, (int, float))) or base == tuned:
+        return _num(tuned)
+    lower = any(name.endswith(s) or name.startswith(s) for s in LOWER_IS_BETTER)
+    better = (tuned < base) if lower else (tuned > base)
+    return f'<span class="{"better" if better else "worse"}">{_num(tuned)}</span>'
+
+
+def answers_section(ev: dict) -> str:
+    rows = []
+    for it in ev.get("items", []):
+        for setting, pair in (it.get("answers") or {}).items():
+            rows.append([html.escape(it.get("source", "")), html.escape(it.get("question", "")), html.escape(setting),
+                         f'<div class="ans">{html.escape(pair.get("base", ""))}</div>',
+                         f'<div class="ans">{html.escape(pair.get("tuned", ""))}</div>',
+                         f'<div class="ans">{html.escape(it.get("reference") or "")}</div>'])
+    if not rows:
+        return ""
+    return "<h2>Answers</h2>" + _table(["source", "question", "setting", "base", "tuned", "reference"], rows)
+
+
+def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -> str:
+    parts = [f"<h1>Run {html.escape(run.run_id)} — {html.escape(str(run.manifest.get('recipe', '')))}</h1>",
+             f"<p>status {html.escape(str(run.manifest.get('status', '?')))}, created "
+             f"{html.escape(str(run.manifest.get('created', '')))}</p>", steps_section(run)]
+    hist = histogram_plot(lengths)
+    parts.append("<h2>Dataset</h2>" + _dataset_counts(run.metrics)
+                 + (img(hist, "dataset length histograms") if hist else "<p>No Q&amp;A data.</p>"))
+    losses = loss_plot(run.metrics)
+    parts.append("<h2>Training</h2>" + (img(losses, "loss curves") if losses else "<p>No training in this run.</p>"))
+    parts += [eval_summary_section(run.eval), answers_section(run.eval)]
+    parts.append(f"<h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre>")
+    title = html.escape(f"recipe run {run.run_id}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _dataset_counts(metrics: dict) -> str:
+    """Counts the data steps put into their metrics (curate/augment/split), as one table."""
+    rows = [[html.escape(step), html.escape(k), _num(v)] for step in ("curate", "augment", "split")
+            for k, v in (metrics.get(step) or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return _table(["step", "count", "value"], rows) if rows else ""
+
+
+def recipe_text(run_dir: Path, resolved: dict) -> str:
+    path = run_dir / "recipe.yaml"
+    return path.read_text(encoding="utf-8") if path.is_file() else json.dumps(resolved, indent=2)
+
+
+def write_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write report.html for any run folder (default: into the folder) and return its path."""
+    run = load_run(run_dir)
+    out = out or run_dir / "report.html"
+    page = render_html(run, dataset_lengths(run_dir / "data.duckdb"), recipe_text(run_dir, run.resolved))
+    # Write beside and rename: the run folder's report.html is a hard link into the artifact
+    # cache, and writing through it would change the cached evaluate step's file.
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,164 @@
+"""answers: pass 2, the creator's answer to every kept question, from the transcript.
+
+The questions of one transcript chunk go out together, numbered, with the chunk's text; the
+answers come back matched by number. Numbers the model skipped are asked again in follow-up
+calls, one question per call (up to `reask` rounds); a question still unanswered is a failed
+row with its reason.
+Each row keeps the model and a digest of the prompts that produced it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from engine.hashing import digest
+from engine.llm import LLMRequest, LLMResult, client_for
+from engine.llm_json import parse
+
+NAME = "answers"
+VERSION = 1
+DEPENDS = ("questions", "transcripts")
+COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
+           "answer": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
+           "prompt_digest": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+
+SCHEMA = {"type": "array", "minItems": 1, "items": {
+    "type": "object", "required": ["number", "answer"],
+    "properties": {"number": {"type": "integer", "minimum": 1},
+                   "answer": {"type": "string", "minLength": 1}}}}
+
+
+def config(recipe: Any) -> Any:
+    p = recipe.llm.for_pass("answers")
+    return {"creator": recipe.creator.name,
+            "prompts": {k: getattr(recipe.prompts, k) for k in ("system", "answers")},
+            "llm": {"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens,
+                    "reask": p.reask}}
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    texts = {(c["video_id"], c["chunk"]): c for c in inputs["transcripts"].ok_rows()}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for q in inputs["questions"].ok_rows():
+        groups[(q["video_id"], q["chunk"])].append(q)
+    answers: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    client = client_for(ctx, "answers")
+    total = sum(len(v) for v in groups.values())
+    with ctx.progress(total, "answering") as bar:
+        for round_ in range(cfg["llm"]["reask"] + 1):
+            units = _units(groups, texts, answers, round_)
+            if not units:
+                break
+            if round_:
+                ctx.metrics["followups"] = ctx.metrics.get("followups", 0) + len(units)
+            requests = [_request(cfg, texts[key], qs, f"{key[0]}#{key[1]}#r{round_}#{i}")
+                        for i, (key, qs) in enumerate(units)]
+            for (_, qs), result in zip(units, client.run_many(requests)):
+                got = _match(qs, result, reasons)
+                answers.update(got)
+                bar.advance(len(got))
+    rows = [_row(cfg, q, answers, reasons, (q["video_id"], q["chunk"]) in texts)
+            for qs in groups.values() for q in qs]
+    _summarise(ctx, rows, len(groups))
+    return rows
+
+
+def _units(groups: dict, texts: dict, answers: dict, round_: int) -> list[tuple[tuple, list[dict]]]:
+    """What one round asks: every group whole at first, then each missing question alone.
+
+    A model that skipped or garbled numbers in a list does better with a single question,
+    and a single question's reply can be taken as prose when it is not JSON.
+    """
+    units = []
+    for key, qs in groups.items():
+        missing = [q for q in qs if q["id"] not in answers]
+        if not missing or key not in texts:
+            continue
+        units.extend([(key, missing)] if round_ == 0 else [(key, [q]) for q in missing])
+    return units
+
+
+def _request(cfg: dict, chunk: dict, questions: list[dict], request_id: str) -> LLMRequest:
+    # one question: free text, parsed below (JSON if it is JSON, else the prose itself)
+    schema = SCHEMA if len(questions) > 1 else None
+    return LLMRequest(request_id, _messages(cfg, chunk, questions), schema)
+
+
+def numbered(questions: list[dict]) -> str:
+    return "\n".join(f"{i}. {q['question']}" for i, q in enumerate(questions, start=1))
+
+
+def _messages(cfg: dict, chunk: dict, questions: list[dict]) -> list[dict]:
+    user = cfg["prompts"]["answers"].format(
+        creator=cfg["creator"], title=chunk["title"] or chunk["video_id"],
+        transcript=chunk["text"], questions=numbered(questions))
+    return [{"role": "system", "content": cfg["prompts"]["system"].format(creator=cfg["creator"])},
+            {"role": "user", "content": user}]
+
+
+def _match(questions: list[dict], result: LLMResult, reasons: dict[str, str]) -> dict[str, str]:
+    """Answers of this call by question id; a miss records why for the final row."""
+    if not result.ok:
+        for q in questions:
+            reasons[q["id"]] = result.reason or "the call failed"
+        return {}
+    value = result.value
+    if len(questions) == 1 and isinstance(value, str):
+        value, error = parse(value, SCHEMA)
+        if error is not None:
+            prose = _prose(result.text)
+            if prose is not None and _same(prose, questions[0]["question"]):
+                reasons[questions[0]["id"]] = "the reply only repeats the question"
+                return {}
+            if prose is None:
+                reasons[questions[0]["id"]] = f"unusable reply: {error}"
+                return {}
+            value = [{"number": 1, "answer": prose}]
+    by_number: dict[int, str] = {}
+    for item in value:
+        text = str(item["answer"]).strip()
+        if text and item["number"] not in by_number:
+            by_number[item["number"]] = text
+    got = {}
+    for i, q in enumerate(questions, start=1):
+        if i in by_number:
+            got[q["id"]] = by_number[i]
+        else:
+            reasons[q["id"]] = f"no answer numbered {i} in the reply"
+    return got
+
+
+def _same(a: str, b: str) -> bool:
+    return re.sub(r"\W+", " ", a).strip().lower() == re.sub(r"\W+", " ", b).strip().lower()
+
+
+def _prose(text: str) -> str | None:
+    """A plain-text reply to a single question, minus a leading "1." or "Answer:"; None if it
+    looks like broken JSON or is empty."""
+    text = text.strip()
+    if not text or text[0] in "{[`":
+        return None
+    return re.sub(r"^(?:1\s*[.)]|A(?:nswer)?\s*1?\s*:)\s*", "", text).strip() or None
+
+
+def _row(cfg: dict, q: dict, answers: dict, reasons: dict, has_text: bool) -> dict:
+    answer = answers.get(q["id"])
+    if answer is not None:
+        status, reason = "ok", None
+    elif not has_text:
+        status, reason = "failed", "transcript chunk not available"
+    else:
+        status, reason = "failed", f"unanswered after follow-ups: {reasons.get(q['id'], 'unknown')}"
+    return {"id": q["id"], "video_id": q["video_id"], "title": q["title"], "question": q["question"],
+            "answer": answer, "tags": list(q["tags"] or []), "model": cfg["llm"]["model"],
+            "prompt_digest": digest(cfg["prompts"])[:16], "status": status, "reason": reason}
+
+
+def _summarise(ctx: Any, rows: list[dict], groups: int) -> None:
+    status = Counter(r["status"] for r in rows)
+    ctx.metrics.update(groups=groups, answered=status["ok"], failed=status["failed"])
+    ctx.log.info("answers: %d answered, %d failed across %d calls' groups",
+                 status["ok"], status["failed"], groups)

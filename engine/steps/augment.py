@@ -1,0 +1,152 @@
+"""augment: more training rows from the curated ones (paraphrases, answer variants, back-translation).
+
+Every curated row passes through as kind='original'. Each augmented row keeps `origin_id` and
+the video of its origin, which is how `split` keeps it on its origin's side. All LLM calls go
+through the cached client, so a re-run (or a killed run resumed) asks nothing twice. With every
+augmentation off the step is a pass-through and makes no calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.dedup import normalise
+from engine.hashing import digest
+
+NAME = "augment"
+VERSION = 1
+DEPENDS = ("curate",)
+COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR",
+           "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "tags": "VARCHAR[]",
+           "status": "VARCHAR", "reason": "VARCHAR"}
+
+PARAPHRASES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+ANSWER = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string", "minLength": 1}}}
+TEXT = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}}
+
+# Prompts name languages, recipes store codes: the common ones get their English name.
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
+                  "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese"}
+
+
+def config(recipe: Any) -> Any:
+    aug = recipe.augment
+    cfg: dict[str, Any] = {"augment": aug}
+    if _enabled(aug):  # prompts and model only key the step when it calls the LLM
+        p = recipe.llm.for_pass("augment")
+        cfg.update(creator=recipe.creator.name, language=recipe.creator.language,
+                   prompts={k: getattr(recipe.prompts, k) for k in ("paraphrase", "short", "long", "translate")},
+                   llm={"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens})
+    return cfg
+
+
+def _enabled(aug: Any) -> bool:
+    return bool(aug.paraphrases or aug.short_answers or aug.long_answers or aug.back_translation.enabled)
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    origins = sorted(inputs["curate"].ok_rows(), key=lambda r: (r["video_id"], r["id"]))
+    rows = [_row(o, "original", o["question"], o["answer"]) for o in origins]
+    aug = cfg["augment"]
+    if _enabled(aug) and origins:
+        from engine.llm import client_for  # lazy: litellm only when augmenting
+
+        client = client_for(ctx, "augment")
+        if aug.paraphrases:
+            rows += _paraphrases(ctx, client, cfg, origins, aug.paraphrases)
+        for kind, on in (("short", aug.short_answers), ("long", aug.long_answers)):
+            if on:
+                rows += _answer_variants(ctx, client, cfg, origins, kind)
+        if aug.back_translation.enabled:
+            rows += _back_translate(ctx, client, cfg, origins, aug.back_translation.pivot)
+    _summarise(ctx, rows)
+    return rows
+
+
+def _row(origin: dict, kind: str, question: str, answer: str, n: int = 0,
+         status: str = "ok", reason: str | None = None) -> dict:
+    rid = origin["id"] if kind == "original" else digest([origin["id"], kind, n])[:16]
+    return {"id": rid, "origin_id": origin["id"], "video_id": origin["video_id"], "title": origin.get("title"),
+            "kind": kind, "question": question, "answer": answer, "tags": list(origin.get("tags") or []),
+            "status": status, "reason": reason}
+
+
+def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], schema: dict) -> list[Any]:
+    """Run (id, user prompt) pairs; returns the LLM results in order."""
+    from engine.llm import LLMRequest
+
+    requests = [LLMRequest(rid, [{"role": "user", "content": text}], schema) for rid, text in prompts]
+    with ctx.progress(len(requests), label) as bar:
+        return client.run_many(requests, bar)
+
+
+def _paraphrases(ctx: Any, client: Any, cfg: dict, origins: list[dict], n: int) -> list[dict]:
+    template = cfg["prompts"]["paraphrase"]
+    results = _ask(ctx, client, "paraphrasing", [
+        (o["id"], template.format(question=o["question"], n=n)) for o in origins], PARAPHRASES)
+    rows = []
+    for origin, result in zip(origins, results):
+        if not result.ok:
+            rows.append(_row(origin, "paraphrase", "", origin["answer"], 0, "failed",
+                             f"paraphrase failed: {result.reason}"))
+            continue
+        seen = {normalise(origin["question"])}
+        fresh = []
+        for text in result.value:  # drop echoes of the question and repeats of each other
+            if normalise(text) and normalise(text) not in seen:
+                seen.add(normalise(text))
+                fresh.append(text.strip())
+        rows += [_row(origin, "paraphrase", q, origin["answer"], i) for i, q in enumerate(fresh[:n])]
+        if not fresh:
+            rows.append(_row(origin, "paraphrase", "", origin["answer"], 0, "skipped", "no new paraphrase"))
+    return rows
+
+
+def _answer_variants(ctx: Any, client: Any, cfg: dict, origins: list[dict], kind: str) -> list[dict]:
+    template = cfg["prompts"][kind]
+    results = _ask(ctx, client, f"{kind} answers", [
+        (f"{o['id']}:{kind}", template.format(creator=cfg["creator"], question=o["question"], answer=o["answer"]))
+        for o in origins], ANSWER)
+    rows = []
+    for origin, result in zip(origins, results):
+        if result.ok:
+            rows.append(_row(origin, kind, origin["question"], result.value["answer"].strip()))
+        else:
+            rows.append(_row(origin, kind, origin["question"], "", 0, "failed",
+                             f"{kind} answer failed: {result.reason}"))
+    return rows
+
+
+def _back_translate(ctx: Any, client: Any, cfg: dict, origins: list[dict], pivot: str) -> list[dict]:
+    template = cfg["prompts"]["translate"]
+    home = LANGUAGE_NAMES.get(cfg["language"].split("-")[0].lower(), cfg["language"])
+    there = _ask(ctx, client, f"translating to {pivot}", [
+        (f"{o['id']}:to", template.format(language=pivot, text=o["question"])) for o in origins], TEXT)
+    todo = [(o, r.value["text"]) for o, r in zip(origins, there) if r.ok]
+    back = _ask(ctx, client, f"translating back to {home}", [
+        (f"{o['id']}:back", template.format(language=home, text=text)) for o, text in todo], TEXT)
+    returned = {o["id"]: r for (o, _), r in zip(todo, back)}
+    rows = []
+    for origin, first in zip(origins, there):
+        result = returned.get(origin["id"])
+        if not first.ok or result is None or not result.ok:
+            why = first.reason if not first.ok else (result.reason if result else "no result")
+            rows.append(_row(origin, "back_translation", "", origin["answer"], 0, "failed",
+                             f"back-translation failed: {why}"))
+        elif normalise(result.value["text"]) == normalise(origin["question"]):
+            rows.append(_row(origin, "back_translation", result.value["text"], origin["answer"], 0,
+                             "skipped", "back-translation identical to the question"))
+        else:
+            rows.append(_row(origin, "back_translation", result.value["text"].strip(), origin["answer"]))
+    return rows
+
+
+def _summarise(ctx: Any, rows: list[dict]) -> None:
+    from collections import Counter
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    ctx.metrics.update(rows=len(ok), originals=sum(r["kind"] == "original" for r in ok),
+                       augmented=sum(r["kind"] != "original" for r in ok),
+                       failed=sum(r["status"] == "failed" for r in rows),
+                       skipped=sum(r["status"] == "skipped" for r in rows),
+                       kinds=dict(Counter(r["kind"] for r in ok)))

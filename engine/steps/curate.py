@@ -1,0 +1,135 @@
+"""curate: quality filters, optional LLM score, near-duplicate removal; every drop keeps its reason.
+
+Order matters: cheap per-row filters first (so a broken answer can never win a duplicate
+group), then the optional LLM score (it ranks duplicate groups), then dedup across the whole
+dataset, then `keep_top`, then the dataset-level formatting share. Dropped rows stay in the
+table with status='dropped'; duplicates also name the row they duplicate and the similarity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from engine import quality
+from engine.dedup import find_duplicates
+from engine.stats import dataset_stats, length_histograms
+
+NAME = "curate"
+VERSION = 1
+DEPENDS = ("answers",)
+COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
+           "answer": "VARCHAR", "tags": "VARCHAR[]", "score": "DOUBLE", "quality": "DOUBLE",
+           "duplicate_of": "VARCHAR", "similarity": "DOUBLE", "status": "VARCHAR", "reason": "VARCHAR"}
+
+SCORE_SCHEMA = {"type": "object", "required": ["score"],
+                "properties": {"score": {"type": "number", "minimum": 0, "maximum": 100}}}
+
+
+def config(recipe: Any) -> Any:
+    # workers changes speed, never the result: keep it out of the step key (run reads the recipe)
+    filters = dataclasses.replace(recipe.filters, dedup=dataclasses.replace(recipe.filters.dedup, workers=0))
+    cfg: dict[str, Any] = {"filters": filters, "language": recipe.creator.language}
+    if recipe.filters.llm_score.enabled:  # the scorer's prompt and model only matter when used
+        p = recipe.llm.for_pass("score")
+        cfg["score"] = {"prompt": recipe.prompts.score, "model": p.model,
+                        "temperature": p.temperature, "max_tokens": p.max_tokens}
+    return cfg
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    upstream = inputs["answers"].rows()
+    rows = sorted((_base(r) for r in upstream if r["status"] == "ok"), key=lambda r: (r["video_id"], r["id"]))
+    filters = cfg["filters"]
+    stages = {"answers": len(upstream), "answers_ok": len(rows)}
+    for row in rows:
+        _drop(row, quality.row_reason(row, filters, cfg["language"]))
+    stages["after_filters"] = _live_count(rows)
+    if filters.llm_score.enabled:
+        _score(ctx, cfg, _live(rows))
+        stages["after_score"] = _live_count(rows)
+    if filters.dedup.enabled:
+        _dedup(ctx, ctx.recipe.filters.dedup.workers, filters.dedup, _live(rows))
+        stages["after_dedup"] = _live_count(rows)
+    if filters.llm_score.enabled:
+        _keep_top(_live(rows), filters.llm_score.keep_top)
+        stages["after_keep_top"] = _live_count(rows)
+    live = {r["id"]: r for r in _live(rows)}
+    ranks = {rid: _rank(r) for rid, r in live.items()}
+    for rid, reason in quality.share_drops(list(live.values()), filters.formatting, ranks).items():
+        _drop(live[rid], reason)
+    stages["kept"] = _live_count(rows)
+    _summarise(ctx, rows, stages)
+    return rows
+
+
+def _base(r: dict) -> dict:
+    q = quality.heuristic_score(r["question"] or "", r["answer"] or "")
+    return {"id": r["id"], "video_id": r["video_id"], "title": r.get("title"), "question": r["question"] or "",
+            "answer": r["answer"] or "", "tags": list(r.get("tags") or []), "score": None, "quality": q,
+            "duplicate_of": None, "similarity": None, "status": "ok", "reason": None}
+
+
+def _drop(row: dict, reason: str | None, status: str = "dropped") -> None:
+    if reason:
+        row["status"], row["reason"] = status, reason
+
+
+def _live(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok"]
+
+
+def _live_count(rows: list[dict]) -> int:
+    return sum(r["status"] == "ok" for r in rows)
+
+
+def _rank(row: dict) -> float:
+    """The LLM score when there is one, else the deterministic heuristic."""
+    return row["score"] if row["score"] is not None else row["quality"]
+
+
+def _score(ctx: Any, cfg: dict, rows: list[dict]) -> None:
+    from engine.llm import LLMRequest, client_for  # lazy: litellm only when scoring is on
+
+    prompt = cfg["score"]["prompt"]
+    requests = [LLMRequest(r["id"], [{"role": "user", "content": prompt.format(
+        question=r["question"], answer=r["answer"])}], SCORE_SCHEMA) for r in rows]
+    with ctx.progress(len(requests), "scoring answers") as bar:
+        results = client_for(ctx, "score").run_many(requests, bar)
+    for row, result in zip(rows, results):
+        if result.ok:
+            row["score"] = float(result.value["score"])
+        else:  # one bad call never fails the run: the row is marked and stays auditable
+            _drop(row, f"score failed: {result.reason}", status="failed")
+
+
+def _dedup(ctx: Any, workers: int, cfg: Any, rows: list[dict]) -> None:
+    started = time.perf_counter()
+    dups = find_duplicates([r["question"] for r in rows], [_rank(r) for r in rows],
+                           scorer=cfg.scorer, threshold=cfg.threshold, workers=workers)
+    for d in dups:
+        row, kept = rows[d.index], rows[d.kept]
+        row.update(status="dropped", reason="duplicate", duplicate_of=kept["id"], similarity=d.similarity)
+    ctx.metrics["dedup"] = {"compared": len(rows), "duplicates": len(dups),
+                            "groups": len({d.group for d in dups}),
+                            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _keep_top(rows: list[dict], keep_top: float) -> None:
+    ordered = sorted(rows, key=lambda r: (-r["score"], r["id"]))
+    n = quality.top_cutoff([r["score"] for r in ordered], keep_top)
+    if n < len(ordered):
+        cutoff = ordered[n - 1]["score"] if n else 101
+        for row in ordered[n:]:
+            _drop(row, f"below keep_top ({row['score']:g} < {cutoff:g}, top {keep_top:g}%)")
+
+
+def _summarise(ctx: Any, rows: list[dict], stages: dict[str, int]) -> None:
+    kept = _live(rows)
+    stats = dataset_stats(rows, kept)
+    ctx.metrics.update(kept=len(kept), dropped=stats["dropped"], duplicates=stats["reasons"].get("duplicate", 0),
+                       stages=stages, **{k: v for k, v in stats.items() if k not in ("rows", "kept", "dropped")})
+    plot = length_histograms(ctx.work_dir / "plots" / "curated_lengths.png", "curated Q&A lengths", kept)
+    if plot:
+        ctx.metrics["plots"] = [str(plot.relative_to(ctx.work_dir))]

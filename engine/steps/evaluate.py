@@ -1,0 +1,268 @@
+"""evaluate: base vs tuned model on eval questions, held-out rows and general probes.
+
+Both models answer the same conversations (chat template applied, the training data's system
+prompt) greedily and with seeded sampling; held-out loss is measured on the same tokens for both.
+Writes eval.json and report.html; the step's rows are the answers side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import eval_scores as scores
+from engine.hashing import digest
+
+NAME = "evaluate"
+VERSION = 1
+# train: its adapters stand in for the fused model when export.fuse is false.
+DEPENDS = ("split", "train", "export")
+COLUMNS = {"id": "VARCHAR", "source": "VARCHAR", "question": "VARCHAR", "setting": "VARCHAR",
+           "base": "VARCHAR", "tuned": "VARCHAR", "reference": "VARCHAR", "base_loop": "BOOLEAN",
+           "tuned_loop": "BOOLEAN", "verdict": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+BATCH = 8  # prompts generated together (mlx-lm batch_generate: ~3.6x one stream on CPU)
+MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stable mean, bounded time
+JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"]}
+
+
+def config(recipe: Any) -> Any:
+    judge = recipe.eval.judge
+    return {"eval": recipe.eval, "base_model": recipe.train.model, "banned": recipe.filters.banned_phrases,
+            "creator": recipe.creator.name, "judge_prompt": recipe.prompts.judge if judge else None,
+            "judge_llm": recipe.llm.for_pass("judge") if judge else None}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def split_turns(messages: list[dict]) -> tuple[list[dict], str, str]:
+    """A chat example -> (prompt messages up to the last answer, question, reference answer)."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    prompt = messages[:last]
+    question = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+    return prompt, question, messages[last]["content"]
+
+
+def build_items(cfg: dict, data_dir: Path) -> tuple[list[dict], list[list[dict]], list[str]]:
+    """Items to answer, held-out conversations for the loss, and the training answers."""
+    train = read_jsonl(data_dir / "train.jsonl")
+    heldout = read_jsonl(data_dir / "test.jsonl") or read_jsonl(data_dir / "valid.jsonl")
+    heldout = [h for h in heldout if any(m["role"] == "assistant" for m in h["messages"])]
+    train_answers = [split_turns(r["messages"])[2] for r in train
+                     if any(m["role"] == "assistant" for m in r["messages"])]
+    system = next((m for r in train[:1] for m in r["messages"] if m["role"] == "system"), None)
+    prefix = [system] if system else []
+    ev = cfg["eval"]
+    items = [_item("eval", q, prefix + [{"role": "user", "content": q}]) for q in ev.questions]
+    for row in random.Random(ev.seed).sample(heldout, min(ev.heldout, len(heldout))):
+        prompt, question, reference = split_turns(row["messages"])
+        items.append(_item("heldout", question, prompt, reference))
+    if ev.probes:
+        items += [_item("probe", p["question"], prefix + [{"role": "user", "content": p["question"]}], probe=p)
+                  for p in scores.PROBES]
+    for n, it in enumerate(items):  # the position keeps ids unique when a question repeats
+        it["id"] = digest([it["source"], it["question"], n])[:16]
+    return items, [h["messages"] for h in heldout[:MAX_LOSS_ROWS]], train_answers
+
+
+def _item(source: str, question: str, messages: list[dict], reference: str | None = None,
+          probe: dict | None = None) -> dict:
+    return {"id": "", "source": source, "question": question,
+            "messages": messages, "reference": reference, "probe": probe, "answers": {}}
+
+
+def settings(cfg: dict) -> dict[str, float]:
+    ev = cfg["eval"]
+    return {"greedy": 0.0, **({"sampled": ev.temperature} if ev.sampled and ev.temperature > 0 else {})}
+
+
+def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: dict,
+               adapters: Path | None = None) -> dict:
+    """Load one model, answer every item in every setting, score held-out loss, free the model."""
+    from engine.models.generate import chat_generate
+    from engine.models.loss import conversation_loss
+    from engine.models.resolve import load_model
+
+    ev = cfg["eval"]
+    if not items and not loss_convs:
+        return {"loss": None, "conversations": 0}  # nothing to ask: do not load a model for nothing
+    started = time.perf_counter()
+    model, tokenizer = load_model(spec, ctx.models_dir, ctx.recipe.base_dir, adapter_path=adapters)
+    for name, temperature in settings(cfg).items():
+        todo = [it for it in items if name == "greedy" or it["source"] != "probe"]  # probes: greedy only
+        with ctx.progress(len(todo), f"{role} answers ({name})") as bar:
+            for start in range(0, len(todo), BATCH):  # one batch at a time so the bar moves
+                chunk = todo[start:start + BATCH]
+                replies = chat_generate(model, tokenizer, [it["messages"] for it in chunk], ev.max_tokens,
+                                        temperature=temperature, seed=ev.seed + start,
+                                        repetition_penalty=ev.repetition_penalty, batch_size=BATCH)
+                for it, reply in zip(chunk, replies):
+                    it["answers"].setdefault(name, {})[role] = reply
+                bar.advance(len(chunk))
+    loss = conversation_loss(model, tokenizer, loss_convs) if loss_convs else None
+    if loss is not None and not loss["tokens"]:
+        loss = None  # no assistant tokens: NaN would make eval.json invalid JSON
+    del model, tokenizer
+    gc.collect()  # free this model before the next one is loaded (a 3B model is 12 GB in float32)
+    ctx.metrics.setdefault("seconds", {})[role] = round(time.perf_counter() - started, 2)
+    return {"loss": loss, "conversations": len(loss_convs)}
+
+
+def tuned_model(ctx: Any, cfg: dict) -> tuple[str, Path | None]:
+    """(spec, adapters): the fused folder, else the base model with the trained adapters."""
+    fused = ctx.upstream_dir("export") / "model"
+    if (fused / "config.json").is_file():
+        return str(fused), None
+    adapters = ctx.upstream_dir("train") / "adapters"
+    if (adapters / "adapter_config.json").is_file():
+        return cfg["base_model"], adapters
+    from engine.errors import RecipeError
+
+    raise RecipeError(f"no tuned model: neither {fused} nor {adapters} exists; rerun `recipe run --force train`")
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    items, loss_convs, train_answers = build_items(cfg, ctx.upstream_dir("split") / "data")
+    tuned_spec, adapters = tuned_model(ctx, cfg)
+    losses = {"base": answer_all(ctx, "base", cfg["base_model"], items, loss_convs, cfg),
+              "tuned": answer_all(ctx, "tuned", tuned_spec, items, loss_convs, cfg, adapters)}
+    doc = evaluation(items, losses, train_answers, cfg)
+    if cfg["eval"].judge:
+        doc["judge"] = run_judge(ctx, items, cfg)
+        doc["summary"].update(judge_summary_fields(doc["judge"]))
+    doc = scores.json_safe(doc)
+    (ctx.work_dir / "eval.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False),
+                                            encoding="utf-8")
+    ctx.metrics.update(doc["summary"])
+    write_step_report(ctx, inputs, doc)
+    return table_rows(items)
+
+
+def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: dict) -> dict:
+    """eval.json: settings, per-model scores per setting, probes, items and a flat summary."""
+    shares = scores.format_shares(train_answers)
+    answered = [it for it in items if it["source"] != "probe"]
+    per_setting = {}
+    for name in settings(cfg):
+        per_setting[name] = {role: scores.model_scores([it["answers"][name][role] for it in answered],
+                                                       train_answers, shares, cfg["banned"])
+                             for role in ("base", "tuned")}
+    probes = probe_results(items)
+    doc = {"settings": {"eval": dataclasses.asdict(cfg["eval"]), "base_model": cfg["base_model"]},
+           "train_format_shares": shares, "loss": {r: losses[r]["loss"] for r in losses},
+           "scores": per_setting, "probes": probes,
+           "items": [{k: it[k] for k in ("id", "source", "question", "reference", "answers")} for it in items]}
+    doc["summary"] = summary(doc, len(answered))
+    return doc
+
+
+def probe_results(items: list[dict]) -> dict:
+    out: dict[str, Any] = {}
+    for role in ("base", "tuned"):
+        results = [{"id": it["probe"]["id"], "passed": scores.probe_passes(it["probe"], it["answers"]["greedy"][role])}
+                   for it in items if it["source"] == "probe"]
+        out[role] = {"passed": sum(r["passed"] for r in results), "total": len(results), "items": results}
+    return out
+
+
+def summary(doc: dict, answered: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"questions": answered}
+    for role in ("base", "tuned"):
+        loss = doc["loss"].get(role)
+        if loss:
+            out[f"{role}_loss"], out[f"{role}_perplexity"] = loss["loss"], loss["perplexity"]
+        for setting, by_role in doc["scores"].items():
+            s, suffix = by_role[role], "" if setting == "greedy" else f"_{setting}"
+            out[f"{role}_format_gap{suffix}"] = s["format"]["gap"]
+            out[f"{role}_length_ratio{suffix}"] = s["length"]["ratio"]
+            out[f"{role}_loop_rate{suffix}"] = s["loop_rate"]
+            out[f"{role}_banned_rate{suffix}"] = s["banned_rate"]
+        if doc["probes"][role]["total"]:
+            out[f"{role}_probes_passed"] = doc["probes"][role]["passed"]
+    out["probes_total"] = doc["probes"]["tuned"]["total"]
+    out["heldout_loss_tokens"] = (doc["loss"].get("tuned") or {}).get("tokens", 0)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def run_judge(ctx: Any, items: list[dict], cfg: dict) -> dict:
+    """Pairwise judge on greedy answers, asked in both orders so position bias cancels out."""
+    from engine.llm import LLMRequest, client_for
+
+    judged = [it for it in items if it["source"] != "probe"]
+    requests = []
+    for it in judged:
+        pair = it["answers"]["greedy"]
+        for order, (a, b) in (("tb", (pair["tuned"], pair["base"])), ("bt", (pair["base"], pair["tuned"]))):
+            prompt = cfg["judge_prompt"].format(creator=cfg["creator"], question=it["question"], a=a, b=b)
+            requests.append(LLMRequest(f"{it['id']}:{order}", [{"role": "user", "content": prompt}], JUDGE_SCHEMA))
+    with ctx.progress(len(requests), "judge") as bar:
+        results = {r.id: r for r in client_for(ctx, "judge").run_many(requests, bar)}
+    verdicts = []
+    for it in judged:
+        first, second = results[f"{it['id']}:tb"], results[f"{it['id']}:bt"]
+        if not (first.ok and second.ok):
+            it["verdict"], it["judge_reason"] = "failed", first.reason or second.reason
+            continue
+        it["verdict"] = scores.judge_verdict(first.value["winner"], second.value["winner"])
+        verdicts.append(it["verdict"])
+    failed = len(judged) - len(verdicts)
+    return {**scores.judge_summary(verdicts), "failed": failed,
+            "items": [{"id": it["id"], "verdict": it["verdict"]} for it in judged]}
+
+
+def judge_summary_fields(judge: dict) -> dict[str, Any]:
+    fields = {"judge_tuned_wins": judge["tuned_wins"], "judge_base_wins": judge["base_wins"],
+              "judge_ties": judge["ties"], "judge_failed": judge["failed"]}
+    if judge["tuned_win_rate"] is not None:
+        fields["judge_tuned_win_rate"] = judge["tuned_win_rate"]
+    return fields
+
+
+def table_rows(items: list[dict]) -> list[dict]:
+    rows = []
+    for it in items:
+        for setting, pair in it["answers"].items():
+            judged = setting == "greedy" and "verdict" in it
+            failed = judged and it["verdict"] == "failed"
+            rows.append({"id": it["id"], "source": it["source"], "question": it["question"], "setting": setting,
+                         "base": pair["base"], "tuned": pair["tuned"], "reference": it["reference"],
+                         "base_loop": scores.repetition(pair["base"])["loop"],
+                         "tuned_loop": scores.repetition(pair["tuned"])["loop"],
+                         "verdict": it["verdict"] if judged else None,
+                         "status": "failed" if failed else "ok",
+                         "reason": f"judge: {it.get('judge_reason')}" if failed else None})
+    return rows
+
+
+def write_step_report(ctx: Any, inputs: dict, doc: dict) -> None:
+    """report.html as of this step (the run folder is assembled only after the last step)."""
+    from engine.diff import RunData
+    from engine.report import recipe_text, render_html
+    from engine.runs import read_manifest
+
+    try:
+        manifest = read_manifest(ctx.run_dir)
+        metrics = {}
+        for name, step in manifest.get("steps", {}).items():
+            entry = ctx.store.catalog_entry(step.get("key", "")) or {}
+            metrics[name] = json.loads(entry.get("metrics") or "{}")
+        metrics[NAME] = doc["summary"]
+        resolved_path = ctx.run_dir / "resolved.json"
+        resolved = json.loads(resolved_path.read_text(encoding="utf-8")) if resolved_path.is_file() else {}
+        run = RunData(ctx.run_dir, manifest, metrics, resolved, doc)
+        rows = inputs["split"].ok_rows() if "split" in inputs else []
+        lengths = {"question words": [len((r.get("question") or "").split()) for r in rows],
+                   "answer words": [len((r.get("answer") or "").split()) for r in rows]}
+        page = render_html(run, lengths, recipe_text(ctx.run_dir, resolved))
+        (ctx.work_dir / "report.html").write_text(page, encoding="utf-8")
+    except Exception as e:  # the evaluation stands without its report; say why it is missing
+        ctx.log.warning("report.html not written: %s (run `recipe report RUN` later)", e)
+        ctx.metrics["report_error"] = f"{type(e).__name__}: {e}"

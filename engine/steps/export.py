@@ -1,0 +1,101 @@
+"""export: fuse the trained adapter into the base (model/), write model.gguf and an Ollama Modelfile.
+
+The fused folder is a plain HF layout (dequantized weights, tokenizer, chat template) that
+mlx-lm and transformers load. The GGUF is written with the `gguf` package for llama-family
+models; another architecture gets a 'skipped' row with the reason, the fused folder still stands.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "export"
+VERSION = 1
+DEPENDS = ("train",)
+COLUMNS = {"artifact": "VARCHAR", "path": "VARCHAR", "bytes": "BIGINT", "seconds": "DOUBLE",
+           "status": "VARCHAR", "reason": "VARCHAR"}
+
+
+def config(recipe: Any) -> Any:
+    system = recipe.split.system_prompt
+    return {"export": recipe.export, "model": recipe.train.model,
+            "system": system.format(creator=recipe.creator.name) if system else None}
+
+
+def fingerprint(recipe: Any, ctx: Any) -> Any:
+    """The base model's files: a replaced local model or an upgraded package re-runs this step."""
+    from engine.models.resolve import model_fingerprint
+
+    return model_fingerprint(recipe.train.model, recipe.base_dir)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _row(artifact: str, path: Path | None, started: float, status: str = "ok", reason: str | None = None) -> dict:
+    return {"artifact": artifact, "path": path.name if path else None,
+            "bytes": _size(path) if path and path.exists() else 0,
+            "seconds": round(time.perf_counter() - started, 2), "status": status, "reason": reason}
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    from engine.models.fuse import fuse_to_folder
+    from engine.models.gguf_export import UnsupportedArchitecture, export_gguf
+    from engine.models.modelfile import modelfile
+    from engine.models.resolve import resolve_model_path
+
+    export = cfg["export"]
+    adapters = ctx.upstream_dir("train") / "adapters"
+    base = resolve_model_path(cfg["model"], ctx.models_dir, ctx.recipe.base_dir)
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    tmp = None
+    fused = ctx.work_dir / "model"
+    if not export.fuse:  # the GGUF still needs a fused folder: build it outside the run folder
+        tmp = tempfile.mkdtemp(prefix="fused-")
+        fused = Path(tmp) / "model"
+    try:
+        started = time.perf_counter()
+        if export.fuse or export.gguf.enabled:
+            fuse_to_folder(Path(base), adapters, fused)
+        rows.append(_row("model", fused, started) if export.fuse
+                    else _row("model", None, started, "skipped", "export.fuse is false"))
+        gguf_path = ctx.work_dir / "model.gguf"
+        started = time.perf_counter()
+        if not export.gguf.enabled:
+            rows.append(_row("gguf", None, started, "skipped", "export.gguf.enabled is false"))
+        else:
+            try:
+                with ctx.progress(None, f"writing model.gguf ({export.gguf.type})"):
+                    export_gguf(fused, gguf_path, export.gguf.type, name=ctx.recipe.name)
+                rows.append(_row("gguf", gguf_path, started))
+            except UnsupportedArchitecture as e:
+                ctx.log.warning("%s", e)
+                rows.append(_row("gguf", None, started, "skipped", str(e)))
+        rows.append(_modelfile(ctx, export, fused, gguf_path, cfg["system"], modelfile))
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    ctx.metrics.update({r["artifact"]: {k: r[k] for k in ("status", "bytes", "seconds", "reason")} for r in rows})
+    ctx.metrics["gguf_type"] = export.gguf.type
+    return rows
+
+
+def _modelfile(ctx: Any, export: Any, fused: Path, gguf_path: Path, system: str | None, render: Any) -> dict:
+    started = time.perf_counter()
+    if not export.modelfile:
+        return _row("modelfile", None, started, "skipped", "export.modelfile is false")
+    if not gguf_path.exists():
+        return _row("modelfile", None, started, "skipped", "no model.gguf to point at")
+    config_path = fused / "tokenizer_config.json"
+    template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template") \
+        if config_path.exists() else None
+    path = ctx.work_dir / "Modelfile"
+    path.write_text(render(gguf_path.name, template, system), encoding="utf-8")
+    return _row("modelfile", path, started)

@@ -1,0 +1,169 @@
+"""questions: pass 1, the questions each transcript chunk answers (one LLM call per chunk).
+
+The model's list is parsed against a JSON Schema (lenient fallbacks in engine.llm_json), then
+a deterministic filter drops questions that name the creator, point at "this video"/"the
+transcript", or are not questions at all. Dropped and failed items stay as rows with a reason;
+an optional LLM check drops questions that do not stand on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from engine.hashing import digest
+from engine.llm import LLMRequest, client_for
+
+NAME = "questions"
+VERSION = 1
+DEPENDS = ("transcripts",)
+COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR",
+           "question": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
+           "prompt_digest": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+
+SCHEMA = {"type": "array", "minItems": 1, "items": {
+    "type": "object", "required": ["question"],
+    "properties": {"question": {"type": "string", "minLength": 5},
+                   "tags": {"type": "array", "items": {"type": "string"}}}}}
+STANDALONE_SCHEMA = {"type": "object", "required": ["standalone"],
+                     "properties": {"standalone": {"type": "boolean"}}}
+
+_INTERROGATIVE = {"what", "why", "how", "when", "where", "who", "whom", "whose", "which", "is",
+                  "are", "was", "were", "can", "could", "do", "does", "did", "should", "would",
+                  "will", "may", "might", "must", "has", "have", "shall", "am"}
+_POINTERS = re.compile(r"\b(?:this|the|that|these|your|his|her|their)\s+(?:video|videos|talk|"
+                       r"transcript|lecture|episode|clip|podcast|presentation|speaker|presenter|"
+                       r"narrator|host)\b", re.I)
+_TITLES = {"dr", "prof", "mr", "mrs", "ms", "sir", "md", "phd"}
+
+
+def config(recipe: Any) -> Any:
+    # Only settings that change what is generated key the step; concurrency/timeouts do not.
+    p = recipe.llm.for_pass("questions")
+    return {"creator": recipe.creator.name, "questions": recipe.questions,
+            "prompts": {k: getattr(recipe.prompts, k) for k in ("system", "questions", "standalone")},
+            "llm": {"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens,
+                    "reask": p.reask}}
+
+
+def question_id(video_id: str, question: str) -> str:
+    """Stable id of a question of a video (also the id of its answer row)."""
+    return digest([video_id, " ".join(question.lower().split())])[:16]
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    chunks = inputs["transcripts"].ok_rows()
+    q = cfg["questions"]
+    per_video = Counter(c["video_id"] for c in chunks)
+    prompt_digest = digest(cfg["prompts"])[:16]
+    model = cfg["llm"]["model"]
+    requests = [LLMRequest(f"{c['video_id']}#{c['chunk']}", _messages(cfg, c, per_video[c["video_id"]]), SCHEMA)
+                for c in chunks]
+    client = client_for(ctx, "questions")
+    with ctx.progress(len(requests), "asking for questions") as bar:
+        results = client.run_many(requests, bar)
+    rows: list[dict] = []
+    seen: dict[str, set] = defaultdict(set)
+    for chunk, result in zip(chunks, results):
+        base = {"video_id": chunk["video_id"], "chunk": chunk["chunk"], "title": chunk["title"],
+                "model": model, "prompt_digest": prompt_digest}
+        if not result.ok:
+            ctx.log.warning("questions failed for %s: %s", result.id, result.reason)
+            rows.append({**base, "id": digest([result.id, "failed"])[:16], "question": None,
+                         "tags": [], "status": "failed", "reason": result.reason})
+            continue
+        for item in result.value:
+            rows.append(_row(base, item, q, cfg["creator"], seen[chunk["video_id"]]))
+    _cap_per_video(rows, q.max_per_video)
+    if q.standalone_check:
+        _standalone_check(ctx, cfg, rows)
+    _summarise(ctx, rows, len(chunks))
+    return rows
+
+
+def _messages(cfg: dict, chunk: dict, chunks_of_video: int) -> list[dict]:
+    q = cfg["questions"]
+    # a video split into chunks shares its question budget between them
+    n_min = max(1, math.ceil(q.min_per_video / chunks_of_video))
+    n_max = max(n_min, math.ceil(q.max_per_video / chunks_of_video))
+    user = cfg["prompts"]["questions"].format(
+        creator=cfg["creator"], title=chunk["title"] or chunk["video_id"], transcript=chunk["text"],
+        min_questions=n_min, max_questions=n_max)
+    return [{"role": "system", "content": cfg["prompts"]["system"].format(creator=cfg["creator"])},
+            {"role": "user", "content": user}]
+
+
+def _row(base: dict, item: dict, q: Any, creator: str, seen: set) -> dict:
+    question = normalise_question(item.get("question", ""))
+    tags = [str(t).strip().lower() for t in item.get("tags") or [] if str(t).strip()] if q.tags else []
+    reason = drop_reason(question, creator, q.drop_creator_mentions)
+    key = question_id(base["video_id"], question)
+    if reason is None and key in seen:
+        reason = "duplicate question"
+    seen.add(key)
+    return {**base, "id": key, "question": question, "tags": tags,
+            "status": "dropped" if reason else "ok", "reason": reason}
+
+
+def normalise_question(text: str) -> str:
+    """One line, no list marker or quotes; a clear question gets its missing '?'."""
+    text = " ".join(str(text).split())
+    text = re.sub(r"^(?:Q(?:uestion)?\s*\d*\s*[:.)-]\s*|\d{1,3}\s*[.)]\s*|[-*•]\s+)", "", text)
+    text = text.strip().strip('"\'“”').strip()
+    words = text.split()
+    if words and not text.endswith("?") and words[0].lower() in _INTERROGATIVE:
+        text = text.rstrip(".!") + "?"
+    return text
+
+
+def drop_reason(question: str, creator: str, drop_mentions: bool) -> str | None:
+    """Why the deterministic filter drops a question, or None to keep it."""
+    if len(question.split()) < 3:
+        return "too short to be a question"
+    if not question.endswith("?"):
+        return "not a question"
+    if drop_mentions:
+        if _POINTERS.search(question):
+            return "refers to the video or transcript"
+        names = [w for w in re.findall(r"[\w'-]+", creator) if len(w) >= 3 and w.lower() not in _TITLES]
+        if any(re.search(rf"\b{re.escape(n)}\b", question, re.I) for n in names):
+            return "mentions the creator"
+    return None
+
+
+def _cap_per_video(rows: list[dict], cap: int) -> None:
+    kept: Counter = Counter()
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        kept[row["video_id"]] += 1
+        if kept[row["video_id"]] > cap:
+            row["status"], row["reason"] = "dropped", f"over max_per_video ({cap})"
+
+
+def _standalone_check(ctx: Any, cfg: dict, rows: list[dict]) -> None:
+    """Ask the model whether each kept question stands alone; a failed check keeps it."""
+    keep = [r for r in rows if r["status"] == "ok"]
+    template = cfg["prompts"]["standalone"]
+    requests = [LLMRequest(r["id"], [{"role": "user", "content": template.format(
+        question=r["question"], creator=cfg["creator"])}], STANDALONE_SCHEMA) for r in keep]
+    with ctx.progress(len(requests), "standalone check") as bar:
+        results = client_for(ctx, "questions").run_many(requests, bar)
+    unchecked = 0
+    for row, result in zip(keep, results):
+        if not result.ok:
+            unchecked += 1
+        elif not result.value["standalone"]:
+            row["status"], row["reason"] = "dropped", "not standalone (LLM check)"
+    ctx.metrics["standalone_unchecked"] = unchecked
+
+
+def _summarise(ctx: Any, rows: list[dict], chunks: int) -> None:
+    status = Counter(r["status"] for r in rows)
+    dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")
+    ctx.metrics.update(chunks=chunks, questions=status["ok"], dropped=dict(dropped),
+                       failed_chunks=status["failed"])
+    ctx.log.info("questions: %d kept from %d chunks, %d dropped, %d chunks failed",
+                 status["ok"], chunks, sum(dropped.values()), status["failed"])

@@ -1,0 +1,141 @@
+"""split: train / valid / test by video (default), by tag strata, or by row; writes mlx-lm JSONL.
+
+Only original rows are assigned; augmented rows follow their origin (via `origin_id`), so a
+paraphrase can never sit in valid while its source trains. Grouping by video means no talk
+appears in two splits. The shuffle is seeded, so a recipe always gives the same split. With two
+or more videos at least one lands in valid (mlx-lm needs a non-empty validation set).
+Files: work_dir/data/{train,valid,test}.jsonl as {"messages": [system?, user, assistant]}.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from typing import Any
+
+from engine.stats import length_histograms, lengths
+
+NAME = "split"
+VERSION = 1
+DEPENDS = ("augment",)
+COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "split": "VARCHAR",
+           "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "status": "VARCHAR",
+           "reason": "VARCHAR"}
+SPLITS = ("train", "valid", "test")
+
+
+def config(recipe: Any) -> Any:
+    return {"split": recipe.split, "creator": recipe.creator.name}
+
+
+def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+    rows = sorted(inputs["augment"].ok_rows(), key=lambda r: (r["video_id"], r["origin_id"], r["id"]))
+    originals = [r for r in rows if r["kind"] == "original"]
+    assign = assign_splits(originals, cfg["split"], ctx.log)
+    out = []
+    for r in rows:
+        side = assign.get(r["origin_id"])
+        status, reason = ("ok", None) if side else ("skipped", "origin not in the dataset")
+        out.append({"id": r["id"], "origin_id": r["origin_id"], "video_id": r["video_id"], "split": side,
+                    "kind": r["kind"], "question": r["question"], "answer": r["answer"],
+                    "status": status, "reason": reason})
+    _write_jsonl(ctx, out, cfg)
+    _summarise(ctx, out)
+    return out
+
+
+def assign_splits(originals: list[dict], cfg: Any, log: Any = None) -> dict[str, str]:
+    """{original row id: split}. Deterministic for a seed and the set of rows."""
+    videos = sorted({r["video_id"] for r in originals})
+    if cfg.by == "random" or len(videos) < 2:
+        if cfg.by != "random" and originals and log is not None:
+            log.warning("split: only one video, splitting its rows instead (valid shares the video)")
+        ids = sorted(r["id"] for r in originals)
+        return dict(zip(ids, _allocate(ids, cfg)))
+    if cfg.by == "tag":
+        videos = _stratified_order(originals, videos, cfg.seed)
+    else:
+        random.Random(cfg.seed).shuffle(videos)
+    by_video = dict(zip(videos, _allocate(videos, cfg, shuffle=False)))
+    return {r["id"]: by_video[r["video_id"]] for r in originals}
+
+
+def _allocate(items: list[str], cfg: Any, shuffle: bool = True) -> list[str]:
+    """A split name for each item: counts from the ratios, at least one valid when possible."""
+    order = list(items)
+    if shuffle:
+        random.Random(cfg.seed).shuffle(order)
+    n = len(order)
+    n_valid = round(n * cfg.valid)
+    n_test = round(n * cfg.test)
+    if n >= 2:
+        n_valid = max(1, n_valid)
+    if cfg.test > 0 and n >= 3:
+        n_test = max(1, n_test)
+    while n_valid + n_test > max(0, n - 1):  # training keeps at least one item
+        if n_valid > n_test:
+            n_valid -= 1
+        else:  # on a tie the test split gives way: validation is what training needs
+            n_test -= 1
+    sides = ["valid"] * n_valid + ["test"] * n_test + ["train"] * (n - n_valid - n_test)
+    position = {item: i for i, item in enumerate(order)}
+    return [sides[position[item]] for item in items]
+
+
+def _stratified_order(originals: list[dict], videos: list[str], seed: int) -> list[str]:
+    """Videos ordered so that taking a prefix samples every tag in proportion.
+
+    A video's stratum is its most common first tag. Videos are shuffled inside each stratum and
+    the strata interleaved by their fractional position, so the valid/test prefix of the
+    allocation draws from every tag rather than from whichever came first.
+    """
+    firsts: dict[str, Counter] = defaultdict(Counter)
+    for r in originals:
+        firsts[r["video_id"]][(r.get("tags") or ["(none)"])[0]] += 1
+    strata: dict[str, list[str]] = defaultdict(list)
+    for v in videos:
+        tag = max(sorted(firsts[v].items()), key=lambda kv: kv[1])[0] if firsts[v] else "(none)"
+        strata[tag].append(v)
+    rng = random.Random(seed)
+    keyed = []
+    for tag in sorted(strata):
+        members = strata[tag]
+        rng.shuffle(members)
+        offset = rng.random()
+        keyed += [((i + offset) / len(members), tag, v) for i, v in enumerate(members)]
+    return [v for _, _, v in sorted(keyed)]
+
+
+def messages(row: dict, system: str | None) -> dict:
+    msgs = [{"role": "system", "content": system}] if system else []
+    msgs += [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
+    return {"messages": msgs}
+
+
+def _write_jsonl(ctx: Any, rows: list[dict], cfg: dict) -> None:
+    template = cfg["split"].system_prompt
+    # plain replace, not str.format: a prompt may contain other braces (JSON, code)
+    system = template.replace("{creator}", cfg["creator"]) if template else None
+    folder = ctx.work_dir / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for side in SPLITS:
+        chosen = [r for r in rows if r["split"] == side and r["status"] == "ok"]
+        if side == "test" and not chosen:
+            continue  # mlx-lm treats a missing test file as "no test set"
+        with (folder / f"{side}.jsonl").open("w", encoding="utf-8") as f:
+            for r in chosen:
+                f.write(json.dumps(messages(r, system), ensure_ascii=False) + "\n")
+
+
+def _summarise(ctx: Any, rows: list[dict]) -> None:
+    ok = [r for r in rows if r["status"] == "ok"]
+    per = {side: [r for r in ok if r["split"] == side] for side in SPLITS}
+    ctx.metrics.update({side: len(per[side]) for side in SPLITS})
+    ctx.metrics["videos"] = {side: len({r["video_id"] for r in per[side]}) for side in SPLITS}
+    ctx.metrics["kinds"] = {side: dict(Counter(r["kind"] for r in per[side])) for side in SPLITS if per[side]}
+    ctx.metrics["skipped"] = len(rows) - len(ok)
+    ctx.metrics["lengths"] = lengths(per["train"])
+    plot = length_histograms(ctx.work_dir / "plots" / "train_lengths.png", "training set lengths", per["train"])
+    if plot:
+        ctx.metrics["plots"] = [str(plot.relative_to(ctx.work_dir))]

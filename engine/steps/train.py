@@ -1,0 +1,120 @@
+"""train: LoRA/DoRA fine-tuning with mlx-lm on the split's train/valid sets; adapters + loss curve.
+
+Reads `data/{train,valid}.jsonl` written by `split`, resolves `train.model` (GGUF imported once
+into the models folder), optionally sweeps the learning rate, and trains. Every loss report lands
+in metrics.json; `adapters/` and `loss.png` land in the run folder. One row per training run
+(sweep trials and the final run), so the table shows which learning rate won and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RecipeError
+
+NAME = "train"
+VERSION = 1
+DEPENDS = ("split",)
+COLUMNS = {"run": "VARCHAR", "learning_rate": "DOUBLE", "iters": "INTEGER", "final_train_loss": "DOUBLE",
+           "final_val_loss": "DOUBLE", "chosen": "BOOLEAN", "wall_time_s": "DOUBLE",
+           "status": "VARCHAR", "reason": "VARCHAR"}
+
+
+def config(recipe: Any) -> Any:
+    return recipe.train
+
+
+def fingerprint(recipe: Any, ctx: Any) -> Any:
+    """The base model's files: a replaced local model or an upgraded package re-runs this step."""
+    from engine.models.resolve import model_fingerprint
+
+    return model_fingerprint(recipe.train.model, recipe.base_dir)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
+    from engine.models.resolve import resolve_model_path
+    from engine.models.sweep import sweep
+    from engine.models.train import total_iters, train_adapter
+
+    data = ctx.upstream_dir("split") / "data"
+    train, valid = read_jsonl(data / "train.jsonl"), read_jsonl(data / "valid.jsonl")
+    if not train:
+        raise RecipeError(f"train: no training examples in {data / 'train.jsonl'}; check the split step")
+    model_path = resolve_model_path(cfg.model, ctx.models_dir, ctx.recipe.base_dir)
+    iters = total_iters(cfg, len(train))
+    started = time.perf_counter()
+    rows: list[dict] = []
+    log_file = ctx.work_dir / "train_log.txt"
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    # mlx-lm's trainer prints its own table; it goes to a log file, our progress bar stays clean.
+    with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        lr, sweep_summary = cfg.learning_rates[0], None
+        if len(cfg.learning_rates) > 1:
+            trial_iters = max(1, round(iters * cfg.sweep_fraction))
+            with ctx.progress(len(cfg.learning_rates), f"learning-rate sweep ({trial_iters} steps each)") as bar:
+                found = sweep(model_path, train, valid, cfg, iters, on_trial=lambda _t: bar.advance())
+            lr, sweep_summary = found.chosen, found.summary(cfg.sweep_fraction)
+            rows += [_row(f"trial-{i}", t, t.learning_rate == lr) for i, t in enumerate(found.trials)]
+            ctx.log.info("learning-rate sweep chose %g", lr)
+        with ctx.progress(iters, f"training {iters} steps at lr {lr:g}") as bar:
+            last = [0]
+
+            def advance(report: dict) -> None:
+                bar.advance(report["iteration"] - last[0])
+                last[0] = report["iteration"]
+
+            result = train_adapter(model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters,
+                                   on_report=advance)
+    rows.append(_row("final", result, True))
+    summary = result.summary()
+    ctx.metrics.update({"model": cfg.model, "model_path": str(model_path), "train_examples": len(train),
+                        "valid_examples": len(valid), **summary,
+                        "wall_time_s": round(time.perf_counter() - started, 2)})
+    if sweep_summary:
+        ctx.metrics["sweep"] = sweep_summary
+    plot_losses(summary, sweep_summary, ctx.work_dir / "loss.png")
+    return rows
+
+
+def _row(name: str, result: Any, chosen: bool) -> dict:
+    s = result.summary()
+    finite = all(math.isfinite(r["loss"]) for r in result.train + result.val)
+    return {"run": name, "learning_rate": result.learning_rate, "iters": result.iters,
+            "final_train_loss": s["final_train_loss"], "final_val_loss": s["final_val_loss"],
+            "chosen": chosen, "wall_time_s": round(result.wall_time_s, 2),
+            "status": "ok" if finite else "failed", "reason": None if finite else "non-finite loss"}
+
+
+def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
+    """loss.png: the final run's train/val curves, plus each sweep trial's validation curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        points = summary[key]
+        ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], marker="o", label=label)
+    for trial in (sweep_summary or {}).get("trials", []):
+        points = trial["val_loss"]
+        ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], linestyle="--",
+                alpha=0.6, label=f"sweep lr {trial['learning_rate']:g} (val)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title(f"LoRA training (lr {summary['learning_rate']:g})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

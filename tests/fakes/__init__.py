@@ -1,0 +1,1 @@
+"""In-process fakes of outside services, reached over real sockets (no mocks of our own code)."""

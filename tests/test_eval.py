@@ -1,0 +1,277 @@
+"""Evaluation: pure scores, and the evaluate step on two tiny real models (base vs "tuned")."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import eval_scores as s
+
+LOOP = "Fasting is good for you. " * 30
+
+
+# -- pure scores ------------------------------------------------------------------------------
+
+def test_format_features_and_shares() -> None:
+    rich = "First point here.\n\nSecond **key** paragraph.\n\n- one\n- two\n"
+    assert s.format_features(rich) == {"paragraphs": True, "bold": True, "lists": True}
+    assert s.format_features("Just one line with a * star.") == {"paragraphs": False, "bold": False, "lists": False}
+    assert s.format_features("1. step\n2) step") ["lists"] is True
+    assert s.format_shares([rich, "plain"]) == {"paragraphs": 0.5, "bold": 0.5, "lists": 0.5}
+    assert s.format_shares([]) == {"paragraphs": 0.0, "bold": 0.0, "lists": 0.0}
+
+
+def test_format_compliance_gap_against_training_shares() -> None:
+    result = s.format_compliance(["a\n\nb", "c\n\nd"], {"paragraphs": 1.0, "bold": 0.6, "lists": 0.0})
+    assert result["shares"]["paragraphs"] == 1.0
+    assert result["gap"] == pytest.approx(0.6 / 3)
+
+
+def test_length_stats_ratio_to_references() -> None:
+    out = s.length_stats(["one two", "one two three four"], ["a b c", "a b c d e", "a b c"])
+    assert out["median_words"] == 3 and out["reference_median_words"] == 3 and out["ratio"] == 1.0
+    assert s.length_stats([], [])["ratio"] is None
+    assert s.word_count("It's a well-known fact.") == 5
+
+
+def test_repetition_detects_sentence_and_ngram_loops() -> None:
+    assert s.repetition(LOOP)["loop"] and s.repetition(LOOP)["max_sentence_repeats"] == 30
+    no_punct = "and then the body burns fat " * 10
+    assert s.repetition(no_punct)["loop"] and s.repetition(no_punct)["max_ngram_repeats"] >= 5
+    fine = "Insulin stores energy. Fasting lowers insulin. Then the body burns fat. Sleep matters too."
+    assert not s.repetition(fine)["loop"]
+    assert s.loop_rate([LOOP, fine]) == 0.5 and s.loop_rate([]) == 0.0
+
+
+def test_banned_phrase_rate_is_case_insensitive() -> None:
+    assert s.banned_hits("As Mentioned IN THIS VIDEO", ["in this video", "the speaker"]) == ["in this video"]
+    assert s.banned_rate(["In the video he says", "clean answer"], ["in the video"]) == 0.5
+
+
+def test_probes() -> None:
+    greeting, arithmetic, capital = s.PROBES
+    assert s.probe_passes(greeting, "Hi! How can I help?")
+    assert s.probe_passes(greeting, "I'm Dr. Test. What can I do for you today?")
+    assert not s.probe_passes(greeting, "Insulin is a hormone that stores energy.")
+    assert s.probe_passes(arithmetic, "12") and not s.probe_passes(arithmetic, "13")
+    assert s.probe_passes(capital, "Paris, of course.") and not s.probe_passes(capital, "")
+    assert not s.probe_passes(capital, "Paris. " * 20)  # a loop is not a pass
+
+
+def test_judge_both_orders_cancel_position_bias() -> None:
+    # first: A=tuned, B=base; second: A=base, B=tuned
+    assert s.judge_verdict("A", "B") == "tuned"
+    assert s.judge_verdict("B", "A") == "base"
+    assert s.judge_verdict("A", "A") == "tie"  # always picks the first slot: position bias
+    assert s.judge_verdict("tie", "B") == "tie" and s.judge_verdict(None, "B") == "tie"
+    assert s.judge_summary(["tuned", "tuned", "base", "tie"]) == {
+        "n": 4, "tuned_wins": 2, "base_wins": 1, "ties": 1, "tuned_win_rate": 0.5}
+
+
+def test_json_safe_replaces_non_finite_floats() -> None:
+    assert s.json_safe({"a": [float("nan"), 1.5], "b": float("inf"), "c": "x"}) == {"a": [None, 1.5], "b": None, "c": "x"}
+
+
+def test_model_scores_bundle() -> None:
+    out = s.model_scores([LOOP, "In this video: **x**"], ["a b c"], {"bold": 1.0}, ["in this video"])
+    assert out["loop_rate"] == 0.5 and out["banned_rate"] == 0.5
+    assert out["format"]["shares"]["bold"] == 0.5 and out["length"]["reference_median_words"] == 3
+
+
+# -- the step on tiny models -----------------------------------------------------------------
+
+SYSTEM = {"role": "system", "content": "You are Dr. Test. Answer in your own voice."}
+QA = [("What is fasting?", "Fasting is **not eating** for a while.\n\nIt lowers insulin."),
+      ("Why do I get hungry?", "Hunger comes in waves.\n\n- drink water\n- drink tea"),
+      ("Is it bad to skip breakfast?", "No. Breakfast is not the most important meal."),
+      ("What is insulin?", "Insulin is a hormone that tells the body to store energy.")]
+
+
+def write_split(folder: Path) -> list[dict]:
+    data = folder / "data"
+    data.mkdir(parents=True)
+    rows = []
+    for i, (q, a) in enumerate(QA):
+        split = "train" if i < 2 else "test" if i == 2 else "valid"
+        rows.append({"id": f"r{i}", "split": split, "question": q, "answer": a, "status": "ok", "reason": None})
+        with open(data / f"{split}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"messages": [SYSTEM, {"role": "user", "content": q},
+                                             {"role": "assistant", "content": a}]}) + "\n")
+    return rows
+
+
+def judge_responder(body: dict) -> str:
+    """Prefers the longer answer: consistent in both orders, so verdicts are real wins."""
+    text = body["messages"][-1]["content"]
+    a, b = re.search(r"Answer A:\n(.*)\n\nAnswer B:\n(.*)\Z", text, re.S).groups()
+    return json.dumps({"winner": "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"})
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from helpers.tiny_model import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("models")
+    return make_tiny_llama(root / "base", seed=0), make_tiny_llama(root / "export" / "model", seed=1)
+
+
+def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[Path, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakes.openai_server import FakeOpenAI
+
+    from engine.recipe import parse_recipe
+    from engine.steps import evaluate
+    from engine.steps.base import RunOptions, StepContext
+    from engine.store import Store
+
+    base, tuned = tiny_models
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    split_rows = write_split(tmp_path / "split")
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
+    with FakeOpenAI(judge_responder) as fake, Store(tmp_path / "store.duckdb") as store:
+        recipe = parse_recipe({
+            "name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "."}],
+            "llm": {"model": "openai/fake", "api_base": fake.base_url, "retries": 0},
+            "train": {"model": str(base), "iters": 1},
+            "eval": {"questions": ["Why fast?"], "heldout": 1, "max_tokens": 12, "judge": True}}, tmp_path)
+        split_table = store.write_step("split", "k" * 64, {"id": "VARCHAR", "split": "VARCHAR",
+                                       "question": "VARCHAR", "answer": "VARCHAR", "status": "VARCHAR",
+                                       "reason": "VARCHAR"}, split_rows, {})
+        (run_dir / "manifest.json").write_text(json.dumps({"run_id": "r1", "recipe": "t", "status": "running",
+                                                           "steps": {"split": {"key": "k" * 64, "rows": 4}}}))
+        ctx = StepContext(recipe=recipe, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
+                          run_dir=run_dir, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
+                          log=logging.getLogger("test"),
+                          upstream_dirs={"split": tmp_path / "split", "export": tuned.parent,
+                                         "train": tmp_path / "train"})
+        ctx.work_dir.mkdir()
+        rows = evaluate.run(ctx, {"split": split_table}, evaluate.config(recipe))
+        judge_calls = fake.calls
+
+    # 1 eval question + 1 held-out (test split) in greedy and sampled; 3 probes greedy only
+    assert len(rows) == 2 * 2 + 3 and {r["status"] for r in rows} == {"ok"}
+    heldout = next(r for r in rows if r["source"] == "heldout")
+    assert heldout["question"] == "Is it bad to skip breakfast?" and heldout["reference"].startswith("No.")
+    assert all(r["base"] != r["tuned"] for r in rows if r["setting"] == "greedy")  # two different models
+    doc = json.loads((ctx.work_dir / "eval.json").read_text())
+    summary = doc["summary"]
+    for role in ("base", "tuned"):
+        for key in ("loss", "perplexity", "format_gap", "length_ratio", "loop_rate", "banned_rate", "probes_passed",
+                    "format_gap_sampled", "loop_rate_sampled"):
+            assert f"{role}_{key}" in summary, f"{role}_{key}"
+        assert summary[f"{role}_perplexity"] == pytest.approx(2.718281828 ** summary[f"{role}_loss"], rel=1e-6)
+    assert summary["base_loss"] != summary["tuned_loss"]
+    assert doc["loss"]["base"]["tokens"] == doc["loss"]["tuned"]["tokens"] > 0  # the same tokens for both
+    assert doc["train_format_shares"] == {"paragraphs": 1.0, "bold": 0.5, "lists": 0.5}
+    assert summary["probes_total"] == 3
+    assert judge_calls == 4  # 2 answered items x both orders
+    judge = doc["judge"]
+    assert judge["n"] == 2 and judge["failed"] == 0
+    assert judge["tuned_wins"] + judge["base_wins"] + judge["ties"] == 2
+    assert ctx.metrics["judge_tuned_win_rate"] == judge["tuned_win_rate"]
+    assert ctx.metrics["llm"]["calls"] == 4 and ctx.metrics["llm"]["failures"] == 0
+    assert ctx.metrics["tuned_loss"] == summary["tuned_loss"]
+    page = (ctx.work_dir / "report.html").read_text()
+    assert "data:image/png;base64," in page and "Evaluation: base vs tuned" in page
+    assert "report_error" not in ctx.metrics
+
+
+# -- recipe ask ---------------------------------------------------------------------------------
+
+def make_adapters(base: Path, out: Path) -> Path:
+    """A real (random) LoRA adapter for the tiny model, in mlx-lm's on-disk format."""
+    from engine.models.blas import import_mlx
+
+    mx = import_mlx()
+    import mlx_lm
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, _ = mlx_lm.load(str(base))
+    model.freeze()
+    params = {"rank": 4, "scale": 20.0, "dropout": 0.0, "keys": ["self_attn.q_proj", "self_attn.v_proj"]}
+    linear_to_lora_layers(model, 2, params)
+    mx.random.seed(3)
+    updates = [(k, mx.random.normal(v.shape) * 0.5) for k, v in tree_flatten(model.trainable_parameters())
+               if k.endswith("lora_b")]
+    from mlx.utils import tree_unflatten
+    model.update(tree_unflatten(updates))
+    out.mkdir(parents=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    (out / "adapter_config.json").write_text(json.dumps(
+        {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}), encoding="utf-8")
+    return out
+
+
+def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from engine.ask import ask, find_tuned_model, system_prompt
+    from engine.cli import main
+
+    base, tuned = tiny_models
+    run = tmp_path / "runs" / "abc123"
+    shutil.copytree(tuned, run / "model")
+    make_adapters(base, run / "adapters")
+    (run / "resolved.json").write_text(json.dumps({"creator": {"name": "Dr. T"}, "train": {"model": str(base)},
+                                                   "split": {"system_prompt": "You are {creator}."},
+                                                   "eval": {"max_tokens": 8, "repetition_penalty": 1.1}}))
+    (run / "manifest.json").write_text(json.dumps({"run_id": "abc123", "recipe_path": str(tmp_path / "r.yaml")}))
+    assert system_prompt(run) == "You are Dr. T."
+    assert find_tuned_model(run).kind == "fused" and find_tuned_model(run, "adapters").kind == "adapters"
+    fused = list(ask(run, "What is fasting?", tmp_path / "models"))
+    adapted = list(ask(run, "What is fasting?", tmp_path / "models", prefer="adapters"))
+    from engine.models.generate import chat_generate
+    from engine.models.resolve import load_model
+
+    model, tokenizer = load_model(str(run / "model"), tmp_path / "models")
+    batch = chat_generate(model, tokenizer, [[{"role": "system", "content": "You are Dr. T."},
+                                              {"role": "user", "content": "What is fasting?"}]], 8,
+                          repetition_penalty=1.1)
+    assert "".join(fused).strip() == batch[0] and batch[0]  # streaming gives the evaluation's greedy answer
+    assert "".join(adapted) != "".join(fused)
+    result = CliRunner().invoke(main, ["ask", "abc", "What is fasting?", "--runs-dir", str(run.parent),
+                                       "--max-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "".join(fused).strip()
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "adapters")
+    missing = CliRunner().invoke(main, ["ask", str(run), "hi"])
+    assert missing.exit_code == 1 and "no tuned model" in missing.output
+
+
+def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path,
+                                                                tiny_models: tuple[Path, Path]) -> None:
+    from engine.recipe import parse_recipe
+    from engine.steps import evaluate
+    from engine.steps.base import RunOptions, StepContext
+    from engine.store import Store
+
+    base, _ = tiny_models
+    write_split(tmp_path / "split")
+    make_adapters(base, tmp_path / "train" / "adapters")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
+    recipe = parse_recipe({"name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "."}],
+                           "train": {"model": str(base), "iters": 1},
+                           "eval": {"questions": ["Why fast?"], "heldout": 0, "max_tokens": 6, "sampled": False,
+                                    "probes": False}}, tmp_path)
+    with Store(tmp_path / "store.duckdb") as store:
+        ctx = StepContext(recipe=recipe, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
+                          run_dir=tmp_path / "no-run", models_dir=tmp_path / "models", options=RunOptions(quiet=True),
+                          upstream_dirs={d: tmp_path / d for d in ("split", "train", "export")})
+        ctx.work_dir.mkdir()
+        rows = evaluate.run(ctx, {}, evaluate.config(recipe))
+    assert [(r["source"], r["setting"]) for r in rows] == [("eval", "greedy")]
+    summary = ctx.metrics
+    assert summary["base_loss"] != summary["tuned_loss"]  # the adapters changed the model
+    assert "report_error" in summary  # no run folder here: said so, and the evaluation still stands
+    assert json.loads((ctx.work_dir / "eval.json").read_text())["summary"]["questions"] == 1

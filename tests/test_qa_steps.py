@@ -1,0 +1,241 @@
+"""Pass 1 (questions) and pass 2 (answers) end to end: real recipe, real DuckDB, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import engine.llm as llm
+from engine.run import Paths, run_recipe
+from engine.steps.answers import COLUMNS as QA_COLUMNS
+from engine.steps.base import RunOptions
+from engine.steps.questions import drop_reason, normalise_question
+from fakes.openai_server import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = Path(__file__).parent / "cases"
+QUIET = RunOptions(quiet=True)
+
+RECIPE = """\
+name: qa-test
+creator:
+  name: Dr. Test
+sources:
+  - type: local
+    path: transcripts
+llm:
+  model: openai/fake
+  api_base: {base_url}
+  max_concurrency: {concurrency}
+  requests_per_minute: {rpm}
+  reask: {reask}
+  timeout: 5
+questions:
+  min_per_video: 2
+  max_per_video: 4
+"""
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+
+def write_recipe(tmp_path: Path, srv: FakeOpenAI, concurrency: int = 4, rpm: float = 0, reask: int = 1,
+                 extra: str = "") -> Path:
+    folder = tmp_path / "transcripts"
+    if not folder.exists():
+        shutil.copytree(CASES / "engine_transcripts", folder)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(base_url=srv.base_url, concurrency=concurrency, rpm=rpm, reask=reask) + extra)
+    return path
+
+
+def first_user(body: dict) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
+def title_of(prompt: str) -> str:
+    return re.search(r'titled "([^"]*)"|talk "([^"]*)"', prompt).group(0).split('"')[1]
+
+
+def numbered_questions(prompt: str) -> list[tuple[int, str]]:
+    block = prompt.split("Questions:\n", 1)[1].split("\n\nTranscript:", 1)[0]
+    return [(int(n), q) for n, q in re.findall(r"^(\d+)\. (.*)$", block, re.M)]
+
+
+def good_model(body: dict) -> str:
+    """Questions: two keepers plus three the filter must drop. Answers: every number."""
+    prompt = first_user(body)
+    if "List the questions" in prompt:
+        title = title_of(prompt)
+        return json.dumps({"questions": [
+            {"question": f"What is the main idea of {title}?", "tags": ["Basics"]},
+            {"question": f"How does {title} affect hunger", "tags": ["hunger"]},
+            {"question": "What does Dr. Test recommend for breakfast?"},
+            {"question": "What is covered in this video?"},
+            {"question": "Fasting works for most people."}]})
+    answers = [{"number": n, "answer": f"**Answer** to: {q}"} for n, q in numbered_questions(prompt)]
+    return "```json\n" + json.dumps({"answers": answers}) + "\n```"
+
+
+def table(run_dir: Path, name: str) -> list[dict]:
+    with duckdb.connect(str(run_dir / "data.duckdb"), read_only=True) as con:
+        cur = con.execute(f'SELECT * FROM "{name}" ORDER BY ALL')
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def paths_in(tmp_path: Path) -> Paths:
+    return Paths(runs_dir=tmp_path / "runs", store=tmp_path / "runs" / "store.duckdb")
+
+
+def test_two_passes_produce_filtered_questions_and_matched_answers(tmp_path: Path) -> None:
+    with FakeOpenAI(good_model, latency=0.01) as srv:
+        result = run_recipe(write_recipe(tmp_path, srv), paths_in(tmp_path), until="answers", options=QUIET)
+    assert result.executed == ["sources", "transcripts", "questions", "answers"]
+    assert srv.calls == 6  # 3 videos x (1 questions call + 1 answers call)
+    questions = table(result.run_dir, "questions")
+    kept = [q for q in questions if q["status"] == "ok"]
+    assert len(kept) == 6
+    assert {q["question"] for q in kept} >= {"What is the main idea of insulin?", "How does insulin affect hunger?"}
+    dropped = sorted({q["reason"] for q in questions if q["status"] == "dropped"})
+    assert dropped == ["mentions the creator", "not a question", "refers to the video or transcript"]
+    answers = table(result.run_dir, "answers")
+    assert list(answers[0]) == list(QA_COLUMNS)
+    assert len(answers) == 6 and all(a["status"] == "ok" for a in answers)
+    for a in answers:
+        assert a["answer"] == f"**Answer** to: {a['question']}"
+        assert a["model"] == "openai/fake" and len(a["prompt_digest"]) == 16
+    assert {tuple(a["tags"]) for a in answers} == {("basics",), ("hunger",)}
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["answers"]["llm"]["calls"] == 3 and metrics["questions"]["llm"]["tokens"] > 0
+
+
+def test_missing_numbers_are_asked_again_in_a_follow_up(tmp_path: Path) -> None:
+    def skips_last(body: dict) -> str:
+        prompt = first_user(body)
+        if "List the questions" not in prompt:
+            asked = numbered_questions(prompt)
+            if len(asked) == 1:  # the follow-up asks it alone: a prose reply is taken as is
+                return f"1. About {asked[0][1]}"
+            return json.dumps([{"number": n, "answer": f"About {q}"} for n, q in asked[:-1]])
+        return good_model(body)
+
+    with FakeOpenAI(skips_last) as srv:
+        result = run_recipe(write_recipe(tmp_path, srv), paths_in(tmp_path), until="answers", options=QUIET)
+    followups = [numbered_questions(first_user(b)) for b in srv.requests
+                 if "List the questions" not in first_user(b) and len(numbered_questions(first_user(b))) == 1]
+    assert len(followups) == 3 and all(f[0][1].startswith("How does") for f in followups)
+    answers = table(result.run_dir, "answers")
+    assert all(a["status"] == "ok" and a["answer"] == f"About {a['question']}" for a in answers)
+
+
+def test_unanswerable_and_invalid_items_are_failed_rows_with_reasons(tmp_path: Path) -> None:
+    def broken(body: dict) -> str:
+        prompt = first_user(body)
+        if "List the questions" in prompt:
+            # one video never yields valid JSON: its chunk becomes a failed row
+            return "Sorry, I can't." if title_of(prompt) == "insulin" else good_model(body)
+        # the "How does ..." question is never answered, however often it is asked
+        return json.dumps([{"number": n, "answer": "Only this one."}
+                           for n, q in numbered_questions(prompt) if q.startswith("What")])
+
+    with FakeOpenAI(broken) as srv:
+        result = run_recipe(write_recipe(tmp_path, srv, reask=1), paths_in(tmp_path), until="answers", options=QUIET)
+    questions = table(result.run_dir, "questions")
+    failed = [q for q in questions if q["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["video_id"] == "insulin"
+    assert failed[0]["reason"] == "invalid JSON after 2 attempt(s): the reply contains no parsable JSON"
+    answers = table(result.run_dir, "answers")
+    assert sorted(a["status"] for a in answers) == ["failed", "failed", "ok", "ok"]
+    reasons = {a["reason"] for a in answers if a["status"] == "failed"}
+    # the follow-up asked it alone, as number 1; its reply was an empty JSON list
+    assert reasons == {"unanswered after follow-ups: unusable reply: [] should be non-empty"}
+
+
+def test_killed_run_resumes_without_repeating_a_request(tmp_path: Path) -> None:
+    # 60/min spaces calls 1 s apart, so the kill lands between calls, never inside one
+    with FakeOpenAI(good_model) as srv:
+        recipe = write_recipe(tmp_path, srv, concurrency=1, rpm=60)
+        paths = paths_in(tmp_path)
+        proc = _subprocess_run(recipe, paths)
+        deadline = time.monotonic() + 60
+        while srv.calls < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(0.3)  # past the response and its cache commit, before the next slot
+        assert srv.calls == 2 and srv.in_flight == 0
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        result = run_recipe(recipe, paths, until="answers", options=QUIET)
+    bodies = [json.dumps(b["messages"], sort_keys=True) for b in srv.requests]
+    assert len(bodies) == len(set(bodies)) == 6, "a request was sent twice"
+    assert result.executed == ["questions", "answers"]
+    assert len([a for a in table(result.run_dir, "answers") if a["status"] == "ok"]) == 6
+
+
+def _subprocess_run(recipe: Path, paths: Paths) -> subprocess.Popen:
+    code = ("import sys; from pathlib import Path; from engine.run import Paths, run_recipe;"
+            "from engine.steps.base import RunOptions; run_recipe(sys.argv[1], Paths(Path(sys.argv[2]),"
+            " Path(sys.argv[3])), until='answers', options=RunOptions(quiet=True))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code, str(recipe), str(paths.runs_dir), str(paths.store)],
+                            env=env, cwd=ROOT)
+
+
+def test_second_run_makes_no_calls(tmp_path: Path) -> None:
+    with FakeOpenAI(good_model) as srv:
+        recipe = write_recipe(tmp_path, srv)
+        run_recipe(recipe, paths_in(tmp_path), until="answers", options=QUIET)
+        calls = srv.calls
+        again = run_recipe(recipe, paths_in(tmp_path), until="answers", options=QUIET)
+    assert again.executed == [] and srv.calls == calls
+
+
+def test_standalone_check_drops_what_the_model_rejects(tmp_path: Path) -> None:
+    def judge(body: dict) -> str:
+        prompt = first_user(body)
+        if prompt.startswith("Does this question make sense"):
+            return json.dumps({"standalone": "main idea" not in prompt})
+        return good_model(body)
+
+    extra = "  tags: false\n  standalone_check: true\n"
+    with FakeOpenAI(judge) as srv:
+        result = run_recipe(write_recipe(tmp_path, srv, extra=extra), paths_in(tmp_path), until="questions",
+                            options=QUIET)
+    questions = table(result.run_dir, "questions")
+    rejected = [q for q in questions if q["reason"] == "not standalone (LLM check)"]
+    assert len(rejected) == 3 and all("main idea" in q["question"] for q in rejected)
+    kept = [q for q in questions if q["status"] == "ok"]
+    assert len(kept) == 3 and all(q["tags"] == [] for q in kept)
+
+
+@pytest.mark.parametrize("question,reason", [
+    ("What does Dr. Test recommend?", "mentions the creator"),
+    ("Why does Test skip breakfast?", "mentions the creator"),
+    ("What is said in the transcript about sleep?", "refers to the video or transcript"),
+    ("What is this talk about?", "refers to the video or transcript"),
+    ("Fasting is good for you.", "not a question"),
+    ("Why?", "too short to be a question"),
+    ("Why do we get hungry at noon?", None),
+    ("Is testing your glucose useful?", None),  # "testing" is not the name "Test"
+])
+def test_deterministic_filter(question: str, reason: str | None) -> None:
+    assert drop_reason(question, "Dr. Test", True) == reason
+
+
+def test_normalise_question() -> None:
+    assert normalise_question('  1. "How does insulin work"  ') == "How does insulin work?"
+    assert normalise_question("Q3: Why fast?") == "Why fast?"
+    assert normalise_question("Fasting is good.") == "Fasting is good."
