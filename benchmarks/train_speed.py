@@ -116,7 +116,7 @@ def peft_available(python: str) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--steps", type=int, default=8, help="timed steps with OpenBLAS / in peft")
     parser.add_argument("--slow-steps", type=int, default=2, help="timed steps without OpenBLAS (~50 s each)")
     parser.add_argument("--models-dir", default=str(ROOT / "runs" / "models"))

@@ -42,7 +42,8 @@ def find_tuned_model(run_dir: Path, prefer: str = "auto") -> TunedModel:
         recipe_path = (json.loads(manifest.read_text(encoding="utf-8")).get("recipe_path")
                        if manifest.is_file() else None)
         return TunedModel(base, adapters, Path(recipe_path).resolve().parent if recipe_path else None, "adapters")
-    raise RecipeError(f"{run_dir}: no tuned model ({'model/' if prefer != 'adapters' else 'adapters/'} missing); "
+    missing = {"auto": "neither model/ nor adapters/", "fused": "no model/", "adapters": "no adapters/"}[prefer]
+    raise RecipeError(f"{run_dir}: no tuned model ({missing} in the run folder); "
                       "train it with `recipe run RECIPE` first")
 
 
@@ -57,7 +58,7 @@ def system_prompt(run_dir: Path) -> str | None:
     resolved = _resolved(run_dir)
     template = (resolved.get("split") or {}).get("system_prompt")
     creator = (resolved.get("creator") or {}).get("name", "")
-    return template.replace("{creator}", creator) if template else None
+    return template.format(creator=creator) if template else None  # rendered as split renders it
 
 
 def load_tuned(run_dir: Path, models_dir: Path, prefer: str = "auto") -> tuple[Any, Any, TunedModel]:

@@ -119,8 +119,9 @@ def dataset_diff(db_a: Path, db_b: Path, limit: int = 20) -> dict[str, Any]:
 
     con = duckdb.connect()
     try:
-        con.execute(f"ATTACH '{db_a}' AS a (READ_ONLY)")
-        con.execute(f"ATTACH '{db_b}' AS b (READ_ONLY)")
+        for alias, db in (("a", db_a), ("b", db_b)):
+            quoted = str(db).replace("'", "''")  # a quote in the path must not end the SQL literal
+            con.execute(f"ATTACH '{quoted}' AS {alias} (READ_ONLY)")
         table = _shared_question_table(con)
         if table is None:
             return {"table": None, "note": "no shared table with a question column"}

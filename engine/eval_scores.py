@@ -89,12 +89,13 @@ def loop_rate(texts: Sequence[str]) -> float:
 
 
 def banned_hits(text: str, phrases: Iterable[str]) -> list[str]:
-    low = text.lower()
-    return [p for p in phrases if p and p.lower() in low]
+    """Banned phrases in `text`, matched as the curate filter matches them (case and whitespace folded)."""
+    low = " ".join(text.lower().split())
+    return [p for p in phrases if p and " ".join(p.lower().split()) in low]
 
 
 def banned_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
-    """Share of answers containing any banned phrase (case-insensitive)."""
+    """Share of answers containing any banned phrase."""
     return sum(bool(banned_hits(t, phrases)) for t in texts) / len(texts) if texts else 0.0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,12 +115,10 @@ class LLMClient:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(coro)
-        # Called from inside a running loop: run ours on a private thread.
-        box: list[Any] = []
-        thread = threading.Thread(target=lambda: box.append(asyncio.run(coro)))
-        thread.start()
-        thread.join()
-        return box[0]
+        # Called from inside a running loop: run ours on a private thread (whose exceptions,
+        # e.g. LLMUnavailable, reach the caller through the future).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coro).result()
 
     def cache_key(self, messages: list[dict]) -> str:
         p = self.params

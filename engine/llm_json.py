@@ -4,8 +4,8 @@ Accepted, in order of trust: a bare JSON value; JSON inside ``` fences or surrou
 an object wrapping the expected list ({"questions": [...]}). Small local models often break
 JSON, so lenient fallbacks apply only when the schema expects a list: items salvaged from
 truncated/broken JSON by their field names (for lists of questions also any quoted string
-ending in "?"), then a numbered or bulleted plain-text list (or, with no list markers, the
-sentences that end in "?"). Every fallback result is still validated against the schema, so
+ending in "?"), then a numbered or bulleted plain-text list (or, with no list markers and
+no answers expected, the sentences that end in "?"). Every fallback result is still validated against the schema, so
 leniency never lets bad shapes in; the questions step then filters what is not a question.
 """
 
@@ -147,21 +147,25 @@ def _unescape(literal: str) -> str:
 
 
 def _plain_list(text: str, schema: dict) -> list[Any]:
-    """A numbered/bulleted list ("1. ...", "- ..."); continuation lines join their item.
+    """A numbered/bulleted list ("1. ...", "- ..."); continuation lines (and bullets under a
+    numbered item) join their item.
 
-    Without any list markers, lines ending in "?" count as items (a bare list of questions).
+    Without any list markers, a list of questions or of plain strings (paraphrases) takes the
+    sentences ending in "?"; in a list of answers those would be rhetorical questions, not items.
     """
     entries: list[tuple[int | None, list[str]]] = []
     for line in text.splitlines():
         match = _MARKER.match(line)
-        if match:
+        # a bullet inside a numbered list belongs to the numbered item above it
+        nested = match and match.group(1) is None and any(n is not None for n, _ in entries)
+        if match and not nested:
             entries.append((int(match.group(1)) if match.group(1) else None, [match.group(2)]))
         elif entries and line.strip():
             entries[-1][1].append(line.strip())
-    if not entries:
+    text_field, number_field = _item_fields(schema)
+    if not entries and text_field in (None, "question"):
         # prose: every sentence that ends in "?" (a line may hold several)
         entries = [(None, [q]) for q in dict.fromkeys(_QUESTION_SENTENCE.findall(text))]
-    text_field, number_field = _item_fields(schema)
     items: list[Any] = []
     for index, (number, lines) in enumerate(entries, start=1):
         body = " ".join(lines).strip().strip('"').strip()

@@ -142,8 +142,11 @@ def eval_summary_section(ev: dict) -> str:
 def _marked(name: str, base: Any, tuned: Any) -> str:
     if not (isinstance(base, (int, float)) and isinstance(tuned, (int, float))) or base == tuned:
         return _num(tuned)
-    lower = any(name.endswith(s) or name.startswith(s) for s in LOWER_IS_BETTER)
-    better = (tuned < base) if lower else (tuned > base)
+    if name.startswith("length_ratio"):  # 1.0 is on target: closer to it is better
+        better = abs(tuned - 1) < abs(base - 1)
+    else:
+        lower = any(name.endswith(s) or name.startswith(s) for s in LOWER_IS_BETTER)
+        better = (tuned < base) if lower else (tuned > base)
     return f'<span class="{"better" if better else "worse"}">{_num(tuned)}</span>'
 
 

@@ -50,6 +50,7 @@ def test_repetition_detects_sentence_and_ngram_loops() -> None:
 def test_banned_phrase_rate_is_case_insensitive() -> None:
     assert s.banned_hits("As Mentioned IN THIS VIDEO", ["in this video", "the speaker"]) == ["in this video"]
     assert s.banned_rate(["In the video he says", "clean answer"], ["in the video"]) == 0.5
+    assert s.banned_hits("as shown in this\n  video", ["in this video"]) == ["in this video"]  # as curate matches
 
 
 def test_probes() -> None:

@@ -87,6 +87,10 @@ def test_concurrency_never_exceeds_the_limit() -> None:
 
 def test_rate_limit_holds() -> None:
     with FakeOpenAI(echo) as srv:
+        # litellm's first call in a process blocks the loop for a moment and delays the sends
+        # queued behind it; warm it up so what is measured is the limiter.
+        LLMClient(params(srv)).run_many(requests(1, schema=None))
+        srv.call_times.clear()
         LLMClient(params(srv, requests_per_minute=1200, max_concurrency=8)).run_many(requests(11))
     times = sorted(srv.call_times)
     # 20 per second: 11 calls need at least 10 intervals of 50 ms
@@ -200,3 +204,26 @@ def test_mlx_provider_generates_in_process_with_micro_batches(tmp_path: Path) ->
     assert batches == [[6]]
     assert client.metrics["calls"] == 6 and client.metrics["completion_tokens"] > 0
     assert [r.text for r in cached] == [r.text for r in results] and all(r.cached for r in cached)
+
+
+def test_parse_takes_no_rhetorical_question_for_an_answer() -> None:
+    assert parse("So why do we get fat? Because insulin tells the body to store it.", ANSWERS)[0] is None
+
+
+def test_parse_bullets_under_numbered_answers_stay_in_their_answer() -> None:
+    value, error = parse("1. Two reasons:\n- insulin falls\n- fat burns\n2. Yes, it is safe.", ANSWERS)
+    assert error is None
+    assert value == [{"answer": "Two reasons: - insulin falls - fat burns", "number": 1},
+                     {"answer": "Yes, it is safe.", "number": 2}]
+
+
+def test_run_many_inside_a_running_loop_returns_results_and_raises_errors() -> None:
+    import asyncio
+
+    async def inside() -> None:
+        with FakeOpenAI(echo) as srv:
+            assert len(LLMClient(params(srv)).run_many(requests(2))) == 2
+        with FakeOpenAI(echo, faults={"500": 1.0}) as srv, pytest.raises(llm.LLMUnavailable):
+            LLMClient(params(srv, retries=0)).run_many(requests(2))
+
+    asyncio.run(inside())

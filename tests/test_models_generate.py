@@ -81,3 +81,22 @@ def test_model_fingerprint_changes_when_the_model_files_change(tiny_llama: Path,
         f.write("\n")
     assert model_fingerprint("copy", tmp_path) != before
     assert model_fingerprint("owner/hub-model") == {"spec": "owner/hub-model", "files": []}
+
+
+def test_model_fingerprint_ignores_timestamps_and_memoises_digests(tiny_llama: Path, tmp_path: Path) -> None:  # noqa: F811
+    import os
+    import shutil
+
+    from engine.models.resolve import model_fingerprint
+    from engine.store import Store
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_llama, copy)
+    with Store(tmp_path / "store.duckdb") as store:
+        memo = store.item_cache("file_digests")
+        before = model_fingerprint(str(copy), None, memo)
+        assert len(memo) == len(before["files"])  # one digest per file, remembered
+        for f in copy.iterdir():  # a reinstall: same bytes, new timestamps
+            os.utime(f, (1_000_000_000, 1_000_000_000))
+        assert model_fingerprint(str(copy), None, memo) == before
+        assert len(memo) == 2 * len(before["files"])  # re-hashed once under the new stat

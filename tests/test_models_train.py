@@ -130,3 +130,13 @@ def test_train_step_rejects_batch_larger_than_data(tiny_llama: Path, tmp_path: P
     recipe = recipe_with({**TRAIN, "model": str(tiny_llama), "batch_size": 8}, tmp_path)
     with pytest.raises(RecipeError, match="batch_size is 8"):
         run_step(train_step, recipe, tmp_path, {"split": write_split(tmp_path / "split", 4, 2)})
+
+
+def test_lr_schedule_counts_optimizer_updates_with_grad_accumulation(tmp_path: Path) -> None:
+    from engine.models.train import lr_schedule
+
+    recipe = recipe_with({**TRAIN, "model": str(tmp_path), "learning_rate": 1e-3, "grad_accumulation": 4,
+                          "lr_schedule": {"name": "cosine", "warmup": 8, "min_lr": 0.0}}, tmp_path)
+    schedule = lr_schedule(recipe.train, 1e-3, 40)  # 40 iterations = 10 updates: 2 warmup, 8 decay
+    assert [float(schedule(s)) for s in (0, 1)] == pytest.approx([5e-4, 1e-3], rel=1e-4)
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-9)

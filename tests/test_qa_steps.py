@@ -239,3 +239,14 @@ def test_normalise_question() -> None:
     assert normalise_question('  1. "How does insulin work"  ') == "How does insulin work?"
     assert normalise_question("Q3: Why fast?") == "Why fast?"
     assert normalise_question("Fasting is good.") == "Fasting is good."
+
+
+def test_a_single_question_prose_reply_is_kept_whole() -> None:
+    from engine.llm import LLMResult
+    from engine.steps.answers import _match
+
+    text = "Why does it happen? Because:\n- insulin rises\n- fat is stored"
+    reasons: dict[str, str] = {}
+    got = _match([{"id": "q1", "question": "Why do we gain weight?"}],
+                 LLMResult("r", True, text, text, None), reasons)
+    assert got == {"q1": text} and reasons == {}

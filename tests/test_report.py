@@ -109,3 +109,11 @@ def test_show_includes_dataset_stats_and_eval_summary(tmp_path: Path) -> None:
     data = json.loads(as_json.output)
     assert data["dataset"]["train"]["examples"] == 3
     assert data["eval"]["tuned_loss"] == 2.0
+
+
+def test_eval_colours_length_ratio_by_distance_to_one() -> None:
+    from engine.report import _marked
+
+    assert 'class="better"' in _marked("length_ratio", 1.7, 1.1)  # closer to the references' length
+    assert 'class="worse"' in _marked("length_ratio_sampled", 0.9, 1.6)
+    assert 'class="better"' in _marked("loss", 2.5, 2.1)

@@ -207,3 +207,10 @@ split: {{valid: 0.3, seed: 1, system_prompt: "You are {{creator}}."}}
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["curate"]["kept"] == 6 and metrics["augment"]["augmented"] == 6
     assert metrics["split"]["videos"]["valid"] >= 1
+
+
+def test_system_prompt_is_rendered_like_the_validated_template(tmp_path: Path) -> None:
+    """{{ }} are literal braces (as validation and export's Modelfile read them), not kept doubled."""
+    _, ctx = run_split(tmp_path, originals(3, 1), {"system_prompt": "You are {creator}. Answer in {{plain}} text."})
+    first = json.loads((ctx.work_dir / "data" / "train.jsonl").read_text().splitlines()[0])
+    assert first["messages"][0]["content"] == "You are Dr. Test. Answer in {plain} text."

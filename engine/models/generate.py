@@ -38,8 +38,9 @@ def chat_generate(model: Any, tokenizer: Any, conversations: list[list[dict]], m
         extra["logits_processors"] = processors
     prompts = [chat_prompt_tokens(tokenizer, c) for c in conversations]
     replies: list[str] = []
-    for start in range(0, len(prompts), max(1, batch_size)):
-        chunk = prompts[start:start + batch_size]
+    step = max(1, batch_size)
+    for start in range(0, len(prompts), step):
+        chunk = prompts[start:start + step]
         out = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens,
                              prefill_batch_size=len(chunk), completion_batch_size=len(chunk), **extra)
         replies.extend(text.strip() for text in out.texts)

@@ -9,7 +9,6 @@ mlx-lm and our GGUF export all read the same way.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.hashing import digest_file
 from engine.models.blas import import_mlx
 
 log = logging.getLogger("engine.models")
@@ -32,17 +32,13 @@ _LAYER_MAP = {
 _TOP_MAP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+# Bump when the conversion's output changes, so folders converted by an older engine are redone.
+CONVERTER_VERSION = 2
 
 
 def import_gguf(path: Path, models_dir: Path) -> Path:
-    """The converted folder for `path`, converting on first use (keyed by the file's digest)."""
-    target = Path(models_dir) / f"gguf-{path.stem}-{file_digest(path)[:16]}"
+    """The converted folder for `path`, converting on first use (keyed by content + converter)."""
+    target = Path(models_dir) / f"gguf-{path.stem}-v{CONVERTER_VERSION}-{digest_file(path)[:16]}"
     if (target / "config.json").exists():
         return target
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")  # concurrent converters never collide

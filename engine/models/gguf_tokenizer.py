@@ -94,6 +94,11 @@ def build_tokenizer(meta: dict[str, Any]):
     return tok
 
 
+def adds_bos(meta: dict[str, Any]) -> bool:
+    """Whether the tokenizer prepends BOS; without the key, llama.cpp's default (SentencePiece only)."""
+    return bool(meta.get("tokenizer.ggml.add_bos_token", meta.get("tokenizer.ggml.model") == "llama"))
+
+
 def tokenizer_config(meta: dict[str, Any]) -> dict[str, Any]:
     tokens = meta["tokenizer.ggml.tokens"]
 
@@ -105,7 +110,7 @@ def tokenizer_config(meta: dict[str, Any]) -> dict[str, Any]:
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": token("bos"), "eos_token": token("eos"),
         "unk_token": token("unknown"), "pad_token": token("padding"),
-        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": adds_bos(meta),
         "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(meta.get(f"{meta.get('general.architecture')}.context_length", 2048)),
@@ -118,7 +123,7 @@ def tokenizer_config(meta: dict[str, Any]) -> dict[str, Any]:
 def write_tokenizer(meta: dict[str, Any], out: Path) -> None:
     """tokenizer.json, tokenizer_config.json and special_tokens_map.json into `out`."""
     tok = build_tokenizer(meta)
-    if meta.get("tokenizer.ggml.model") == "llama" and meta.get("tokenizer.ggml.add_bos_token", True):
+    if meta.get("tokenizer.ggml.model") == "llama" and adds_bos(meta):
         from tokenizers import processors
 
         bos = meta["tokenizer.ggml.tokens"][int(meta.get("tokenizer.ggml.bos_token_id", 1))]

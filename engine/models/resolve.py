@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.hashing import digest_file
 from engine.models.blas import ensure_fast_blas, import_mlx
 
 
@@ -55,9 +56,14 @@ def resolve_model_path(spec: str, models_dir: Path, base_dir: Path | None = None
     raise RecipeError(f"model spec {spec!r}: no such folder or file")
 
 
-def model_fingerprint(spec: str, base_dir: Path | None = None) -> dict[str, Any]:
-    """A cheap identity of the base model's files (name, size, mtime) so that replacing a local
-    model or upgrading the package re-runs training; hub ids are identified by the spec alone."""
+def model_fingerprint(spec: str, base_dir: Path | None = None, memo: Any = None) -> dict[str, Any]:
+    """The content of the base model's files, so that replacing a local model or upgrading the
+    package re-runs training; hub ids are identified by the spec alone.
+
+    Hashing a multi-GB model on every `recipe plan` would be slow, so digests are memoised in
+    `memo` (an ItemCache) under path + size + mtime: the timestamp only decides whether to re-hash,
+    it never enters the key, so a reinstall with identical bytes keeps every cached step.
+    """
     try:
         path = package_file(spec) if spec.startswith("package:") else Path(spec).expanduser()
     except RecipeError:
@@ -65,7 +71,18 @@ def model_fingerprint(spec: str, base_dir: Path | None = None) -> dict[str, Any]
     if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
-    return {"spec": spec, "files": [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
+    return {"spec": spec, "files": [[f.name, _file_digest(f, memo)] for f in files]}
+
+
+def _file_digest(path: Path, memo: Any) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    known = memo.get(key) if memo is not None else None
+    if known is None:
+        known = digest_file(path)
+        if memo is not None:
+            memo.put(key, known)
+    return known
 
 
 def load_model(spec: str, models_dir: Path, base_dir: Path | None = None,

@@ -59,13 +59,18 @@ def total_iters(cfg: Train, n_train: int) -> int:
 
 
 def lr_schedule(cfg: Train, learning_rate: float, iters: int) -> Any:
-    """Constant or cosine decay to min_lr, after an optional linear warmup."""
+    """Constant or cosine decay to min_lr, after an optional linear warmup.
+
+    The optimizer's step counts updates, not iterations: with grad_accumulation N mlx-lm updates
+    once every N iterations, so `iters` and the warmup (both in iterations) are divided by N.
+    """
     mx = import_mlx()
     import mlx.optimizers as optim
 
-    warmup = min(cfg.lr_schedule.warmup, max(iters - 1, 0))
+    updates = max(1, iters // cfg.grad_accumulation)
+    warmup = min(math.ceil(cfg.lr_schedule.warmup / cfg.grad_accumulation), updates - 1)
     if cfg.lr_schedule.name == "cosine":
-        main = optim.cosine_decay(learning_rate, max(iters - warmup, 1), cfg.lr_schedule.min_lr)
+        main = optim.cosine_decay(learning_rate, max(updates - warmup, 1), cfg.lr_schedule.min_lr)
     else:
         if not warmup:
             return learning_rate

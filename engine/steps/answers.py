@@ -107,16 +107,9 @@ def _match(questions: list[dict], result: LLMResult, reasons: dict[str, str]) ->
         return {}
     value = result.value
     if len(questions) == 1 and isinstance(value, str):
-        value, error = parse(value, SCHEMA)
-        if error is not None:
-            prose = _prose(result.text)
-            if prose is not None and _same(prose, questions[0]["question"]):
-                reasons[questions[0]["id"]] = "the reply only repeats the question"
-                return {}
-            if prose is None:
-                reasons[questions[0]["id"]] = f"unusable reply: {error}"
-                return {}
-            value = [{"number": 1, "answer": prose}]
+        value = _single_answer(value, questions[0], reasons)
+        if value is None:
+            return {}
     by_number: dict[int, str] = {}
     for item in value:
         text = str(item["answer"]).strip()
@@ -129,6 +122,26 @@ def _match(questions: list[dict], result: LLMResult, reasons: dict[str, str]) ->
         else:
             reasons[q["id"]] = f"no answer numbered {i} in the reply"
     return got
+
+
+def _single_answer(text: str, question: dict, reasons: dict[str, str]) -> list[dict] | None:
+    """The reply to one question: its JSON when it has an "answer" field, else the prose whole.
+
+    Prose is never split as a list: an answer with bullet points or rhetorical questions is
+    still one answer.
+    """
+    prose = _prose(text)
+    if prose is None or '"answer"' in text:
+        value, error = parse(text, SCHEMA)
+        if error is None:
+            return value
+        if prose is None:
+            reasons[question["id"]] = f"unusable reply: {error}"
+            return None
+    if _same(prose, question["question"]):
+        reasons[question["id"]] = "the reply only repeats the question"
+        return None
+    return [{"number": 1, "answer": prose}]
 
 
 def _same(a: str, b: str) -> bool:
@@ -160,5 +173,5 @@ def _row(cfg: dict, q: dict, answers: dict, reasons: dict, has_text: bool) -> di
 def _summarise(ctx: Any, rows: list[dict], groups: int) -> None:
     status = Counter(r["status"] for r in rows)
     ctx.metrics.update(groups=groups, answered=status["ok"], failed=status["failed"])
-    ctx.log.info("answers: %d answered, %d failed across %d calls' groups",
+    ctx.log.info("answers: %d answered, %d failed across %d transcript chunks",
                  status["ok"], status["failed"], groups)

@@ -119,10 +119,13 @@ def _dedup(ctx: Any, workers: int, cfg: Any, rows: list[dict]) -> None:
 def _keep_top(rows: list[dict], keep_top: float) -> None:
     ordered = sorted(rows, key=lambda r: (-r["score"], r["id"]))
     n = quality.top_cutoff([r["score"] for r in ordered], keep_top)
-    if n < len(ordered):
-        cutoff = ordered[n - 1]["score"] if n else 101
-        for row in ordered[n:]:
-            _drop(row, f"below keep_top ({row['score']:g} < {cutoff:g}, top {keep_top:g}%)")
+    for row in ordered[n:]:
+        if not n:
+            _drop(row, f"below keep_top (top {keep_top:g}% keeps no row)")
+            continue
+        cutoff = ordered[n - 1]["score"]  # a row tied with the last kept one lost on id order
+        relation = "<" if row["score"] < cutoff else "tied with"
+        _drop(row, f"below keep_top ({row['score']:g} {relation} {cutoff:g}, top {keep_top:g}%)")
 
 
 def _summarise(ctx: Any, rows: list[dict], stages: dict[str, int]) -> None:

@@ -31,7 +31,7 @@ def fingerprint(recipe: Any, ctx: Any) -> Any:
     """The base model's files: a replaced local model or an upgraded package re-runs this step."""
     from engine.models.resolve import model_fingerprint
 
-    return model_fingerprint(recipe.train.model, recipe.base_dir)
+    return model_fingerprint(recipe.train.model, recipe.base_dir, ctx.item_cache("file_digests"))
 
 
 def _size(path: Path) -> int:

@@ -115,8 +115,9 @@ def messages(row: dict, system: str | None) -> dict:
 
 def _write_jsonl(ctx: Any, rows: list[dict], cfg: dict) -> None:
     template = cfg["split"].system_prompt
-    # plain replace, not str.format: a prompt may contain other braces (JSON, code)
-    system = template.replace("{creator}", cfg["creator"]) if template else None
+    # validation guarantees a str.format template with {creator} only ({{ }} for literal braces);
+    # export renders the Modelfile's SYSTEM the same way
+    system = template.format(creator=cfg["creator"]) if template else None
     folder = ctx.work_dir / "data"
     folder.mkdir(parents=True, exist_ok=True)
     for side in SPLITS:

@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import RecipeError
 
 NAME = "train"
-VERSION = 1
+VERSION = 2  # 2: the lr schedule counts optimizer updates (grad_accumulation)
 DEPENDS = ("split",)
 COLUMNS = {"run": "VARCHAR", "learning_rate": "DOUBLE", "iters": "INTEGER", "final_train_loss": "DOUBLE",
            "final_val_loss": "DOUBLE", "chosen": "BOOLEAN", "wall_time_s": "DOUBLE",
@@ -33,7 +33,7 @@ def fingerprint(recipe: Any, ctx: Any) -> Any:
     """The base model's files: a replaced local model or an upgraded package re-runs this step."""
     from engine.models.resolve import model_fingerprint
 
-    return model_fingerprint(recipe.train.model, recipe.base_dir)
+    return model_fingerprint(recipe.train.model, recipe.base_dir, ctx.item_cache("file_digests"))
 
 
 def read_jsonl(path: Path) -> list[dict]:
