@@ -91,6 +91,17 @@ def is_transient(error: BaseException) -> bool:
                                           "ServiceUnavailable", "InternalServer", "RateLimit"))
 
 
+def _refused(error: BaseException) -> bool:
+    """The provider will never accept this call: bad key, no key, unknown model.
+
+    A missing key reaches us from the OpenAI SDK wrapped as a 500-ish InternalServerError, so
+    the message is checked too; retrying it would only waste the backoff budget.
+    """
+    if getattr(error, "status_code", None) in (401, 403, 404):
+        return True
+    return "AuthenticationError" in type(error).__name__ or "Missing credentials" in str(error)
+
+
 class LLMClient:
     """Runs many requests with one model's settings; see the module docstring."""
 
@@ -200,7 +211,7 @@ class LLMClient:
                     await self._limiter.acquire_async()
                     text, usage = await self._call(messages)
             except Exception as e:  # noqa: BLE001 - classified just below
-                if getattr(e, "status_code", None) in (401, 403, 404):
+                if _refused(e):
                     raise LLMUnavailable(
                         f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
                         f"{_short(e)}). Check the model name and the API key in your environment "

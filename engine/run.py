@@ -107,9 +107,21 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths,
             continue
         result.steps.append(_execute_step(step, plan, store, folder, paths, options))
     folder.finish(plan, store, paths.artifacts)
+    if result.executed:
+        _refresh_report(folder.path)
     result.status = "complete"
     log.info("run %s complete: %s", plan.run_id, folder.path)
     return result
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """Rewrite report.html once the manifest says complete (evaluate wrote it mid-run)."""
+    from engine.report import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - a report problem never fails a finished run
+        log.warning("report.html could not be written: %s (try `recipe report %s`)", e, run_dir.name)
 
 
 def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder, paths: Paths,

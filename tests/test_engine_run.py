@@ -168,3 +168,9 @@ def _tables(paths: Paths) -> dict[str, list]:
     with duckdb.connect(str(run_dir / "data.duckdb"), read_only=True) as con:
         return {t: sorted(map(str, con.execute(f'SELECT * FROM "{t}"').fetchall()))
                 for t in ("sources", "transcripts", "slowcount")}
+
+
+def test_finished_run_has_a_report_that_says_complete(local_recipe: Path, paths: Paths) -> None:
+    result = run(local_recipe, paths)
+    page = (result.run_dir / "report.html").read_text(encoding="utf-8")
+    assert "status complete" in page and "transcripts" in page

@@ -153,6 +153,14 @@ def test_rejected_key_stops_at_once_with_a_hint() -> None:
     assert srv.calls == 1  # no retries on a bad key
 
 
+def test_missing_key_stops_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAI(echo) as srv:
+        with pytest.raises(llm.LLMUnavailable, match="OPENAI_API_KEY"):
+            LLMClient(params(srv, max_concurrency=1)).run_many(requests(2))
+    assert srv.calls == 0  # the SDK refuses before sending; nothing is retried
+
+
 @pytest.mark.parametrize("text,expected", [
     ('[{"question": "Why so?"}]', [{"question": "Why so?"}]),
     ('Sure:\n```json\n{"questions": [{"question": "Why so?"}]}\n```\nHope it helps', [{"question": "Why so?"}]),
