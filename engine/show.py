@@ -84,6 +84,7 @@ def render_run(summary: dict[str, Any]) -> str:
         lines.append(f"\n  {table}: " + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
     lines.extend(_metric_lines({k: v for k, v in summary["metrics"].items() if k != "evaluate"}))
     lines.extend(_dataset_lines(summary.get("dataset") or {}))
+    lines.extend(_curation_lines(summary["metrics"].get("curate") or {}))
     lines.extend(_eval_lines(summary.get("eval") or {}))
     return "\n".join(lines)
 
@@ -95,6 +96,24 @@ def _dataset_lines(dataset: dict[str, Any]) -> list[str]:
     for name, s in dataset.items():
         lines.append(f"    {name:<6} {s['examples']:>6} examples  question {s['question_words']:.1f} words  "
                      f"answer {s['answer_words']:.1f} words")
+    return lines
+
+
+def _curation_lines(curate: dict[str, Any]) -> list[str]:
+    """The curate step's statistics: rows at each stage, formatting shares, tags, coverage."""
+    lines = []
+    if curate.get("stages"):
+        lines.append("    stages   " + " -> ".join(f"{k} {v}" for k, v in curate["stages"].items()))
+    if curate.get("formatting"):
+        lines.append("    format   " + "  ".join(f"{k} {v:.0%}" for k, v in curate["formatting"].items()))
+    if curate.get("tags"):
+        top = sorted(curate["tags"].items(), key=lambda kv: -kv[1])[:8]
+        lines.append("    tags     " + "  ".join(f"{k} {v}" for k, v in top))
+    coverage = curate.get("coverage") or {}
+    if coverage:
+        per_video = coverage.get("rows_per_video") or {}
+        lines.append(f"    videos   {coverage.get('videos_with_rows')}/{coverage.get('videos')} with rows, "
+                     f"median {_fmt(per_video.get('median'))} rows per video")
     return lines
 
 
