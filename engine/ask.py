@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.config import render_system_prompt
 from engine.errors import RecipeError
 
 
@@ -56,9 +57,8 @@ def system_prompt(run_dir: Path) -> str | None:
         if first.strip():
             return next((m["content"] for m in json.loads(first)["messages"] if m["role"] == "system"), None)
     resolved = _resolved(run_dir)
-    template = (resolved.get("split") or {}).get("system_prompt")
-    creator = (resolved.get("creator") or {}).get("name", "")
-    return template.format(creator=creator) if template else None  # rendered as split renders it
+    return render_system_prompt((resolved.get("split") or {}).get("system_prompt"),
+                                (resolved.get("creator") or {}).get("name", ""))
 
 
 def load_tuned(run_dir: Path, models_dir: Path, prefer: str = "auto") -> tuple[Any, Any, TunedModel]:

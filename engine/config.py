@@ -190,6 +190,18 @@ class Split:
     seed: int
     system_prompt: Optional[str]
 
+    def system_message(self, creator: str) -> Optional[str]:
+        """The rendered system prompt (validation allows only {creator}; {{ }} are literal braces).
+
+        Training data, the Modelfile and `recipe ask` all use this, so the model is asked exactly
+        the way it was trained.
+        """
+        return render_system_prompt(self.system_prompt, creator)
+
+
+def render_system_prompt(template: Optional[str], creator: str) -> Optional[str]:
+    return template.format(creator=creator) if template else None
+
 
 @dataclass(frozen=True)
 class LRSchedule:

@@ -5,7 +5,6 @@ The clock and sleep are injectable so tests can prove backoff and rate limits wi
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
@@ -50,6 +49,8 @@ class RateLimiter:
             self.sleep(wait)
 
     async def acquire_async(self) -> None:
+        import asyncio  # only LLM steps need it; planning imports this module too
+
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -16,6 +16,14 @@ CASES = Path(__file__).parent / "cases"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny llama (real BPE tokenizer) shared by every test that only reads it."""
+    from helpers.tiny_model import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", seed=0)
+
+
 @pytest.fixture()
 def paths(tmp_path: Path) -> Paths:
     return Paths(runs_dir=tmp_path / "runs", store=tmp_path / "runs" / "store.duckdb")

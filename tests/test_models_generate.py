@@ -6,12 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-from test_models_train import QA, TRAIN, chat, recipe_with, tiny_llama  # noqa: F401
+from test_models_train import QA, TRAIN, chat, recipe_with
 
 from engine.errors import RecipeError
 
 
-def test_load_model_resolves_folders_relative_paths_and_packages(tiny_llama: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_load_model_resolves_folders_relative_paths_and_packages(tiny_llama: Path, tmp_path: Path) -> None:
     import mlx.core as mx
 
     from engine.models.resolve import load_model, package_file, resolve_model_path
@@ -28,7 +28,7 @@ def test_load_model_resolves_folders_relative_paths_and_packages(tiny_llama: Pat
         resolve_model_path("./nowhere/at/all", tmp_path)
 
 
-def test_chat_generate_is_batched_ordered_and_deterministic(tiny_llama: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_chat_generate_is_batched_ordered_and_deterministic(tiny_llama: Path, tmp_path: Path) -> None:
     from engine.models.generate import chat_generate
     from engine.models.resolve import load_model
 
@@ -46,7 +46,7 @@ def test_chat_generate_is_batched_ordered_and_deterministic(tiny_llama: Path, tm
     assert chat_generate(model, tokenizer, [], max_tokens=4) == []
 
 
-def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny_llama: Path,  # noqa: F811
+def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny_llama: Path,
                                                                             tmp_path: Path) -> None:
     from engine.models.loss import assistant_spans, conversation_loss
     from engine.models.resolve import load_model
@@ -68,7 +68,7 @@ def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny
     assert after["tokens"] == before["tokens"] and after["loss"] < before["loss"] - 0.5
 
 
-def test_model_fingerprint_changes_when_the_model_files_change(tiny_llama: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_model_fingerprint_changes_when_the_model_files_change(tiny_llama: Path, tmp_path: Path) -> None:
     import shutil
 
     from engine.models.resolve import model_fingerprint
@@ -83,7 +83,7 @@ def test_model_fingerprint_changes_when_the_model_files_change(tiny_llama: Path,
     assert model_fingerprint("owner/hub-model") == {"spec": "owner/hub-model", "files": []}
 
 
-def test_model_fingerprint_ignores_timestamps_and_memoises_digests(tiny_llama: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_model_fingerprint_ignores_timestamps_and_memoises_digests(tiny_llama: Path, tmp_path: Path) -> None:
     import os
     import shutil
 

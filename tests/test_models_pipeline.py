@@ -4,36 +4,17 @@ and the run folder gets adapters/, loss.png, model/, model.gguf, Modelfile and t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from test_models_train import tiny_llama  # noqa: F401
-from test_split import pipeline_model
+from helpers.pipeline import run_pipeline
 
 
-def test_run_until_export_fills_the_run_folder(tiny_llama: Path, tmp_path: Path,  # noqa: F811
+def test_run_until_export_fills_the_run_folder(tiny_llama: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import gguf
 
-    import engine.llm as llm
-    from engine.run import Paths, run_recipe
-    from engine.steps.base import RunOptions
-    from fakes.openai_server import FakeOpenAI
-
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
-    shutil.copytree(Path(__file__).parent / "cases" / "engine_transcripts", tmp_path / "transcripts")
-    paths = Paths(runs_dir=tmp_path / "runs", store=tmp_path / "runs" / "store.duckdb")
-    with FakeOpenAI(pipeline_model) as srv:
-        recipe = tmp_path / "recipe.yaml"
-        recipe.write_text(f"""name: pipeline
-creator: {{name: Dr. Test}}
-sources: [{{type: local, path: transcripts}}]
-llm: {{model: openai/fake, api_base: "{srv.base_url}", reask: 0}}
-augment: {{paraphrases: 1}}
-split: {{valid: 0.3, seed: 1, system_prompt: "You are {{creator}}."}}
-train:
+    result = run_pipeline(tmp_path, monkeypatch, until="export", extra_yaml=f"""train:
   model: {tiny_llama}
   learning_rate: 3.0e-3
   iters: 6
@@ -44,7 +25,6 @@ train:
   lora: {{rank: 4, layers: 2}}
 export: {{gguf: {{type: f16}}}}
 """)
-        result = run_recipe(recipe, paths, until="export", options=RunOptions(quiet=True))
     assert result.executed[-2:] == ["train", "export"]
     run = result.run_dir
     for name in ("adapters/adapters.safetensors", "adapters/adapter_config.json", "loss.png", "train_log.txt",

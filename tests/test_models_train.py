@@ -11,7 +11,6 @@ import pytest
 from engine.recipe import parse_recipe
 from engine.steps.base import RunOptions, StepContext
 from engine.store import Store
-from helpers.tiny_model import make_tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 QA = [
@@ -27,11 +26,6 @@ QA = [
 def chat(q: str, a: str, system: bool = True) -> dict:
     messages = [{"role": "system", "content": "You are a helpful doctor."}] if system else []
     return {"messages": messages + [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", seed=0)
 
 
 def write_split(folder: Path, n_train: int = 12, n_valid: int = 4) -> Path:

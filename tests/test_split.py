@@ -11,6 +11,7 @@ import pytest
 
 from engine.steps import augment, split
 from engine.store import Store
+from helpers.pipeline import run_pipeline
 from test_curate import make_ctx, write_table
 
 
@@ -145,57 +146,10 @@ def test_allocation_counts(valid: float, test: float, videos: int, expected: dic
     assert {k: sides.count(k) for k in ("valid", "test", "train")} == expected
 
 
-QUESTIONS = {"breakfast": ["Is skipping the morning meal harmful?", "Why do cereals leave me starving by ten?"],
-             "fasting": ["Can an overnight fast burn stored fat?", "What should a first fasting day look like?"],
-             "insulin": ["What does insulin do after a meal?", "Why is insulin called the storage hormone?"]}
-
-
-def pipeline_model(body: dict) -> str:
-    """Plays every pass of the pipeline, keyed on the default prompts."""
-    import re
-
-    prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
-    if "List the questions" in prompt:
-        title = re.search(r'titled "([^"]*)"', prompt).group(1).lower()
-        key = next(k for k in QUESTIONS if k in title)
-        return json.dumps({"questions": [{"question": q, "tags": [key]} for q in QUESTIONS[key]]})
-    if "Questions:\n" in prompt:
-        block = prompt.split("Questions:\n", 1)[1].split("\n\nTranscript:", 1)[0]
-        numbers = re.findall(r"^(\d+)\. ", block, re.M)
-        return json.dumps({"answers": [{"number": int(n), "answer": (
-            f"**Short answer {n}:** the body keeps its own schedule.\n\nWhen you eat at the same hours, "
-            "your hormones learn the pattern and prepare for food, which is why it feels so regular.")}
-            for n in numbers]})
-    if prompt.startswith("Rewrite this question"):
-        question = prompt.split("Question: ")[1]
-        return json.dumps({"paraphrases": [f"Put simply, {question[0].lower()}{question[1:]}"]})
-    return "{}"
-
-
 def test_pipeline_writes_split_files_into_the_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     import duckdb
 
-    import engine.llm as llm
-    from engine.run import Paths, run_recipe
-    from engine.steps.base import RunOptions
-    from fakes.openai_server import FakeOpenAI
-
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
-    shutil.copytree(Path(__file__).parent / "cases" / "engine_transcripts", tmp_path / "transcripts")
-    with FakeOpenAI(pipeline_model) as srv:
-        recipe = tmp_path / "recipe.yaml"
-        recipe.write_text(f"""name: pipeline
-creator: {{name: Dr. Test}}
-sources: [{{type: local, path: transcripts}}]
-llm: {{model: openai/fake, api_base: "{srv.base_url}", reask: 0}}
-augment: {{paraphrases: 1}}
-split: {{valid: 0.3, seed: 1, system_prompt: "You are {{creator}}."}}
-""")
-        paths = Paths(runs_dir=tmp_path / "runs", store=tmp_path / "runs" / "store.duckdb")
-        result = run_recipe(recipe, paths, until="split", options=RunOptions(quiet=True))
+    result = run_pipeline(tmp_path, monkeypatch, until="split")
     assert result.executed[-3:] == ["curate", "augment", "split"]
     train = (result.run_dir / "data" / "train.jsonl").read_text().splitlines()
     valid = (result.run_dir / "data" / "valid.jsonl").read_text().splitlines()

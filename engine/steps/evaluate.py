@@ -17,6 +17,7 @@ from typing import Any
 
 from engine import eval_scores as scores
 from engine.hashing import digest
+from engine.steps.split import read_jsonl
 
 NAME = "evaluate"
 VERSION = 1
@@ -36,11 +37,6 @@ def config(recipe: Any) -> Any:
             "creator": recipe.creator.name, "judge_prompt": recipe.prompts.judge if judge else None,
             "judge_llm": recipe.llm.for_pass("judge") if judge else None}
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def split_turns(messages: list[dict]) -> tuple[list[dict], str, str]:

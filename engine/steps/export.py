@@ -22,9 +22,8 @@ COLUMNS = {"artifact": "VARCHAR", "path": "VARCHAR", "bytes": "BIGINT", "seconds
 
 
 def config(recipe: Any) -> Any:
-    system = recipe.split.system_prompt
     return {"export": recipe.export, "model": recipe.train.model,
-            "system": system.format(creator=recipe.creator.name) if system else None}
+            "system": recipe.split.system_message(recipe.creator.name)}
 
 
 def fingerprint(recipe: Any, ctx: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 from engine.stats import length_histograms, lengths
@@ -113,11 +114,15 @@ def messages(row: dict, system: str | None) -> dict:
     return {"messages": msgs}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of one data/*.jsonl file written by this step ([] when the split is absent)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _write_jsonl(ctx: Any, rows: list[dict], cfg: dict) -> None:
-    template = cfg["split"].system_prompt
-    # validation guarantees a str.format template with {creator} only ({{ }} for literal braces);
-    # export renders the Modelfile's SYSTEM the same way
-    system = template.format(creator=cfg["creator"]) if template else None
+    system = cfg["split"].system_message(cfg["creator"])
     folder = ctx.work_dir / "data"
     folder.mkdir(parents=True, exist_ok=True)
     for side in SPLITS:

@@ -9,13 +9,13 @@ in metrics.json; `adapters/` and `loss.png` land in the run folder. One row per 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.steps.split import read_jsonl
 
 NAME = "train"
 VERSION = 2  # 2: the lr schedule counts optimizer updates (grad_accumulation)
@@ -35,11 +35,6 @@ def fingerprint(recipe: Any, ctx: Any) -> Any:
 
     return model_fingerprint(recipe.train.model, recipe.base_dir, ctx.item_cache("file_digests"))
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
