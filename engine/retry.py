@@ -9,6 +9,9 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
@@ -54,3 +57,28 @@ class RateLimiter:
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
+
+
+def call_with_retries(fn: Callable[[], T], transient: Callable[[BaseException], bool], retries: int,
+                      backoff: float, sleep: Callable[[float], None] = time.sleep,
+                      limiter: RateLimiter | None = None, rng: random.Random | None = None,
+                      on_retry: Callable[[BaseException, int, float], None] | None = None) -> T:
+    """`fn()` behind the rate limiter, retried with backoff while `transient(error)` says so.
+
+    Raises the last error when it is not transient or the retries are spent; `on_retry(error,
+    attempt, delay)` is told before each wait (for logs and tests).
+    """
+    attempt = 0
+    while True:
+        if limiter is not None:
+            limiter.acquire()
+        try:
+            return fn()
+        except Exception as e:
+            if not transient(e) or attempt >= retries:
+                raise
+            delay = backoff_delay(attempt, base=backoff, rng=rng)
+            if on_retry is not None:
+                on_retry(e, attempt, delay)
+            sleep(delay)
+            attempt += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ItemFailed
-from engine.retry import RateLimiter, backoff_delay
+from engine.retry import RateLimiter, call_with_retries
 from engine.transcript_formats import MalformedTranscript, parse_text
 from engine.youtube import YtdlpLogger, error_availability, is_transient, short_error, ytdlp_class
 
@@ -82,22 +82,21 @@ class TranscriptFetcher:
 
     def call(self, fn: Callable[[], Any], transient: Callable[[BaseException], bool]) -> Any:
         """One rate-limited request, retried with backoff while `transient` says so."""
-        attempt = 0
-        while True:
-            self.limiter.acquire()
+        def counted() -> Any:
             self.requests += 1
-            try:
-                return fn()
-            except Exception as e:
-                if not transient(e):
-                    raise
-                if attempt >= self.retries:
-                    raise _Exhausted(e) from e
-                delay = backoff_delay(attempt, base=self.backoff, rng=self.rng)
-                log.info("%s; retry %d/%d in %.1fs", _short(e), attempt + 1, self.retries, delay)
-                self.delays.append(delay)
-                self.sleep(delay)
-                attempt += 1
+            return fn()
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            log.info("%s; retry %d/%d in %.1fs", _short(error), attempt + 1, self.retries, delay)
+            self.delays.append(delay)
+
+        try:
+            return call_with_retries(counted, transient, self.retries, self.backoff, self.sleep,
+                                     self.limiter, self.rng, on_retry)
+        except Exception as e:
+            if transient(e):  # still transient: the retries ran out
+                raise _Exhausted(e) from e
+            raise
 
     def fetch(self, video_id: str) -> Fetched:
         try:

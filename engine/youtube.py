@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine.errors import RecipeError, TransientError
-from engine.retry import backoff_delay
+from engine.retry import call_with_retries
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 ID_IN_URL = re.compile(r"(?:v=|youtu\.be/|/shorts/|/live/|/embed/)([A-Za-z0-9_-]{11})")
@@ -177,22 +177,17 @@ class Lister:
 
     def extract(self, url: str, dates: bool = False) -> dict:
         """extract_info(url, download=False), retried with backoff on transient errors."""
-        attempt = 0
-        while True:
-            if self.limiter is not None:
-                self.limiter.acquire()
-            try:
-                with ytdlp_class()(self.options(dates)) as ydl:
-                    return ydl.extract_info(url, download=False) or {}
-            except Exception as e:
-                if not is_transient(e) or attempt >= self.retries:
-                    raise
-                delay = backoff_delay(attempt, base=self.backoff)
-                log.warning("listing %s: %s; retry %d/%d in %.1fs", url, short_error(e), attempt + 1,
-                            self.retries, delay)
-                self.delays.append(delay)
-                self.sleep(delay)
-                attempt += 1
+        def once() -> dict:
+            with ytdlp_class()(self.options(dates)) as ydl:
+                return ydl.extract_info(url, download=False) or {}
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            log.warning("listing %s: %s; retry %d/%d in %.1fs", url, short_error(error), attempt + 1,
+                        self.retries, delay)
+            self.delays.append(delay)
+
+        return call_with_retries(once, is_transient, self.retries, self.backoff, self.sleep,
+                                 self.limiter, on_retry=on_retry)
 
     def list_url(self, url: str, dates: bool = False) -> list[dict]:
         try:
