@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from statistics import mean, median
 from typing import Any
+
+from engine.quality import banned_hits
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 WORD = re.compile(r"\w+(?:'\w+)?")
@@ -86,12 +88,6 @@ def repetition(text: str, sentence_limit: int = 3, ngram: int = 8, ngram_limit: 
 
 def loop_rate(texts: Sequence[str]) -> float:
     return sum(repetition(t)["loop"] for t in texts) / len(texts) if texts else 0.0
-
-
-def banned_hits(text: str, phrases: Iterable[str]) -> list[str]:
-    """Banned phrases in `text`, matched as the curate filter matches them (case and whitespace folded)."""
-    low = " ".join(text.lower().split())
-    return [p for p in phrases if p and " ".join(p.lower().split()) in low]
 
 
 def banned_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:

@@ -48,12 +48,15 @@ def length_reason(answer: str, cfg: AnswerLength) -> str | None:
     return None
 
 
+def banned_hits(text: str, phrases: Sequence[str]) -> list[str]:
+    """Banned phrases in `text`, case and whitespace folded (curation and evaluation share this)."""
+    low = " ".join(text.lower().split())
+    return [p for p in phrases if p and " ".join(p.lower().split()) in low]
+
+
 def banned_reason(answer: str, phrases: Sequence[str]) -> str | None:
-    low = " ".join(answer.lower().split())
-    for phrase in phrases:
-        if phrase and " ".join(phrase.lower().split()) in low:
-            return f"banned phrase: {phrase}"
-    return None
+    hits = banned_hits(answer, phrases)
+    return f"banned phrase: {hits[0]}" if hits else None
 
 
 def stopword_share(text: str, language: str) -> float | None:
