@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.dedup import candidate_pairs, find_duplicates, normalise  # noqa: E402
+from engine.data.dedup import candidate_pairs, find_duplicates, normalise  # noqa: E402
 
 SUBJECTS = """coffee sleep fasting insulin stress sugar salt walking alcohol sunlight protein fibre
 cholesterol ketones the-gut-microbiome vitamin-D screen-time cold-showers muscle-mass ageing breakfast

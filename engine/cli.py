@@ -1,4 +1,4 @@
-"""`recipe` command line: thin wrappers over the library (engine.run, engine.runs, ...)."""
+"""`recipe` command line: thin wrappers over the library (engine.pipeline.runner, engine.inspect.runs, ...)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ runs_option = click.option("--runs-dir", type=click.Path(file_okay=False, path_t
 @click.pass_context
 def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Turn a creator's videos into a local model that answers in their voice."""
-    from engine.logs import setup_console
+    from engine.pipeline.logs import setup_console
 
     ctx.obj = {"debug": debug, "quiet": quiet}
     setup_console(debug=debug, quiet=quiet)
@@ -58,7 +58,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @friendly_errors
 def validate(recipe: Path) -> None:
     """Check a recipe against the schema; print every problem with its line."""
-    from engine.recipe import load_recipe
+    from engine.recipe.load import load_recipe
 
     loaded = load_recipe(recipe)
     click.echo(f"{recipe}: ok ({loaded.name}, {len(loaded.sources)} source(s))")
@@ -74,7 +74,7 @@ def validate(recipe: Path) -> None:
 def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | None,
          runs_dir: Path | None) -> None:
     """Show each step with its key and whether it is cached or to run."""
-    from engine.run import Paths, plan_recipe
+    from engine.pipeline.runner import Paths, plan_recipe
 
     result = plan_recipe(recipe, Paths.resolve(store, runs_dir), until=until, force=force)
     for step in result.steps:
@@ -95,7 +95,7 @@ def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | 
 def run(ctx: click.Context, recipe: Path, until: str | None, force: tuple[str, ...], retry_failed: bool,
         wait: bool, store: Path | None, runs_dir: Path | None) -> None:
     """Run every step whose inputs changed; write runs/<id>/."""
-    from engine.run import Paths, run_recipe
+    from engine.pipeline.runner import Paths, run_recipe
     from engine.steps.base import RunOptions
 
     options = RunOptions(retry_failed=retry_failed, debug=ctx.obj["debug"], quiet=ctx.obj["quiet"])
@@ -111,8 +111,8 @@ def run(ctx: click.Context, recipe: Path, until: str | None, force: tuple[str, .
 @friendly_errors
 def runs(runs_dir: Path | None) -> None:
     """List run folders: id, recipe, date, status, headline metrics."""
-    from engine.run import Paths
-    from engine.runs import list_runs
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import list_runs
 
     found = list_runs(Paths.resolve(None, runs_dir).runs_dir)
     if not found:
@@ -129,9 +129,9 @@ def runs(runs_dir: Path | None) -> None:
 @friendly_errors
 def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
     """Show one run: steps, rows, failures by reason, metrics."""
-    from engine.run import Paths
-    from engine.runs import find_run
-    from engine.show import render_run, run_summary
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import find_run
+    from engine.inspect.show import render_run, run_summary
 
     run_dir = find_run(run_ref, Paths.resolve(None, runs_dir).runs_dir)
     summary = run_summary(run_dir)
@@ -141,7 +141,7 @@ def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
 @main.command(epilog="Example: recipe schema > recipe.schema.json")
 def schema() -> None:
     """Print the recipe JSON Schema (for editors and validators)."""
-    from engine.recipe import SCHEMA_PATH
+    from engine.recipe.load import SCHEMA_PATH
 
     click.echo(SCHEMA_PATH.read_text(encoding="utf-8"))
 
@@ -153,8 +153,8 @@ def schema() -> None:
 @friendly_errors
 def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
     """Drop store tables and files that no run folder references."""
-    from engine.run import Paths
-    from engine.runs import garbage_collect
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import garbage_collect
 
     paths = Paths.resolve(store, runs_dir)
     result = garbage_collect(paths.store, paths.runs_dir, dry_run=dry_run)
@@ -178,9 +178,9 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
     Shows changed recipe keys, metrics side by side with deltas, questions added/removed
     and the tuned models' eval answers for the same questions.
     """
-    from engine.diff import diff_runs, load_run, plot_losses, render_markdown, render_text
-    from engine.run import Paths
-    from engine.runs import find_run
+    from engine.inspect.diff import diff_runs, load_run, plot_losses, render_markdown, render_text
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import find_run
 
     root = Paths.resolve(None, runs_dir).runs_dir
     dir_a, dir_b = find_run(run_a, root), find_run(run_b, root)
@@ -203,9 +203,9 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
 @friendly_errors
 def report(run_ref: str, out: Path | None, runs_dir: Path | None) -> None:
     """Write a self-contained report.html for a run (plots embedded)."""
-    from engine.report import write_report
-    from engine.run import Paths
-    from engine.runs import find_run
+    from engine.inspect.report import write_report
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import find_run
 
     click.echo(str(write_report(find_run(run_ref, Paths.resolve(None, runs_dir).runs_dir), out)))
 
@@ -227,7 +227,7 @@ def new(name: str, channel: str, source: Path | None, creator: str | None, out_d
     Copies an existing recipe, replaces name, creator and sources, marks fields to review
     with `# CHECK:` comments, validates it and writes DIR/NAME.yaml.
     """
-    from engine.new_recipe import new_recipe
+    from engine.recipe.new import new_recipe
 
     result = new_recipe(name, channel, source, creator, out_dir, force)
     click.echo(f"wrote {result.path} (valid); review the fields marked CHECK:")
@@ -251,9 +251,9 @@ def ask(run_ref: str, question: str, prefer: str, max_tokens: int | None, temper
 
     Uses the fused model/ when present, else the base model with adapters/.
     """
-    from engine.ask import ask as ask_run
-    from engine.run import Paths
-    from engine.runs import find_run
+    from engine.inspect.ask import ask as ask_run
+    from engine.pipeline.runner import Paths
+    from engine.inspect.runs import find_run
 
     paths = Paths.resolve(None, runs_dir)
     for piece in ask_run(find_run(run_ref, paths.runs_dir), question, paths.models, prefer, max_tokens,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.run import Paths
+from engine.pipeline.runner import Paths
 
 CASES = Path(__file__).parent / "cases"
 

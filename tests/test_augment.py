@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import engine.llm as llm
+import engine.llm.client as llm
 from engine.steps import augment, curate, split
-from engine.store import Store
+from engine.pipeline.store import Store
 from fakes.openai_server import FakeOpenAI
 from test_curate import make_ctx, write_table
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.dedup import TokenSetBound, candidate_pairs, find_duplicates, normalise
-from engine.hashing import digest
-from engine.recipe import parse_recipe
+from engine.data.dedup import TokenSetBound, candidate_pairs, find_duplicates, normalise
+from engine.pipeline.hashing import digest
+from engine.recipe.load import parse_recipe
 from engine.steps import answers as answers_step
 from engine.steps import curate
 from engine.steps.base import RunOptions, StepContext
-from engine.store import Store
+from engine.pipeline.store import Store
 
 GOOD = ("Your body keeps a **clock** for hunger.\n\nGhrelin rises before meals you usually eat, "
         "so the stomach learns your schedule and asks for food on time. That is why it feels so regular.")
@@ -238,7 +238,7 @@ def test_curate_writes_stats_and_histogram(tmp_path: Path) -> None:
 
 
 def test_workers_do_not_change_the_step_key(tmp_path: Path) -> None:
-    from engine.hashing import digest as key_of
+    from engine.pipeline.hashing import digest as key_of
 
     with Store(tmp_path / "store.duckdb") as store:
         one = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": 1}}}).recipe

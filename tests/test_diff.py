@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.diff import diff_runs, flatten, loss_curves, recipe_changes, render_markdown
+from engine.inspect.diff import diff_runs, flatten, loss_curves, recipe_changes, render_markdown
 from helpers.run_folders import make_run
 
 

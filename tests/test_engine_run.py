@@ -15,9 +15,9 @@ import duckdb
 import pytest
 
 from engine.errors import StepFailed, StoreBusy
-from engine.run import Paths, plan_recipe, run_recipe
+from engine.pipeline.runner import Paths, plan_recipe, run_recipe
 from engine.steps.base import RunOptions
-from engine.store import Store
+from engine.pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = RunOptions(quiet=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import eval_scores as s
+from engine.data import scores as s
 
 LOOP = "Fasting is good for you. " * 30
 
@@ -124,10 +124,10 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from fakes.openai_server import FakeOpenAI
 
-    from engine.recipe import parse_recipe
+    from engine.recipe.load import parse_recipe
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
-    from engine.store import Store
+    from engine.pipeline.store import Store
 
     base, tuned = tiny_models
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -215,7 +215,7 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
 
     from click.testing import CliRunner
 
-    from engine.ask import ask, find_tuned_model, system_prompt
+    from engine.inspect.ask import ask, find_tuned_model, system_prompt
     from engine.cli import main
 
     base, tuned = tiny_models
@@ -251,10 +251,10 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
 
 def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path,
                                                                 tiny_models: tuple[Path, Path]) -> None:
-    from engine.recipe import parse_recipe
+    from engine.recipe.load import parse_recipe
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
-    from engine.store import Store
+    from engine.pipeline.store import Store
 
     base, _ = tiny_models
     write_split(tmp_path / "split")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-import engine.llm as llm
-from engine.config import LLMParams
-from engine.llm import LLMClient, LLMRequest
-from engine.llm_json import parse
-from engine.store import Store
+import engine.llm.client as llm
+from engine.recipe.config import LLMParams
+from engine.llm.client import LLMClient, LLMRequest
+from engine.llm.json_reply import parse
+from engine.pipeline.store import Store
 from fakes.openai_server import FakeOpenAI, last_user_message
 
 LIST = {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["question"],
@@ -196,7 +196,7 @@ def test_mlx_provider_generates_in_process_with_micro_batches(tmp_path: Path) ->
     pytest.importorskip("mlx_lm")
     from helpers.tiny_model import make_tiny_llama
 
-    import engine.mlx_provider as mlx_provider
+    import engine.llm.mlx_provider as mlx_provider
 
     model_dir = make_tiny_llama(tmp_path / "tiny")
     p = LLMParams(model=f"mlx:{model_dir}", api_base=None, temperature=0.0, max_tokens=8,

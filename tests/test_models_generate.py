@@ -88,7 +88,7 @@ def test_model_fingerprint_ignores_timestamps_and_memoises_digests(tiny_llama: P
     import shutil
 
     from engine.models.resolve import model_fingerprint
-    from engine.store import Store
+    from engine.pipeline.store import Store
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_llama, copy)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.recipe import parse_recipe
+from engine.recipe.load import parse_recipe
 from engine.steps.base import RunOptions, StepContext
-from engine.store import Store
+from engine.pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 QA = [

@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import engine.llm as llm
-from engine.run import Paths, run_recipe
+import engine.llm.client as llm
+from engine.pipeline.runner import Paths, run_recipe
 from engine.steps.answers import COLUMNS as QA_COLUMNS
 from engine.steps.base import RunOptions
 from engine.steps.questions import drop_reason, normalise_question
@@ -186,7 +186,7 @@ def test_killed_run_resumes_without_repeating_a_request(tmp_path: Path) -> None:
 
 
 def _subprocess_run(recipe: Path, paths: Paths) -> subprocess.Popen:
-    code = ("import sys; from pathlib import Path; from engine.run import Paths, run_recipe;"
+    code = ("import sys; from pathlib import Path; from engine.pipeline.runner import Paths, run_recipe;"
             "from engine.steps.base import RunOptions; run_recipe(sys.argv[1], Paths(Path(sys.argv[2]),"
             " Path(sys.argv[3])), until='answers', options=RunOptions(quiet=True))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -242,7 +242,7 @@ def test_normalise_question() -> None:
 
 
 def test_a_single_question_prose_reply_is_kept_whole() -> None:
-    from engine.llm import LLMResult
+    from engine.llm.client import LLMResult
     from engine.steps.answers import _match
 
     text = "Why does it happen? Because:\n- insulin rises\n- fat is stored"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.errors import RecipeInvalid
-from engine.recipe import load_recipe
+from engine.recipe.load import load_recipe
 
 CASES = Path(__file__).parent / "cases" / "recipes"
 BROKEN = sorted(CASES.glob("*.yaml"))

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.report import write_report
+from engine.inspect.report import write_report
 from helpers.run_folders import make_run
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -115,7 +115,7 @@ def test_show_includes_dataset_stats_and_eval_summary(tmp_path: Path) -> None:
 
 
 def test_eval_colours_length_ratio_by_distance_to_one() -> None:
-    from engine.report import _marked
+    from engine.inspect.report import _marked
 
     assert 'class="better"' in _marked("length_ratio", 1.7, 1.1)  # closer to the references' length
     assert 'class="worse"' in _marked("length_ratio_sampled", 0.9, 1.6)

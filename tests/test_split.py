@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from engine.steps import augment, split
-from engine.store import Store
+from engine.pipeline.store import Store
 from helpers.pipeline import run_pipeline
 from test_curate import make_ctx, write_table
 

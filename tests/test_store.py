@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.hashing import canonical_json, digest
-from engine.store import Store, table_name
+from engine.pipeline.hashing import canonical_json, digest
+from engine.pipeline.store import Store, table_name
 
 KEY = "ab" * 32
 COLUMNS = {"video_id": "VARCHAR", "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",

@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.chunking import chunk_segments, estimate_tokens
-from engine.run import Paths, run_recipe
+from engine.sources.chunking import chunk_segments, estimate_tokens
+from engine.pipeline.runner import Paths, run_recipe
 from engine.steps.base import RunOptions
-from engine.transcript_formats import MalformedTranscript, clean_segments, parse_file
+from engine.sources.formats import MalformedTranscript, clean_segments, parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "demo"

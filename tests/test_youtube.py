@@ -4,7 +4,7 @@
 serve recorded-shaped responses from tests/cases/youtube/ (flat channel listing, captions JSON,
 timedtext XML, json3 subtitles). The transcript fakes build the library's real TranscriptList
 and Transcript objects over a fake HTTP session, so its own parsing, 429 handling and
-exceptions are exercised. Full runs go through engine.run.run_recipe on a real DuckDB store.
+exceptions are exercised. Full runs go through engine.pipeline.runner.run_recipe on a real DuckDB store.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import yt_dlp
 import youtube_transcript_api as yta
 from yt_dlp.utils import DownloadError
 
-from engine.run import Paths, run_recipe
+from engine.pipeline.runner import Paths, run_recipe
 from engine.steps import sources as sources_step
 from engine.steps import transcripts as transcripts_step
 from engine.steps.base import RunOptions
-from engine.transcript_fetch import FetchFailed, TranscriptFetcher
-from engine.youtube import Lister, apply_filters, availability, listing_url, video_id
+from engine.sources.fetch import FetchFailed, TranscriptFetcher
+from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 
 CASES = Path(__file__).parent / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
@@ -210,7 +210,7 @@ def test_filters_record_why_each_video_is_left_out(yt: FakeYouTube) -> None:
 
 
 def test_date_and_title_include_filters() -> None:
-    from engine.youtube import to_entry
+    from engine.sources.youtube import to_entry
 
     raws = [{"id": "a" * 11, "title": "Fasting 101", "upload_date": "20250105"},
             {"id": "b" * 11, "title": "Fasting 102", "timestamp": 1767225600},  # 2026-01-01, approximate
@@ -473,7 +473,7 @@ def test_request_timeout_is_real_and_retryable() -> None:
     import threading
     import time
 
-    from engine.transcript_fetch import _api_transient, _timeout_session
+    from engine.sources.fetch import _api_transient, _timeout_session
 
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802

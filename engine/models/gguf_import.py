@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
-from engine.hashing import digest_file
+from engine.pipeline.hashing import digest_file
 from engine.models.blas import import_mlx
 
 log = logging.getLogger("engine.models")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
-from engine.hashing import digest_file
+from engine.pipeline.hashing import digest_file
 from engine.models.blas import ensure_fast_blas, import_mlx
 
 

@@ -13,9 +13,9 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from engine.hashing import digest
-from engine.llm import LLMRequest, LLMResult, client_for
-from engine.llm_json import parse
+from engine.pipeline.hashing import digest
+from engine.llm.client import LLMRequest, LLMResult, client_for
+from engine.llm.json_reply import parse
 
 NAME = "answers"
 VERSION = 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.dedup import normalise
-from engine.hashing import digest
+from engine.data.dedup import normalise
+from engine.pipeline.hashing import digest
 
 NAME = "augment"
 VERSION = 1
@@ -49,7 +49,7 @@ def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
     rows = [_row(o, "original", o["question"], o["answer"]) for o in origins]
     aug = cfg["augment"]
     if _enabled(aug) and origins:
-        from engine.llm import client_for  # lazy: litellm only when augmenting
+        from engine.llm.client import client_for  # lazy: litellm only when augmenting
 
         client = client_for(ctx, "augment")
         if aug.paraphrases:
@@ -73,7 +73,7 @@ def _row(origin: dict, kind: str, question: str, answer: str, n: int = 0,
 
 def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], schema: dict) -> list[Any]:
     """Run (id, user prompt) pairs; returns the LLM results in order."""
-    from engine.llm import LLMRequest
+    from engine.llm.client import LLMRequest
 
     requests = [LLMRequest(rid, [{"role": "user", "content": text}], schema) for rid, text in prompts]
     with ctx.progress(len(requests), label) as bar:

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from engine.config import Recipe
-from engine.store import ItemCache, Store, Table
+from engine.recipe.config import Recipe
+from engine.pipeline.store import ItemCache, Store, Table
 
 STATUS_COLUMNS = {"status": "VARCHAR", "reason": "VARCHAR"}
 
@@ -68,7 +68,7 @@ class StepContext:
 
     @contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Progress]:
-        from engine.progress import progress_bar  # rich is imported only when work starts
+        from engine.pipeline.progress import progress_bar  # rich is imported only when work starts
 
         with progress_bar(total, f"{self.step}: {description}", disabled=self.options.quiet) as bar:
             yield bar

@@ -12,9 +12,9 @@ import dataclasses
 import time
 from typing import Any
 
-from engine import quality
-from engine.dedup import find_duplicates
-from engine.stats import dataset_stats, length_histograms
+from engine.data import quality
+from engine.data.dedup import find_duplicates
+from engine.data.stats import dataset_stats, length_histograms
 
 NAME = "curate"
 VERSION = 1
@@ -90,7 +90,7 @@ def _rank(row: dict) -> float:
 
 
 def _score(ctx: Any, cfg: dict, rows: list[dict]) -> None:
-    from engine.llm import LLMRequest, client_for  # lazy: litellm only when scoring is on
+    from engine.llm.client import LLMRequest, client_for  # lazy: litellm only when scoring is on
 
     prompt = cfg["score"]["prompt"]
     requests = [LLMRequest(r["id"], [{"role": "user", "content": prompt.format(

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import eval_scores as scores
-from engine.hashing import digest
+from engine.data import scores as scores
+from engine.pipeline.hashing import digest
 from engine.steps.split import read_jsonl
 
 NAME = "evaluate"
@@ -190,7 +190,7 @@ def summary(doc: dict, answered: int) -> dict[str, Any]:
 
 def run_judge(ctx: Any, items: list[dict], cfg: dict) -> dict:
     """Pairwise judge on greedy answers, asked in both orders so position bias cancels out."""
-    from engine.llm import LLMRequest, client_for
+    from engine.llm.client import LLMRequest, client_for
 
     judged = [it for it in items if it["source"] != "probe"]
     requests = []
@@ -240,9 +240,9 @@ def table_rows(items: list[dict]) -> list[dict]:
 
 def write_step_report(ctx: Any, inputs: dict, doc: dict) -> None:
     """report.html as of this step (the run folder is assembled only after the last step)."""
-    from engine.diff import RunData
-    from engine.report import recipe_text, render_html
-    from engine.runs import read_manifest
+    from engine.inspect.diff import RunData
+    from engine.inspect.report import recipe_text, render_html
+    from engine.inspect.runs import read_manifest
 
     try:
         manifest = read_manifest(ctx.run_dir)

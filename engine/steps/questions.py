@@ -1,6 +1,6 @@
 """questions: pass 1, the questions each transcript chunk answers (one LLM call per chunk).
 
-The model's list is parsed against a JSON Schema (lenient fallbacks in engine.llm_json), then
+The model's list is parsed against a JSON Schema (lenient fallbacks in engine.llm.json_reply), then
 a deterministic filter drops questions that name the creator, point at "this video"/"the
 transcript", or are not questions at all. Dropped and failed items stay as rows with a reason;
 an optional LLM check drops questions that do not stand on their own.
@@ -13,8 +13,8 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from engine.hashing import digest
-from engine.llm import LLMRequest, client_for
+from engine.pipeline.hashing import digest
+from engine.llm.client import LLMRequest, client_for
 
 NAME = "questions"
 VERSION = 1

@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.hashing import digest_file
-from engine.paths import local_transcript_files
+from engine.pipeline.hashing import digest_file
+from engine.recipe.paths import local_transcript_files
 from engine.retry import RateLimiter
-from engine.youtube import PERSISTENT, Lister, apply_filters, format_counts, video_id
+from engine.sources.youtube import PERSISTENT, Lister, apply_filters, format_counts, video_id
 
 NAME = "sources"
 VERSION = 2

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from engine.stats import length_histograms, lengths
+from engine.data.stats import length_histograms, lengths
 
 NAME = "split"
 VERSION = 1

@@ -12,10 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.chunking import chunk_segments
-from engine.transcript_fetch import FetchFailed, TranscriptFetcher
-from engine.transcript_formats import MalformedTranscript, clean_segments, parse_file
-from engine.youtube import PERSISTENT, SKIPPED, format_counts
+from engine.sources.chunking import chunk_segments
+from engine.sources.fetch import FetchFailed, TranscriptFetcher
+from engine.sources.formats import MalformedTranscript, clean_segments, parse_file
+from engine.sources.youtube import PERSISTENT, SKIPPED, format_counts
 
 NAME = "transcripts"
 VERSION = 2

@@ -48,8 +48,8 @@ def pipeline_model(body: dict) -> str:
 
 def run_pipeline(tmp_path: Path, monkeypatch: Any, until: str, extra_yaml: str = "") -> Any:
     """Run the base recipe (plus `extra_yaml` sections) against the fake LLM; returns the RunResult."""
-    import engine.llm as llm
-    from engine.run import Paths, run_recipe
+    import engine.llm.client as llm
+    from engine.pipeline.runner import Paths, run_recipe
     from engine.steps.base import RunOptions
     from fakes.openai_server import FakeOpenAI
 

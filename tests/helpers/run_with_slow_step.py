@@ -2,8 +2,8 @@
 
 import sys
 
-import engine.plan
-from engine.run import Paths, run_recipe
+import engine.pipeline.plan
+from engine.pipeline.runner import Paths, run_recipe
 from engine.steps import available_steps
 from engine.steps.base import RunOptions
 from tests.helpers import slow_step
@@ -11,7 +11,7 @@ from tests.helpers import slow_step
 
 def main() -> None:
     recipe, runs_dir = sys.argv[1], sys.argv[2]
-    engine.plan.available_steps = lambda: [m for m in available_steps() if m.NAME in ("sources", "transcripts")] + [slow_step]
+    engine.pipeline.plan.available_steps = lambda: [m for m in available_steps() if m.NAME in ("sources", "transcripts")] + [slow_step]
     run_recipe(recipe, Paths.resolve(None, runs_dir), options=RunOptions(quiet=True))
 
 

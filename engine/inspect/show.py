@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.runs import effective_status, read_manifest, read_metrics
+from engine.inspect.runs import effective_status, read_manifest, read_metrics
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:

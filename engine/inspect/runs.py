@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
-from engine.store import Store, StoreLock
+from engine.pipeline.store import Store, StoreLock
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ TRANSIENT_TEXT = re.compile(r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connec
                             r"network is unreachable|Remote end closed", re.I)
 
 
-log = logging.getLogger("engine.youtube")
+log = logging.getLogger("engine.sources.youtube")
 
 
 class YtdlpLogger:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import Problem
-from engine.paths import local_transcript_files
+from engine.recipe.paths import local_transcript_files
 
 # Placeholders each prompt may use, and those it must use.
 PROMPT_FIELDS: dict[str, tuple[set[str], set[str]]] = {

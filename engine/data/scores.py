@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from statistics import mean, median
 from typing import Any
 
-from engine.quality import banned_hits
+from engine.data.quality import banned_hits
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 WORD = re.compile(r"\w+(?:'\w+)?")
@@ -23,7 +23,7 @@ FEATURES = ("paragraphs", "bold", "lists")
 
 def format_features(text: str) -> dict[str, bool]:
     """Which formatting features an answer uses, detected exactly as the curate filter does."""
-    from engine.quality import has_feature
+    from engine.data.quality import has_feature
 
     return {f: has_feature(text, f) for f in FEATURES}
 

@@ -10,16 +10,16 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import Recipe
+from engine.recipe.config import Recipe
 from engine.errors import StepFailed
-from engine.logs import run_log
-from engine.plan import Plan, PlannedStep, make_plan
-from engine.recipe import load_recipe
-from engine.run_folder import RunFolder
+from engine.pipeline.logs import run_log
+from engine.pipeline.plan import Plan, PlannedStep, make_plan
+from engine.recipe.load import load_recipe
+from engine.pipeline.run_folder import RunFolder
 from engine.steps.base import RunOptions, StepContext
-from engine.store import Store, table_name
+from engine.pipeline.store import Store, table_name
 
-log = logging.getLogger("engine.run")
+log = logging.getLogger("engine.pipeline.runner")
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths,
 
 def _refresh_report(run_dir: Path) -> None:
     """Rewrite report.html once the manifest says complete (evaluate wrote it mid-run)."""
-    from engine.report import write_report
+    from engine.inspect.report import write_report
 
     try:
         write_report(run_dir)

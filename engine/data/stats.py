@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.quality import FEATURES, has_feature
+from engine.data.quality import FEATURES, has_feature
 
 
 def distribution(values: Sequence[float]) -> dict[str, float]:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
 
-from engine.config import Recipe
+from engine.recipe.config import Recipe
 from engine.errors import RecipeError
-from engine.hashing import digest
+from engine.pipeline.hashing import digest
 from engine.steps import STEP_ORDER, available_steps
-from engine.store import Store
+from engine.pipeline.store import Store
 
 
 @dataclass(frozen=True)

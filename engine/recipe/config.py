@@ -1,6 +1,6 @@
 """Typed, frozen view of a validated recipe.
 
-`engine.recipe.load_recipe` validates the YAML against the JSON Schema and fills every default
+`engine.recipe.load.load_recipe` validates the YAML against the JSON Schema and fills every default
 from it; these dataclasses are what the rest of the engine sees. Defaults live in the schema
 only, so the fields here carry none (except optional ones that may be absent).
 """

@@ -20,8 +20,8 @@ from typing import Any
 
 from engine.errors import ItemFailed
 from engine.retry import RateLimiter, call_with_retries
-from engine.transcript_formats import MalformedTranscript, parse_text
-from engine.youtube import YtdlpLogger, error_availability, is_transient, short_error, ytdlp_class
+from engine.sources.formats import MalformedTranscript, parse_text
+from engine.sources.youtube import YtdlpLogger, error_availability, is_transient, short_error, ytdlp_class
 
 # youtube-transcript-api exceptions that mean "retry later" (its 429 is IpBlocked).
 API_TRANSIENT = {"IpBlocked", "RequestBlocked", "Timeout", "ConnectTimeout", "ReadTimeout", "ConnectionError"}
@@ -31,7 +31,7 @@ API_CATEGORY = {"TranscriptsDisabled": "transcripts disabled", "NoTranscriptFoun
                 "YouTubeDataUnparsable": "unparsable response"}
 UNREACHABLE = ("members-only", "private", "unavailable", "live")  # yt-dlp would fail the same way
 SUB_FORMATS = ("json3", "vtt")
-log = logging.getLogger("engine.youtube")
+log = logging.getLogger("engine.sources.youtube")
 
 
 @dataclass

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from engine.config import AnswerLength, Formatting
+from engine.recipe.config import AnswerLength, Formatting
 
 FEATURES = {
     "paragraphs": re.compile(r"\S[ \t]*\n[ \t]*\n\s*\S"),

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.plan import Plan, PlannedStep
-from engine.recipe import resolved_dict
-from engine.store import Store, table_name
+from engine.pipeline.plan import Plan, PlannedStep
+from engine.recipe.load import resolved_dict
+from engine.pipeline.store import Store, table_name
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
 

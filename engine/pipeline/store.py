@@ -21,7 +21,7 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import StoreBusy
-from engine.hashing import canonical_json
+from engine.pipeline.hashing import canonical_json
 
 CATALOG = "_catalog"
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import RecipeError
-from engine.hashing import digest
+from engine.pipeline.hashing import digest
 from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
-    from engine.config import LLMParams
+    from engine.recipe.config import LLMParams
     from engine.steps.base import Progress, StepContext
-    from engine.store import ItemCache
+    from engine.pipeline.store import ItemCache
 
 # Seconds of the first retry's backoff ceiling; tests lower it to keep fault runs fast.
 BACKOFF_BASE = 1.0
@@ -137,7 +137,7 @@ class LLMClient:
         # does not change what it was asked, and secrets never enter a key.
         params: dict[str, Any] = {"temperature": p.temperature, "max_tokens": p.max_tokens}
         if p.model.startswith("mlx:"):
-            from engine.mlx_provider import generation_settings  # local decoding choices count too
+            from engine.llm.mlx_provider import generation_settings  # local decoding choices count too
 
             params["local"] = generation_settings()
         return digest({"model": p.model, "messages": messages, "params": params})
@@ -145,7 +145,7 @@ class LLMClient:
     # -- fan-out ------------------------------------------------------------------------
     async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
         if self.params.model.startswith("mlx:"):
-            from engine.mlx_provider import register
+            from engine.llm.mlx_provider import register
 
             register(self.context)
         self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
@@ -167,7 +167,7 @@ class LLMClient:
         return results
 
     async def _run_one(self, request: LLMRequest) -> LLMResult:
-        from engine.llm_json import followup_message, parse
+        from engine.llm.json_reply import followup_message, parse
 
         messages = list(request.messages)
         usage: dict[str, float] = {}

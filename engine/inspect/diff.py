@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.eval_scores import json_safe
-from engine.recipe import dotted
-from engine.runs import read_manifest, read_metrics
+from engine.data.scores import json_safe
+from engine.recipe.load import dotted
+from engine.inspect.runs import read_manifest, read_metrics
 
 # Tables whose `question` column defines "the dataset", most downstream first.
 DATASET_TABLES = ("split", "augment", "curate", "answers", "questions")
@@ -239,7 +239,7 @@ def render_text(d: RunDiff) -> str:
 
 def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
     """Overlay the loss curves of several runs (train solid, val dashed) in one PNG."""
-    from engine.report import new_figure, save_figure
+    from engine.inspect.report import new_figure, save_figure
 
     fig, ax = new_figure()
     for i, (label, metrics) in enumerate(runs):

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import Recipe, build
+from engine.recipe.config import Recipe, build
 from engine.errors import Problem, RecipeError, RecipeInvalid
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "recipe.schema.json"
 
 PathTuple = tuple[Any, ...]
 
@@ -256,7 +256,7 @@ def _lookup(root: dict, ref: str) -> dict:
 
 
 def cross_field_problems(located: Located, resolved: dict, base_dir: Path) -> list[Problem]:
-    from engine.recipe_checks import ALL_CHECKS  # kept apart: one small function per rule
+    from engine.recipe.checks import ALL_CHECKS  # kept apart: one small function per rule
 
     problems: list[Problem] = []
     for check in ALL_CHECKS:

@@ -39,7 +39,7 @@ def register(context: dict | None = None) -> Any:
     if _handler is None:
         _handler = _make_handler()
     _handler.context.update(context or {})
-    from engine.llm import _litellm
+    from engine.llm.client import _litellm
 
     litellm = _litellm()
     others = [p for p in litellm.custom_provider_map if p.get("provider") != PROVIDER]
@@ -118,7 +118,7 @@ class MicroBatcher:
 
 
 def _make_handler() -> Any:
-    from engine.llm import _litellm
+    from engine.llm.client import _litellm
 
     litellm = _litellm()
     from litellm.llms.custom_llm import CustomLLM
