@@ -43,7 +43,7 @@ def worker_mlx(model_dir: str, steps: int, fast_blas: bool) -> dict:
 
     mx = import_mlx()
     from engine.models.train import train_adapter
-    from engine.recipe.load import parse_recipe
+    from engine.pipeline.recipes import parse_recipe
 
     recipe = parse_recipe({"name": "bench", "creator": {"name": "B"},
                            "sources": [{"type": "local", "path": str(ROOT / "recipes" / "demo")}],

@@ -58,7 +58,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 @friendly_errors
 def validate(recipe: Path) -> None:
     """Check a recipe against the schema; print every problem with its line."""
-    from engine.recipe.load import load_recipe
+    from engine.pipeline.recipes import load_recipe
 
     loaded = load_recipe(recipe)
     click.echo(f"{recipe}: ok ({loaded.name}, {len(loaded.sources)} source(s))")
@@ -138,12 +138,18 @@ def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else render_run(summary))
 
 
-@main.command(epilog="Example: recipe schema > recipe.schema.json")
-def schema() -> None:
-    """Print the recipe JSON Schema (for editors and validators)."""
-    from engine.recipe.load import SCHEMA_PATH
+@main.command(epilog="Example: recipe schema --write   (from the repository root)")
+@click.option("--write", "write_to", is_flag=False, flag_value="schemas/recipe.schema.json", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Write it to a file (default schemas/recipe.schema.json) instead of printing it.")
+def schema(write_to: Path | None) -> None:
+    """Print the recipe JSON Schema, generated from the step config classes (for editors and validators)."""
+    from engine.pipeline.recipes import schema_text, write_schema
 
-    click.echo(SCHEMA_PATH.read_text(encoding="utf-8"))
+    if write_to is None:
+        click.echo(schema_text(), nl=False)
+        return
+    click.echo(f"wrote {write_schema(write_to)}")
 
 
 @main.command(epilog="Example: recipe gc --dry-run")
@@ -227,7 +233,7 @@ def new(name: str, channel: str, source: Path | None, creator: str | None, out_d
     Copies an existing recipe, replaces name, creator and sources, marks fields to review
     with `# CHECK:` comments, validates it and writes DIR/NAME.yaml.
     """
-    from engine.recipe.new import new_recipe
+    from engine.pipeline.new_recipe import new_recipe
 
     result = new_recipe(name, channel, source, creator, out_dir, force)
     click.echo(f"wrote {result.path} (valid); review the fields marked CHECK:")

@@ -67,13 +67,13 @@ def run_augment(tmp_path: Path, srv: FakeOpenAI | None, aug: dict, name: str = "
         extra["llm"] = {"model": "openai/fake", "api_base": srv.base_url, "reask": 0, "retries": 0}
     with Store(tmp_path / "store.duckdb") as store:  # one store: the LLM cache is shared
         table = write_table(store, curate, f"curate-{name}", curated())
-        ctx = make_ctx(base, store, "augment", extra)
-        rows = augment.run(ctx, {"curate": table}, augment.config(ctx.recipe))
+        ctx, cfg = make_ctx(base, store, "augment", extra)
+        rows = augment.run(ctx, {"curate": table}, cfg)
         aug_table = write_table(store, augment, f"augment-{name}", rows)
         split_rows = []
         if then_split:
-            sctx = make_ctx(base, store, "split", extra)
-            split_rows = split.run(sctx, {"augment": aug_table}, split.config(sctx.recipe))
+            sctx, scfg = make_ctx(base, store, "split", extra)
+            split_rows = split.run(sctx, {"augment": aug_table}, scfg)
     return rows, ctx, split_rows
 
 

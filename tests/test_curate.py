@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.data.dedup import TokenSetBound, candidate_pairs, find_duplicates, normalise
 from engine.pipeline.hashing import digest
-from engine.recipe.load import parse_recipe
+from engine.pipeline.recipes import parse_recipe
+from engine.steps import load_step
 from engine.steps import answers as answers_step
 from engine.steps import curate
 from engine.steps.base import RunOptions, StepContext
@@ -27,7 +29,8 @@ def answer_row(video: str, question: str, answer: str = GOOD, tags: tuple = ("hu
             "prompt_digest": "p", "status": status, "reason": reason}
 
 
-def make_ctx(tmp_path: Path, store: Store, step: str, recipe_extra: dict | None = None) -> StepContext:
+def make_ctx(tmp_path: Path, store: Store, step: str, recipe_extra: dict | None = None) -> tuple[StepContext, Any]:
+    """A step's context and its keyed config, from a minimal recipe plus `recipe_extra`."""
     data = {"name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "x"}],
             **(recipe_extra or {})}
     (tmp_path / "x").mkdir(exist_ok=True)
@@ -35,9 +38,10 @@ def make_ctx(tmp_path: Path, store: Store, step: str, recipe_extra: dict | None 
     recipe = parse_recipe(data, tmp_path)
     work = tmp_path / f"work-{step}"
     work.mkdir(exist_ok=True)
-    return StepContext(recipe=recipe, step=step, key=f"{step}-key", store=store, work_dir=work,
-                       run_dir=tmp_path, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
-                       log=logging.getLogger("test"))
+    ctx = StepContext(step=step, key=f"{step}-key", store=store, work_dir=work, base_dir=recipe.base_dir,
+                      run_dir=tmp_path, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
+                      log=logging.getLogger("test"))
+    return ctx, load_step(step).config(recipe)
 
 
 def write_table(store: Store, module, key: str, rows: list[dict]):  # noqa: ANN001, ANN201
@@ -47,8 +51,8 @@ def write_table(store: Store, module, key: str, rows: list[dict]):  # noqa: ANN0
 def run_curate(tmp_path: Path, rows: list[dict], extra: dict | None = None) -> tuple[list[dict], StepContext]:
     with Store(tmp_path / "store.duckdb") as store:
         table = write_table(store, answers_step, "answers-key", rows)
-        ctx = make_ctx(tmp_path, store, "curate", extra)
-        out = curate.run(ctx, {"answers": table}, curate.config(ctx.recipe))
+        ctx, cfg = make_ctx(tmp_path, store, "curate", extra)
+        out = curate.run(ctx, {"answers": table}, cfg)
         write_table(store, curate, "curate-key", out)  # the rows fit the declared columns
     return out, ctx
 
@@ -241,7 +245,7 @@ def test_workers_do_not_change_the_step_key(tmp_path: Path) -> None:
     from engine.pipeline.hashing import digest as key_of
 
     with Store(tmp_path / "store.duckdb") as store:
-        one = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": 1}}}).recipe
-        all_cores = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": -1}}}).recipe
-        stricter = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"threshold": 90}}}).recipe
-    assert key_of(curate.config(one)) == key_of(curate.config(all_cores)) != key_of(curate.config(stricter))
+        one = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": 1}}})[1]
+        all_cores = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": -1}}})[1]
+        stricter = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"threshold": 90}}})[1]
+    assert key_of(one) == key_of(all_cores) != key_of(stricter)

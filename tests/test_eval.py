@@ -124,7 +124,7 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from fakes.openai_server import FakeOpenAI
 
-    from engine.recipe.load import parse_recipe
+    from engine.pipeline.recipes import parse_recipe
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
     from engine.pipeline.store import Store
@@ -146,7 +146,7 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
                                        "reason": "VARCHAR"}, split_rows, {})
         (run_dir / "manifest.json").write_text(json.dumps({"run_id": "r1", "recipe": "t", "status": "running",
                                                            "steps": {"split": {"key": "k" * 64, "rows": 4}}}))
-        ctx = StepContext(recipe=recipe, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
+        ctx = StepContext(base_dir=recipe.base_dir, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
                           run_dir=run_dir, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
                           log=logging.getLogger("test"),
                           upstream_dirs={"split": tmp_path / "split", "export": tuned.parent,
@@ -251,7 +251,7 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
 
 def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path,
                                                                 tiny_models: tuple[Path, Path]) -> None:
-    from engine.recipe.load import parse_recipe
+    from engine.pipeline.recipes import parse_recipe
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
     from engine.pipeline.store import Store
@@ -266,7 +266,7 @@ def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path,
                            "eval": {"questions": ["Why fast?"], "heldout": 0, "max_tokens": 6, "sampled": False,
                                     "probes": False}}, tmp_path)
     with Store(tmp_path / "store.duckdb") as store:
-        ctx = StepContext(recipe=recipe, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
+        ctx = StepContext(base_dir=recipe.base_dir, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
                           run_dir=tmp_path / "no-run", models_dir=tmp_path / "models", options=RunOptions(quiet=True),
                           upstream_dirs={d: tmp_path / d for d in ("split", "train", "export")})
         ctx.work_dir.mkdir()

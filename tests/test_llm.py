@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import engine.llm.client as llm
-from engine.recipe.config import LLMParams
+from engine.recipe.shared import LLMParams
 from engine.llm.client import LLMClient, LLMRequest
 from engine.llm.json_reply import parse
 from engine.pipeline.store import Store

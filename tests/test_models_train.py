@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.recipe.load import parse_recipe
+from engine.pipeline.recipes import parse_recipe
 from engine.steps.base import RunOptions, StepContext
 from engine.pipeline.store import Store
 
@@ -46,7 +46,7 @@ def recipe_with(train: dict, tmp_path: Path):
 
 def run_step(module, recipe, tmp_path: Path, upstream: dict[str, Path]) -> tuple[list[dict], StepContext]:
     with Store(tmp_path / "store.duckdb") as store:
-        ctx = StepContext(recipe=recipe, step=module.NAME, key="k" * 16, store=store,
+        ctx = StepContext(base_dir=recipe.base_dir, step=module.NAME, key="k" * 16, store=store,
                           work_dir=tmp_path / f"work-{module.NAME}", run_dir=tmp_path / "run",
                           models_dir=tmp_path / "models", options=RunOptions(quiet=True),
                           upstream_dirs=upstream)

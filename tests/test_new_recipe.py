@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.errors import RecipeError
-from engine.recipe.new import guess_creator, handle_from_url, new_recipe
-from engine.recipe.load import load_recipe
+from engine.pipeline.new_recipe import guess_creator, handle_from_url, new_recipe
+from engine.pipeline.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "recipes" / "jason_fung.yaml"

@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from click.testing import CliRunner
 
 from engine.cli import main
 from engine.errors import RecipeInvalid
-from engine.recipe.load import load_recipe
+from engine.pipeline.recipes import load_recipe
 
 CASES = Path(__file__).parent / "cases" / "recipes"
 BROKEN = sorted(CASES.glob("*.yaml"))
@@ -57,7 +58,7 @@ def test_defaults_fill_a_minimal_recipe(tmp_path: Path) -> None:
     assert recipe.filters.dedup.threshold == 85
     assert recipe.split.by == "video"
     assert recipe.sources[0].format == "auto"
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValidationError, match="frozen"):
         recipe.train.lora.rank = 4  # type: ignore[misc]  # frozen
 
 

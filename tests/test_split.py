@@ -43,8 +43,8 @@ def run_split(tmp_path: Path, rows: list[dict], split_cfg: dict | None = None,
     extra = {"split": split_cfg or {}}
     with Store(base / "store.duckdb") as store:
         table = write_table(store, augment, "augment-key", rows)
-        ctx = make_ctx(base, store, "split", extra)
-        out = split.run(ctx, {"augment": table}, split.config(ctx.recipe))
+        ctx, cfg = make_ctx(base, store, "split", extra)
+        out = split.run(ctx, {"augment": table}, cfg)
         write_table(store, split, "split-key", out)
     return out, ctx
 

@@ -163,7 +163,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(transcripts_step, "make_fetcher",
                         lambda cfg: TranscriptFetcher.from_config(cfg, sleep=fake.sleep, clock=fake))
     monkeypatch.setattr(sources_step, "make_lister",
-                        lambda recipe: Lister(recipe.transcripts.retries, recipe.transcripts.backoff, sleep=fake.sleep))
+                        lambda cfg: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep))
     return fake
 
 

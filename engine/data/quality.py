@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from engine.recipe.config import AnswerLength, Formatting
+from engine.data.settings import AnswerLength, Formatting
 
 FEATURES = {
     "paragraphs": re.compile(r"\S[ \t]*\n[ \t]*\n\s*\S"),

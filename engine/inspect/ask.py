@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.recipe.config import render_system_prompt
+from engine.recipe.shared import render_system_prompt
 from engine.errors import RecipeError
 
 

@@ -23,7 +23,7 @@ from engine.pipeline.hashing import digest
 from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
-    from engine.recipe.config import LLMParams
+    from engine.recipe.shared import LLMParams
     from engine.steps.base import Progress, StepContext
     from engine.pipeline.store import ItemCache
 
@@ -276,9 +276,8 @@ def _short(error: BaseException | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def client_for(ctx: StepContext, pass_name: str) -> LLMClient:
-    """The client of one pass (its overrides merged over `llm`), counting into ctx.metrics['llm']."""
-    params = ctx.recipe.llm.for_pass(pass_name)
+def client_for(ctx: StepContext, params: LLMParams) -> LLMClient:
+    """The client of one pass's resolved settings, counting into ctx.metrics['llm']."""
     metrics = ctx.metrics.setdefault("llm", {})
-    context = {"models_dir": ctx.models_dir, "base_dir": ctx.recipe.base_dir}
+    context = {"models_dir": ctx.models_dir, "base_dir": ctx.base_dir}
     return LLMClient(params, ctx.item_cache("llm"), metrics, context)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from engine.recipe.config import Train
+from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError
 from engine.models.train import TrainResult, train_adapter
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.recipe.config import Train
+from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError
 from engine.models.blas import import_mlx
 

@@ -12,9 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 
 def _plain(value: Any) -> Any:
-    """Turn dataclasses, tuples, sets and paths into JSON-able values."""
+    """Turn config models, dataclasses, tuples, sets and paths into JSON-able values."""
+    if isinstance(value, BaseModel):
+        # A section's keyed() leaves out what changes speed, never results (concurrency, timeouts).
+        keyed = value.keyed() if hasattr(value, "keyed") else dict(value)
+        return {name: _plain(v) for name, v in keyed.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # compare=False marks bookkeeping (e.g. where the recipe file lives), never hashed
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}

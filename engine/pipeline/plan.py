@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
 
-from engine.recipe.config import Recipe
 from engine.errors import RecipeError
 from engine.pipeline.hashing import digest
-from engine.steps import STEP_ORDER, available_steps
 from engine.pipeline.store import Store
+from engine.recipe.shared import RecipeBase as Recipe
+from engine.steps import available_steps, step_order
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,9 @@ class Plan:
 
 def select_steps(until: str | None) -> list[ModuleType]:
     """Available step modules in order, cut after `until`, dropping any whose upstream is missing."""
-    if until is not None and until not in STEP_ORDER:
-        raise RecipeError(f"--until {until}: no such step; steps are: {', '.join(STEP_ORDER)}")
+    order = step_order()
+    if until is not None and until not in order:
+        raise RecipeError(f"--until {until}: no such step; steps are: {', '.join(order)}")
     chosen: list[ModuleType] = []
     for module in available_steps():
         if all(dep in {m.NAME for m in chosen} for dep in module.DEPENDS):
@@ -69,9 +70,10 @@ def select_steps(until: str | None) -> list[ModuleType]:
 def make_plan(recipe: Recipe, store: Store, context_for: Callable[[str], Any], until: str | None = None,
               force: tuple[str, ...] = ()) -> Plan:
     """Key every step; `force` marks those steps and everything downstream as to run."""
-    unknown = [f for f in force if f not in STEP_ORDER]
+    order = step_order()
+    unknown = [f for f in force if f not in order]
     if unknown:
-        raise RecipeError(f"--force {unknown[0]}: no such step; steps are: {', '.join(STEP_ORDER)}")
+        raise RecipeError(f"--force {unknown[0]}: no such step; steps are: {', '.join(order)}")
     keys: dict[str, str] = {}
     dirty: set[str] = set(force)
     planned = []
@@ -87,7 +89,7 @@ def _plan_step(module: ModuleType, recipe: Recipe, store: Store, context_for: Ca
     config = module.config(recipe)
     fingerprint = None
     if hasattr(module, "fingerprint"):  # reads the outside world: files, a channel listing
-        fingerprint = module.fingerprint(recipe, context_for(module.NAME))
+        fingerprint = module.fingerprint(context_for(module.NAME), config)
     upstream = {dep: keys[dep] for dep in module.DEPENDS}
     key = digest({"step": module.NAME, "version": module.VERSION, "config": config,
                   "upstream": upstream, "inputs": digest(fingerprint)})

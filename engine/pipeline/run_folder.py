@@ -18,7 +18,7 @@ from typing import Any
 
 from engine import __version__
 from engine.pipeline.plan import Plan, PlannedStep
-from engine.recipe.load import resolved_dict
+from engine.pipeline.recipes import resolved
 from engine.pipeline.store import Store, table_name
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
@@ -57,7 +57,7 @@ class RunFolder:
     def start(self, recipe_path: Path, plan: Plan, store: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(recipe_path, self.path / "recipe.yaml")
-        write_json(self.path / "resolved.json", resolved_dict(recipe_path))
+        write_json(self.path / "resolved.json", resolved(plan.recipe))
         previous = self._read_manifest()
         self.manifest = {
             "run_id": plan.run_id, "run_hash": plan.run_hash, "recipe": plan.recipe.name,

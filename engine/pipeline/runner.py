@@ -10,14 +10,14 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.recipe.config import Recipe
 from engine.errors import StepFailed
 from engine.pipeline.logs import run_log
 from engine.pipeline.plan import Plan, PlannedStep, make_plan
-from engine.recipe.load import load_recipe
+from engine.pipeline.recipes import load_recipe
 from engine.pipeline.run_folder import RunFolder
-from engine.steps.base import RunOptions, StepContext
 from engine.pipeline.store import Store, table_name
+from engine.recipe.shared import RecipeBase as Recipe
+from engine.steps.base import RunOptions, StepContext
 
 log = logging.getLogger("engine.pipeline.runner")
 
@@ -158,7 +158,7 @@ def _context(plan_ctx: bool, name: str, recipe: Recipe, store: Store, paths: Pat
         if work_dir.exists():
             shutil.rmtree(work_dir)  # leftovers of a killed attempt are never trusted
         work_dir.mkdir(parents=True)
-    return StepContext(recipe=recipe, step=name, key=key, store=store, work_dir=work_dir,
+    return StepContext(step=name, key=key, store=store, work_dir=work_dir, base_dir=recipe.base_dir,
                        run_dir=run_dir or paths.runs_dir, models_dir=paths.models, options=options,
                        fingerprint=fingerprint, log=logging.getLogger(f"engine.steps.{name}"))
 

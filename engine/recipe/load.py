@@ -1,8 +1,9 @@
-"""Load a recipe: YAML with line numbers -> JSON Schema validation -> defaults -> frozen Recipe.
+"""Load a recipe: YAML with line numbers -> JSON Schema validation -> typed, frozen Recipe.
 
 Every problem is reported at once as `file:LINE:COL: dotted.path: message`, YAML syntax errors
-included. Checks the schema cannot express (prompt placeholders, split ratios, missing files)
-use the same format.
+included. The schema is generated from the Section classes (engine.recipe.schema); defaults
+come from those classes too. Checks the schema cannot express (prompt placeholders, split
+ratios, missing files) use the same format.
 """
 
 from __future__ import annotations
@@ -11,23 +12,17 @@ import copy
 import datetime
 import difflib
 import functools
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.recipe.config import Recipe, build
 from engine.errors import Problem, RecipeError, RecipeInvalid
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "recipe.schema.json"
+from engine.recipe.schema import generate_schema
+from engine.recipe.section import placeholders, prompt_fields
+from engine.recipe.shared import RecipeBase
 
 PathTuple = tuple[Any, ...]
-
-
-@functools.cache
-def load_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
 
 @dataclass(frozen=True)
 class Located:
@@ -44,9 +39,33 @@ class Located:
             path = path[:-1]
         return self.positions.get(path, (1, 1))
 
+    def has(self, path: PathTuple) -> bool:
+        return tuple(path) in self.positions
+
     def problem(self, path: PathTuple, message: str) -> Problem:
         line, col = self.at(path)
         return Problem(self.file, line, col, dotted(path), message)
+
+
+Check = Callable[[Any, Located], list[Problem]]
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """What a recipe may contain: the assembled model and the cross-field checks of its steps."""
+
+    model: type[RecipeBase]
+    checks: tuple[Check, ...] = ()
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        return generate_schema(self.model)
+
+    @functools.cached_property
+    def validator(self) -> Any:
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def dotted(path: PathTuple) -> str:
@@ -56,35 +75,41 @@ def dotted(path: PathTuple) -> str:
     return out
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path, spec: RecipeSpec) -> Any:
     """Read, validate and type a recipe file; raises RecipeInvalid with every problem."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file (try `recipe new NAME` or `ls recipes/`)")
     located = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    return parse_located(located, path.resolve().parent)
+    return parse_located(located, path.resolve().parent, spec)
 
 
-def parse_recipe(data: dict, base_dir: Path, file: str = "<recipe>") -> Recipe:
+def parse_recipe(data: dict[str, Any], base_dir: Path, spec: RecipeSpec, file: str = "<recipe>") -> Any:
     """Validate plain data (tests, programmatic use) the same way a file is validated."""
-    return parse_located(Located(copy.deepcopy(data), {}, file), base_dir)
+    return parse_located(Located(copy.deepcopy(data), {}, file), base_dir, spec)
 
 
-def parse_located(located: Located, base_dir: Path) -> Recipe:
-    problems = schema_problems(located)
+def parse_located(located: Located, base_dir: Path, spec: RecipeSpec) -> Any:
+    problems = schema_problems(located, spec)
+    recipe = None
     if not problems:
-        resolved = fill_defaults(load_schema(), copy.deepcopy(located.data))
-        problems = cross_field_problems(located, resolved, base_dir)
+        recipe, problems = _typed(located, spec)
+    if recipe is not None:
+        recipe.located_at(base_dir)
+        problems = cross_field_problems(located, recipe, spec)
     if problems:
-        raise RecipeInvalid(sorted(problems, key=lambda p: (p.line, p.col, p.path)))
-    return build(Recipe, {**resolved, "base_dir": base_dir})
+        raise RecipeInvalid(sorted(problems, key=lambda p: (p.line, p.col, p.path or "")))
+    return recipe
 
 
-def resolved_dict(recipe_path: str | Path) -> dict:
-    """The recipe as validated data with every default filled in (for resolved.json)."""
-    path = Path(recipe_path)
-    located = parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    return fill_defaults(load_schema(), copy.deepcopy(located.data))
+def _typed(located: Located, spec: RecipeSpec) -> tuple[RecipeBase | None, list[Problem]]:
+    """The schema passed, so this only fills defaults; pydantic's own errors are kept just in case."""
+    from pydantic import ValidationError
+
+    try:
+        return spec.model.model_validate(located.data), []
+    except ValidationError as e:
+        return None, [located.problem(tuple(err["loc"]), err["msg"]) for err in e.errors()]
 
 
 # -- YAML with positions ---------------------------------------------------------------------
@@ -146,12 +171,9 @@ def _scalar(value: Any) -> Any:
 
 # -- schema validation -----------------------------------------------------------------------
 
-def schema_problems(located: Located) -> list[Problem]:
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(load_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+def schema_problems(located: Located, spec: RecipeSpec) -> list[Problem]:
     problems = []
-    for error in validator.iter_errors(located.data):
+    for error in spec.validator.iter_errors(located.data):
         problems.extend(_problems_from_error(located, error))
     return _dedupe(problems)
 
@@ -220,45 +242,28 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-# -- defaults ----------------------------------------------------------------------------------
+# -- rules the schema cannot express ---------------------------------------------------------
 
-def fill_defaults(schema: dict, data: Any, root: dict | None = None) -> Any:
-    """Fill every missing property that has a schema default, recursively."""
-    root = root or schema
-    schema = _resolve(schema, data, root)
-    if isinstance(data, dict):
-        for name, sub in schema.get("properties", {}).items():
-            if name not in data and "default" in sub:
-                data[name] = copy.deepcopy(sub["default"])
-            if name in data:
-                data[name] = fill_defaults(sub, data[name], root)
-    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
-        return [fill_defaults(schema["items"], item, root) for item in data]
-    return data
+def cross_field_problems(located: Located, recipe: RecipeBase, spec: RecipeSpec) -> list[Problem]:
+    problems = check_prompts(located, recipe)
+    for check in spec.checks:  # each step's own rules (engine.steps.*.check)
+        problems.extend(check(recipe, located))
+    return problems
 
 
-def _resolve(schema: dict, data: Any, root: dict) -> dict:
-    """Follow $ref and the if/then branches that apply to `data` (tagged unions)."""
-    if "$ref" in schema:
-        return _resolve(_lookup(root, schema["$ref"]), data, root)
-    for part in schema.get("allOf", []):
-        cond = part.get("if", {}).get("properties", {})
-        if isinstance(data, dict) and all(data.get(k) == v.get("const") for k, v in cond.items()):
-            return _resolve(part["then"], data, root)
-    return schema
-
-
-def _lookup(root: dict, ref: str) -> dict:
-    node: Any = root
-    for part in ref.lstrip("#/").split("/"):
-        node = node[part]
-    return node
-
-
-def cross_field_problems(located: Located, resolved: dict, base_dir: Path) -> list[Problem]:
-    from engine.recipe.checks import ALL_CHECKS  # kept apart: one small function per rule
-
-    problems: list[Problem] = []
-    for check in ALL_CHECKS:
-        problems.extend(check(located, resolved, base_dir))
+def check_prompts(located: Located, recipe: RecipeBase) -> list[Problem]:
+    """Every prompt template anywhere in the recipe uses only the placeholders it declares."""
+    problems = []
+    for path, template, declared in prompt_fields(recipe):
+        try:
+            used = placeholders(template)
+        except ValueError as e:
+            problems.append(located.problem(path, f"bad template ({e}); write {{{{ and }}}} for literal braces"))
+            continue
+        allowed, required = set(declared["allowed"]), set(declared["required"])
+        for unknown in sorted(used - allowed):
+            problems.append(located.problem(
+                path, f"unknown placeholder {{{unknown}}}; allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}"))
+        for missing in sorted(required - used):
+            problems.append(located.problem(path, f"must contain the placeholder {{{missing}}}"))
     return problems

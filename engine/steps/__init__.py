@@ -1,6 +1,8 @@
-"""The step registry: pipeline order and lazy module lookup.
+"""The step registry: which steps a recipe has, in pipeline order.
 
-Adding a step = one module here, one schema fragment, one line in STEP_ORDER, its tests.
+Adding a step = one module (NAME, VERSION, DEPENDS, COLUMNS, SECTION + Settings, config, run),
+one line in STEP_MODULES, its tests. The recipe model, the JSON Schema, `recipe plan`,
+`recipe show` and `recipe diff` all follow this list; docs/adding-a-step.md walks through it.
 """
 
 from __future__ import annotations
@@ -8,24 +10,34 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# Pipeline order. A step runs after everything it DEPENDS on; this order breaks ties.
-STEP_ORDER: tuple[str, ...] = (
-    "sources", "transcripts", "questions", "answers", "curate", "augment", "split",
-    "train", "export", "evaluate",
+# Pipeline order. A step runs after everything it DEPENDS on, which must come earlier here.
+STEP_MODULES: tuple[str, ...] = (
+    "engine.steps.sources",
+    "engine.steps.transcripts",
+    "engine.steps.questions",
+    "engine.steps.answers",
+    "engine.steps.curate",
+    "engine.steps.augment",
+    "engine.steps.split",
+    "engine.steps.train",
+    "engine.steps.export",
+    "engine.steps.evaluate",
 )
 
 
 def load_step(name: str) -> ModuleType:
-    return importlib.import_module(f"engine.steps.{name}")
+    """The module of a registered step, by its NAME."""
+    for module in available_steps():
+        if module.NAME == name:
+            return module
+    raise KeyError(f"no step named {name!r}; steps are: {', '.join(step_order())}")
 
 
 def available_steps() -> list[ModuleType]:
-    """Step modules that exist, in pipeline order (later issues add the missing ones)."""
-    found = []
-    for name in STEP_ORDER:
-        try:
-            found.append(load_step(name))
-        except ModuleNotFoundError as e:
-            if e.name != f"engine.steps.{name}":
-                raise
-    return found
+    """Every registered step module, in order. A missing module is a broken install: it fails
+    loudly here rather than silently shortening the pipeline."""
+    return [importlib.import_module(path) for path in STEP_MODULES]
+
+
+def step_order() -> tuple[str, ...]:
+    return tuple(module.NAME for module in available_steps())

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from engine.pipeline.hashing import digest
 from engine.llm.client import LLMRequest, LLMResult, client_for
 from engine.llm.json_reply import parse
+from engine.pipeline.hashing import digest
+from engine.recipe.shared import LLMParams
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "answers"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("questions", "transcripts")
 COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
            "answer": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
@@ -30,25 +34,33 @@ SCHEMA = {"type": "array", "minItems": 1, "items": {
                    "answer": {"type": "string", "minLength": 1}}}}
 
 
-def config(recipe: Any) -> Any:
-    p = recipe.llm.for_pass("answers")
-    return {"creator": recipe.creator.name,
-            "prompts": {k: getattr(recipe.prompts, k) for k in ("system", "answers")},
-            "llm": {"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens,
-                    "reask": p.reask}}
+SECTION = None  # its settings are the prompts and `llm.passes.answers`
+LLM_PASSES = ("answers",)
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+@dataclass(frozen=True)
+class Config:
+    creator: str
+    prompts: Mapping[str, str]  # system, answers
+    llm: LLMParams
+
+
+def config(recipe: Recipe) -> Config:
+    prompts = {k: getattr(recipe.prompts, k) for k in ("system", "answers")}
+    return Config(recipe.creator.name, prompts, recipe.llm.for_pass("answers"))
+
+
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     texts = {(c["video_id"], c["chunk"]): c for c in inputs["transcripts"].ok_rows()}
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for q in inputs["questions"].ok_rows():
         groups[(q["video_id"], q["chunk"])].append(q)
     answers: dict[str, str] = {}
     reasons: dict[str, str] = {}
-    client = client_for(ctx, "answers")
+    client = client_for(ctx, cfg.llm)
     total = sum(len(v) for v in groups.values())
     with ctx.progress(total, "answering") as bar:
-        for round_ in range(cfg["llm"]["reask"] + 1):
+        for round_ in range(cfg.llm.reask + 1):
             units = _units(groups, texts, answers, round_)
             if not units:
                 break
@@ -81,7 +93,7 @@ def _units(groups: dict, texts: dict, answers: dict, round_: int) -> list[tuple[
     return units
 
 
-def _request(cfg: dict, chunk: dict, questions: list[dict], request_id: str) -> LLMRequest:
+def _request(cfg: Config, chunk: dict, questions: list[dict], request_id: str) -> LLMRequest:
     # one question: free text, parsed below (JSON if it is JSON, else the prose itself)
     schema = SCHEMA if len(questions) > 1 else None
     return LLMRequest(request_id, _messages(cfg, chunk, questions), schema)
@@ -91,11 +103,11 @@ def numbered(questions: list[dict]) -> str:
     return "\n".join(f"{i}. {q['question']}" for i, q in enumerate(questions, start=1))
 
 
-def _messages(cfg: dict, chunk: dict, questions: list[dict]) -> list[dict]:
-    user = cfg["prompts"]["answers"].format(
-        creator=cfg["creator"], title=chunk["title"] or chunk["video_id"],
+def _messages(cfg: Config, chunk: dict, questions: list[dict]) -> list[dict]:
+    user = cfg.prompts["answers"].format(
+        creator=cfg.creator, title=chunk["title"] or chunk["video_id"],
         transcript=chunk["text"], questions=numbered(questions))
-    return [{"role": "system", "content": cfg["prompts"]["system"].format(creator=cfg["creator"])},
+    return [{"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
             {"role": "user", "content": user}]
 
 
@@ -157,7 +169,7 @@ def _prose(text: str) -> str | None:
     return re.sub(r"^(?:1\s*[.)]|A(?:nswer)?\s*1?\s*:)\s*", "", text).strip() or None
 
 
-def _row(cfg: dict, q: dict, answers: dict, reasons: dict, has_text: bool) -> dict:
+def _row(cfg: Config, q: dict, answers: dict, reasons: dict, has_text: bool) -> dict:
     answer = answers.get(q["id"])
     if answer is not None:
         status, reason = "ok", None
@@ -166,8 +178,8 @@ def _row(cfg: dict, q: dict, answers: dict, reasons: dict, has_text: bool) -> di
     else:
         status, reason = "failed", f"unanswered after follow-ups: {reasons.get(q['id'], 'unknown')}"
     return {"id": q["id"], "video_id": q["video_id"], "title": q["title"], "question": q["question"],
-            "answer": answer, "tags": list(q["tags"] or []), "model": cfg["llm"]["model"],
-            "prompt_digest": digest(cfg["prompts"])[:16], "status": status, "reason": reason}
+            "answer": answer, "tags": list(q["tags"] or []), "model": cfg.llm.model,
+            "prompt_digest": digest(cfg.prompts)[:16], "status": status, "reason": reason}
 
 
 def _summarise(ctx: Any, rows: list[dict], groups: int) -> None:

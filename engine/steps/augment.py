@@ -8,13 +8,20 @@ augmentation off the step is a pass-through and makes no calls.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import Field
 
 from engine.data.dedup import normalise
 from engine.pipeline.hashing import digest
+from engine.recipe.section import Section
+from engine.recipe.shared import LLMParams
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "augment"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("curate",)
 COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR",
            "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "tags": "VARCHAR[]",
@@ -29,29 +36,60 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanis
                   "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese"}
 
 
-def config(recipe: Any) -> Any:
-    aug = recipe.augment
-    cfg: dict[str, Any] = {"augment": aug}
-    if _enabled(aug):  # prompts and model only key the step when it calls the LLM
-        p = recipe.llm.for_pass("augment")
-        cfg.update(creator=recipe.creator.name, language=recipe.creator.language,
-                   prompts={k: getattr(recipe.prompts, k) for k in ("paraphrase", "short", "long", "translate")},
-                   llm={"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens})
-    return cfg
+SECTION = "augment"
+LLM_PASSES = ("augment",)
 
 
-def _enabled(aug: Any) -> bool:
+class BackTranslation(Section):
+    """Paraphrase questions through a pivot language."""
+
+    enabled: bool = Field(False, description='Translate each question to `pivot` and back.')
+    pivot: str = Field("French", description='Pivot language name, e.g. French.')
+
+
+class AugmentSettings(Section):
+    """More training rows from the curated ones; augmented rows stay with their video's split."""
+
+    paraphrases: int = Field(0, ge=0, le=10, description='Paraphrases per question (0: none).')
+    short_answers: bool = Field(False, description='Add a short variant of each answer.')
+    long_answers: bool = Field(False, description='Add a long variant of each answer.')
+    back_translation: BackTranslation = Field(default_factory=BackTranslation, description=BackTranslation.__doc__)
+
+
+Settings = AugmentSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    augment: AugmentSettings
+    # Prompts, language and model only matter (and only key the step) when it calls the LLM.
+    creator: str | None = None
+    language: str | None = None
+    prompts: Mapping[str, str] | None = None
+    llm: LLMParams | None = None
+
+
+def config(recipe: Recipe) -> Config:
+    aug: AugmentSettings = recipe.augment
+    if not _enabled(aug):
+        return Config(aug)
+    prompts = {k: getattr(recipe.prompts, k) for k in ("paraphrase", "short", "long", "translate")}
+    return Config(aug, recipe.creator.name, recipe.creator.language, prompts, recipe.llm.for_pass("augment"))
+
+
+def _enabled(aug: AugmentSettings) -> bool:
     return bool(aug.paraphrases or aug.short_answers or aug.long_answers or aug.back_translation.enabled)
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     origins = sorted(inputs["curate"].ok_rows(), key=lambda r: (r["video_id"], r["id"]))
     rows = [_row(o, "original", o["question"], o["answer"]) for o in origins]
-    aug = cfg["augment"]
+    aug = cfg.augment
     if _enabled(aug) and origins:
         from engine.llm.client import client_for  # lazy: litellm only when augmenting
 
-        client = client_for(ctx, "augment")
+        assert cfg.llm is not None and cfg.prompts is not None  # config() sets them when enabled
+        client = client_for(ctx, cfg.llm)
         if aug.paraphrases:
             rows += _paraphrases(ctx, client, cfg, origins, aug.paraphrases)
         for kind, on in (("short", aug.short_answers), ("long", aug.long_answers)):
@@ -80,8 +118,8 @@ def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], sche
         return client.run_many(requests, bar)
 
 
-def _paraphrases(ctx: Any, client: Any, cfg: dict, origins: list[dict], n: int) -> list[dict]:
-    template = cfg["prompts"]["paraphrase"]
+def _paraphrases(ctx: Any, client: Any, cfg: Config, origins: list[dict], n: int) -> list[dict]:
+    template = cfg.prompts["paraphrase"]
     results = _ask(ctx, client, "paraphrasing", [
         (o["id"], template.format(question=o["question"], n=n)) for o in origins], PARAPHRASES)
     rows = []
@@ -102,10 +140,10 @@ def _paraphrases(ctx: Any, client: Any, cfg: dict, origins: list[dict], n: int) 
     return rows
 
 
-def _answer_variants(ctx: Any, client: Any, cfg: dict, origins: list[dict], kind: str) -> list[dict]:
-    template = cfg["prompts"][kind]
+def _answer_variants(ctx: Any, client: Any, cfg: Config, origins: list[dict], kind: str) -> list[dict]:
+    template = cfg.prompts[kind]
     results = _ask(ctx, client, f"{kind} answers", [
-        (f"{o['id']}:{kind}", template.format(creator=cfg["creator"], question=o["question"], answer=o["answer"]))
+        (f"{o['id']}:{kind}", template.format(creator=cfg.creator, question=o["question"], answer=o["answer"]))
         for o in origins], ANSWER)
     rows = []
     for origin, result in zip(origins, results):
@@ -117,9 +155,9 @@ def _answer_variants(ctx: Any, client: Any, cfg: dict, origins: list[dict], kind
     return rows
 
 
-def _back_translate(ctx: Any, client: Any, cfg: dict, origins: list[dict], pivot: str) -> list[dict]:
-    template = cfg["prompts"]["translate"]
-    home = LANGUAGE_NAMES.get(cfg["language"].split("-")[0].lower(), cfg["language"])
+def _back_translate(ctx: Any, client: Any, cfg: Config, origins: list[dict], pivot: str) -> list[dict]:
+    template = cfg.prompts["translate"]
+    home = LANGUAGE_NAMES.get(cfg.language.split("-")[0].lower(), cfg.language)
     there = _ask(ctx, client, f"translating to {pivot}", [
         (f"{o['id']}:to", template.format(language=pivot, text=o["question"])) for o in origins], TEXT)
     todo = [(o, r.value["text"]) for o, r in zip(origins, there) if r.ok]

@@ -2,18 +2,23 @@
 
 A step is one module in `engine/steps/` with:
 
-    NAME: str                      # table prefix and CLI name
-    VERSION: int                   # bump when the step's logic changes its output
-    DEPENDS: tuple[str, ...]       # upstream steps whose tables it reads
-    COLUMNS: dict[str, str]        # DuckDB types of its output table
-    def config(recipe) -> Any      # the slice of the recipe that keys it (hash input)
-    def fingerprint(recipe, ctx) -> Any   # optional: digest of outside inputs (files, listings)
-    def run(ctx, inputs, cfg) -> Iterable[dict]
+    NAME: str                      # table prefix and CLI name (the module's name)
+    VERSION: int                   # bump when the step's logic or keyed config changes its output
+    DEPENDS: tuple[str, ...]       # upstream steps whose tables it reads (all earlier in the registry)
+    COLUMNS: dict[str, str]        # DuckDB types of its output table (with `status` and `reason`)
+    SECTION: str | None            # the recipe key it owns, e.g. "filters" (None: none)
+    Settings: type[Section]        # that section's class: the schema fragment, defaults, bounds
+    LLM_PASSES: tuple[str, ...]    # optional: names under `llm.passes` it reads
+    def config(recipe) -> Config   # everything run() uses, typed and frozen; all of it keys the step
+    def fingerprint(ctx, cfg)      # optional: digest of outside inputs (files, listings)
+    def check(recipe, located)     # optional: rules the schema cannot express -> [Problem]
+    def run(ctx, inputs, cfg: Config) -> Iterable[dict]
 
 `run` returns the rows of its table. Rows that failed or were skipped keep `status`
 ('ok' | 'failed' | 'skipped') and `reason` so nothing is silently dropped; downstream steps
 read `inputs[x].ok_rows()`. Steps that make files write them under `ctx.work_dir`; the engine
-moves that folder to its content-addressed home only when the step succeeds.
+moves that folder to its content-addressed home only when the step succeeds. A step never sees
+the recipe while it runs: what it needs is in its config, so what it needs is in its key.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from engine.recipe.config import Recipe
 from engine.pipeline.store import ItemCache, Store, Table
+from engine.recipe.shared import RecipeBase as Recipe
 
 STATUS_COLUMNS = {"status": "VARCHAR", "reason": "VARCHAR"}
+
+Inputs = dict[str, Table]  # upstream step name -> its table
 
 
 @dataclass(frozen=True)
@@ -43,13 +50,14 @@ class RunOptions:
 class StepContext:
     """What a running step may use: never another step's internals."""
 
-    recipe: Recipe
     step: str
     key: str
     store: Store
     work_dir: Path
     run_dir: Path
     models_dir: Path
+    # Where the recipe file lives: relative paths in the config resolve against it. Never hashed.
+    base_dir: Path = Path(".")
     options: RunOptions = field(default_factory=RunOptions)
     fingerprint: Any = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -83,9 +91,10 @@ class StepModule(Protocol):
     VERSION: int
     DEPENDS: tuple[str, ...]
     COLUMNS: dict[str, str]
+    SECTION: str | None
 
     def config(self, recipe: Recipe) -> Any: ...
-    def run(self, ctx: StepContext, inputs: dict[str, Table], cfg: Any) -> Any: ...
+    def run(self, ctx: StepContext, inputs: Inputs, cfg: Any) -> Any: ...
 
 
 def describe(module: ModuleType) -> str:

@@ -8,16 +8,19 @@ table with status='dropped'; duplicates also name the row they duplicate and the
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from engine.data import quality
 from engine.data.dedup import find_duplicates
+from engine.data.settings import Filters
 from engine.data.stats import dataset_stats, length_histograms
+from engine.recipe.shared import LLMParams
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "curate"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("answers",)
 COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
            "answer": "VARCHAR", "tags": "VARCHAR[]", "score": "DOUBLE", "quality": "DOUBLE",
@@ -27,30 +30,42 @@ SCORE_SCHEMA = {"type": "object", "required": ["score"],
                 "properties": {"score": {"type": "number", "minimum": 0, "maximum": 100}}}
 
 
-def config(recipe: Any) -> Any:
-    # workers changes speed, never the result: keep it out of the step key (run reads the recipe)
-    filters = dataclasses.replace(recipe.filters, dedup=dataclasses.replace(recipe.filters.dedup, workers=0))
-    cfg: dict[str, Any] = {"filters": filters, "language": recipe.creator.language}
-    if recipe.filters.llm_score.enabled:  # the scorer's prompt and model only matter when used
-        p = recipe.llm.for_pass("score")
-        cfg["score"] = {"prompt": recipe.prompts.score, "model": p.model,
-                        "temperature": p.temperature, "max_tokens": p.max_tokens}
-    return cfg
+SECTION = "filters"
+Settings = Filters
+LLM_PASSES = ("score",)
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+@dataclass(frozen=True)
+class Config:
+    filters: Filters
+    language: str
+    # The scorer's prompt and model only matter (and only key the step) when scoring is on.
+    score_prompt: str | None = None
+    score_llm: LLMParams | None = None
+    creator: str | None = None  # the score prompt may name {creator}
+
+
+def config(recipe: Recipe) -> Config:
+    filters: Filters = recipe.filters
+    if not filters.llm_score.enabled:
+        return Config(filters, recipe.creator.language)
+    return Config(filters, recipe.creator.language, recipe.prompts.score, recipe.llm.for_pass("score"),
+                  recipe.creator.name)
+
+
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     upstream = inputs["answers"].rows()
     rows = sorted((_base(r) for r in upstream if r["status"] == "ok"), key=lambda r: (r["video_id"], r["id"]))
-    filters = cfg["filters"]
+    filters = cfg.filters
     stages = {"answers": len(upstream), "answers_ok": len(rows)}
     for row in rows:
-        _drop(row, quality.row_reason(row, filters, cfg["language"]))
+        _drop(row, quality.row_reason(row, filters, cfg.language))
     stages["after_filters"] = _live_count(rows)
     if filters.llm_score.enabled:
         _score(ctx, cfg, _live(rows))
         stages["after_score"] = _live_count(rows)
     if filters.dedup.enabled:
-        _dedup(ctx, ctx.recipe.filters.dedup.workers, filters.dedup, _live(rows))
+        _dedup(ctx, filters.dedup.workers, filters.dedup, _live(rows))
         stages["after_dedup"] = _live_count(rows)
     if filters.llm_score.enabled:
         _keep_top(_live(rows), filters.llm_score.keep_top)
@@ -89,14 +104,15 @@ def _rank(row: dict) -> float:
     return row["score"] if row["score"] is not None else row["quality"]
 
 
-def _score(ctx: Any, cfg: dict, rows: list[dict]) -> None:
+def _score(ctx: StepContext, cfg: Config, rows: list[dict]) -> None:
     from engine.llm.client import LLMRequest, client_for  # lazy: litellm only when scoring is on
 
-    prompt = cfg["score"]["prompt"]
+    assert cfg.score_prompt is not None and cfg.score_llm is not None  # config() sets both when scoring
+    prompt = cfg.score_prompt
     requests = [LLMRequest(r["id"], [{"role": "user", "content": prompt.format(
-        question=r["question"], answer=r["answer"])}], SCORE_SCHEMA) for r in rows]
+        question=r["question"], answer=r["answer"], creator=cfg.creator)}], SCORE_SCHEMA) for r in rows]
     with ctx.progress(len(requests), "scoring answers") as bar:
-        results = client_for(ctx, "score").run_many(requests, bar)
+        results = client_for(ctx, cfg.score_llm).run_many(requests, bar)
     for row, result in zip(rows, results):
         if result.ok:
             row["score"] = float(result.value["score"])

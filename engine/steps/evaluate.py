@@ -7,20 +7,25 @@ Writes eval.json and report.html; the step's rows are the answers side by side.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from engine.data import scores as scores
+from engine.data.jsonl import read_jsonl
 from engine.pipeline.hashing import digest
-from engine.steps.split import read_jsonl
+from engine.recipe.section import Section
+from engine.recipe.shared import LLMParams
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "evaluate"
-VERSION = 1
+VERSION = 2
 # train: its adapters stand in for the fused model when export.fuse is false.
 DEPENDS = ("split", "train", "export")
 COLUMNS = {"id": "VARCHAR", "source": "VARCHAR", "question": "VARCHAR", "setting": "VARCHAR",
@@ -31,11 +36,43 @@ MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stab
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"]}
 
 
-def config(recipe: Any) -> Any:
+SECTION = "eval"
+LLM_PASSES = ("judge",)
+
+
+class EvalSettings(Section):
+    """Base vs tuned evaluation."""
+
+    questions: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), description="Questions both models "
+                                                                                       "answer.")
+    heldout: int = Field(5, ge=0, description="Held-out Q&A rows (test split, else valid) also answered.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens per answer.")
+    sampled: bool = Field(True, description="Also answer with seeded sampling (temperature 0.7), besides greedy.")
+    temperature: float = Field(0.7, ge=0, description="Temperature of the sampled setting.")
+    seed: int = Field(0, ge=0, description="Seed of the sampled setting.")
+    repetition_penalty: float = Field(1.1, gt=0, description="Repetition penalty (1.0: none).")
+    probes: bool = Field(True, description="General-ability probes to catch catastrophic forgetting.")
+    judge: bool = Field(False, description="Pairwise LLM judge (both orders) through `llm.passes.judge`.")
+
+
+Settings = EvalSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    eval: EvalSettings
+    base_model: str
+    banned: tuple[str, ...]  # the curate step's banned phrases, scored on both models' answers
+    creator: str
+    # The judge's prompt and model only matter (and only key the step) when judging is on.
+    judge_prompt: str | None = None
+    judge_llm: LLMParams | None = None
+
+
+def config(recipe: Recipe) -> Config:
     judge = recipe.eval.judge
-    return {"eval": recipe.eval, "base_model": recipe.train.model, "banned": recipe.filters.banned_phrases,
-            "creator": recipe.creator.name, "judge_prompt": recipe.prompts.judge if judge else None,
-            "judge_llm": recipe.llm.for_pass("judge") if judge else None}
+    return Config(recipe.eval, recipe.train.model, recipe.filters.banned_phrases, recipe.creator.name,
+                  recipe.prompts.judge if judge else None, recipe.llm.for_pass("judge") if judge else None)
 
 
 
@@ -47,7 +84,7 @@ def split_turns(messages: list[dict]) -> tuple[list[dict], str, str]:
     return prompt, question, messages[last]["content"]
 
 
-def build_items(cfg: dict, data_dir: Path) -> tuple[list[dict], list[list[dict]], list[str]]:
+def build_items(cfg: Config, data_dir: Path) -> tuple[list[dict], list[list[dict]], list[str]]:
     """Items to answer, held-out conversations for the loss, and the training answers."""
     train = read_jsonl(data_dir / "train.jsonl")
     heldout = read_jsonl(data_dir / "test.jsonl") or read_jsonl(data_dir / "valid.jsonl")
@@ -56,7 +93,7 @@ def build_items(cfg: dict, data_dir: Path) -> tuple[list[dict], list[list[dict]]
                      if any(m["role"] == "assistant" for m in r["messages"])]
     system = next((m for r in train[:1] for m in r["messages"] if m["role"] == "system"), None)
     prefix = [system] if system else []
-    ev = cfg["eval"]
+    ev = cfg.eval
     items = [_item("eval", q, prefix + [{"role": "user", "content": q}]) for q in ev.questions]
     for row in random.Random(ev.seed).sample(heldout, min(ev.heldout, len(heldout))):
         prompt, question, reference = split_turns(row["messages"])
@@ -75,23 +112,23 @@ def _item(source: str, question: str, messages: list[dict], reference: str | Non
             "messages": messages, "reference": reference, "probe": probe, "answers": {}}
 
 
-def settings(cfg: dict) -> dict[str, float]:
-    ev = cfg["eval"]
+def settings(cfg: Config) -> dict[str, float]:
+    ev = cfg.eval
     return {"greedy": 0.0, **({"sampled": ev.temperature} if ev.sampled and ev.temperature > 0 else {})}
 
 
-def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: dict,
+def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: Config,
                adapters: Path | None = None) -> dict:
     """Load one model, answer every item in every setting, score held-out loss, free the model."""
     from engine.models.generate import chat_generate
     from engine.models.loss import conversation_loss
     from engine.models.resolve import load_model
 
-    ev = cfg["eval"]
+    ev = cfg.eval
     if not items and not loss_convs:
         return {"loss": None, "conversations": 0}  # nothing to ask: do not load a model for nothing
     started = time.perf_counter()
-    model, tokenizer = load_model(spec, ctx.models_dir, ctx.recipe.base_dir, adapter_path=adapters)
+    model, tokenizer = load_model(spec, ctx.models_dir, ctx.base_dir, adapter_path=adapters)
     for name, temperature in settings(cfg).items():
         todo = [it for it in items if name == "greedy" or it["source"] != "probe"]  # probes: greedy only
         with ctx.progress(len(todo), f"{role} answers ({name})") as bar:
@@ -112,26 +149,26 @@ def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: li
     return {"loss": loss, "conversations": len(loss_convs)}
 
 
-def tuned_model(ctx: Any, cfg: dict) -> tuple[str, Path | None]:
+def tuned_model(ctx: Any, cfg: Config) -> tuple[str, Path | None]:
     """(spec, adapters): the fused folder, else the base model with the trained adapters."""
     fused = ctx.upstream_dir("export") / "model"
     if (fused / "config.json").is_file():
         return str(fused), None
     adapters = ctx.upstream_dir("train") / "adapters"
     if (adapters / "adapter_config.json").is_file():
-        return cfg["base_model"], adapters
+        return cfg.base_model, adapters
     from engine.errors import RecipeError
 
     raise RecipeError(f"no tuned model: neither {fused} nor {adapters} exists; rerun `recipe run --force train`")
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     items, loss_convs, train_answers = build_items(cfg, ctx.upstream_dir("split") / "data")
     tuned_spec, adapters = tuned_model(ctx, cfg)
-    losses = {"base": answer_all(ctx, "base", cfg["base_model"], items, loss_convs, cfg),
+    losses = {"base": answer_all(ctx, "base", cfg.base_model, items, loss_convs, cfg),
               "tuned": answer_all(ctx, "tuned", tuned_spec, items, loss_convs, cfg, adapters)}
     doc = evaluation(items, losses, train_answers, cfg)
-    if cfg["eval"].judge:
+    if cfg.eval.judge:
         doc["judge"] = run_judge(ctx, items, cfg)
         doc["summary"].update(judge_summary_fields(doc["judge"]))
     doc = scores.json_safe(doc)
@@ -142,17 +179,17 @@ def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
     return table_rows(items)
 
 
-def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: dict) -> dict:
+def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: Config) -> dict:
     """eval.json: settings, per-model scores per setting, probes, items and a flat summary."""
     shares = scores.format_shares(train_answers)
     answered = [it for it in items if it["source"] != "probe"]
     per_setting = {}
     for name in settings(cfg):
         per_setting[name] = {role: scores.model_scores([it["answers"][name][role] for it in answered],
-                                                       train_answers, shares, cfg["banned"])
+                                                       train_answers, shares, cfg.banned)
                              for role in ("base", "tuned")}
     probes = probe_results(items)
-    doc = {"settings": {"eval": dataclasses.asdict(cfg["eval"]), "base_model": cfg["base_model"]},
+    doc = {"settings": {"eval": cfg.eval.model_dump(mode="json"), "base_model": cfg.base_model},
            "train_format_shares": shares, "loss": {r: losses[r]["loss"] for r in losses},
            "scores": per_setting, "probes": probes,
            "items": [{k: it[k] for k in ("id", "source", "question", "reference", "answers")} for it in items]}
@@ -188,7 +225,7 @@ def summary(doc: dict, answered: int) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def run_judge(ctx: Any, items: list[dict], cfg: dict) -> dict:
+def run_judge(ctx: Any, items: list[dict], cfg: Config) -> dict:
     """Pairwise judge on greedy answers, asked in both orders so position bias cancels out."""
     from engine.llm.client import LLMRequest, client_for
 
@@ -197,10 +234,10 @@ def run_judge(ctx: Any, items: list[dict], cfg: dict) -> dict:
     for it in judged:
         pair = it["answers"]["greedy"]
         for order, (a, b) in (("tb", (pair["tuned"], pair["base"])), ("bt", (pair["base"], pair["tuned"]))):
-            prompt = cfg["judge_prompt"].format(creator=cfg["creator"], question=it["question"], a=a, b=b)
+            prompt = cfg.judge_prompt.format(creator=cfg.creator, question=it["question"], a=a, b=b)
             requests.append(LLMRequest(f"{it['id']}:{order}", [{"role": "user", "content": prompt}], JUDGE_SCHEMA))
     with ctx.progress(len(requests), "judge") as bar:
-        results = {r.id: r for r in client_for(ctx, "judge").run_many(requests, bar)}
+        results = {r.id: r for r in client_for(ctx, cfg.judge_llm).run_many(requests, bar)}
     verdicts = []
     for it in judged:
         first, second = results[f"{it['id']}:tb"], results[f"{it['id']}:bt"]

@@ -11,26 +11,63 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+
+from engine.recipe.section import Section
+from engine.recipe.shared import render_system_prompt
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "export"
-VERSION = 1
+VERSION = 2  # 2: the recipe name written into the GGUF keys the step
 DEPENDS = ("train",)
 COLUMNS = {"artifact": "VARCHAR", "path": "VARCHAR", "bytes": "BIGINT", "seconds": "DOUBLE",
            "status": "VARCHAR", "reason": "VARCHAR"}
 
 
-def config(recipe: Any) -> Any:
-    return {"export": recipe.export, "model": recipe.train.model,
-            "system": recipe.split.system_message(recipe.creator.name)}
+SECTION = "export"
 
 
-def fingerprint(recipe: Any, ctx: Any) -> Any:
+class GGUF(Section):
+    """GGUF for llama.cpp / Ollama (llama-family models)."""
+
+    enabled: bool = Field(True, description="Write `model.gguf`.")
+    type: Literal["f16", "q8_0", "f32"] = Field("q8_0", description="`f16` or `q8_0`.")
+
+
+class ExportSettings(Section):
+    """What the run folder gets after training."""
+
+    fuse: bool = Field(True, description="Fuse the adapter into the base (dequantised) in `model/`, HF layout with "
+                                         "tokenizer and chat template.")
+    gguf: GGUF = Field(default_factory=GGUF, description=GGUF.__doc__)
+    modelfile: bool = Field(True, description="Write an Ollama `Modelfile` next to the GGUF.")
+
+
+Settings = ExportSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    export: ExportSettings
+    model: str            # the base model the adapter was trained on
+    system: str | None    # the training system prompt, for the Modelfile
+    name: str             # the recipe's name, written into the GGUF metadata
+
+
+def config(recipe: Recipe) -> Config:
+    return Config(recipe.export, recipe.train.model,
+                  render_system_prompt(recipe.split.system_prompt, recipe.creator.name), recipe.name)
+
+
+def fingerprint(ctx: StepContext, cfg: Config) -> Any:
     """The base model's files: a replaced local model or an upgraded package re-runs this step."""
     from engine.models.resolve import model_fingerprint
 
-    return model_fingerprint(recipe.train.model, recipe.base_dir, ctx.item_cache("file_digests"))
+    return model_fingerprint(cfg.model, ctx.base_dir, ctx.item_cache("file_digests"))
 
 
 def _size(path: Path) -> int:
@@ -43,15 +80,15 @@ def _row(artifact: str, path: Path | None, started: float, status: str = "ok", r
             "seconds": round(time.perf_counter() - started, 2), "status": status, "reason": reason}
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     from engine.models.fuse import fuse_to_folder
     from engine.models.gguf_export import UnsupportedArchitecture, export_gguf
     from engine.models.modelfile import modelfile
     from engine.models.resolve import resolve_model_path
 
-    export = cfg["export"]
+    export = cfg.export
     adapters = ctx.upstream_dir("train") / "adapters"
-    base = resolve_model_path(cfg["model"], ctx.models_dir, ctx.recipe.base_dir)
+    base = resolve_model_path(cfg.model, ctx.models_dir, ctx.base_dir)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     tmp = None
@@ -72,12 +109,12 @@ def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
         else:
             try:
                 with ctx.progress(None, f"writing model.gguf ({export.gguf.type})"):
-                    export_gguf(fused, gguf_path, export.gguf.type, name=ctx.recipe.name)
+                    export_gguf(fused, gguf_path, export.gguf.type, name=cfg.name)
                 rows.append(_row("gguf", gguf_path, started))
             except UnsupportedArchitecture as e:
                 ctx.log.warning("%s", e)
                 rows.append(_row("gguf", None, started, "skipped", str(e)))
-        rows.append(_modelfile(ctx, export, fused, gguf_path, cfg["system"], modelfile))
+        rows.append(_modelfile(ctx, export, fused, gguf_path, cfg.system, modelfile))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -11,13 +11,22 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from engine.pipeline.hashing import digest
+from pydantic import Field
+
+from engine.errors import Problem
 from engine.llm.client import LLMRequest, client_for
+from engine.pipeline.hashing import digest
+from engine.recipe.load import Located
+from engine.recipe.section import Section
+from engine.recipe.shared import LLMParams
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "questions"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("transcripts",)
 COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR",
            "question": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
@@ -39,13 +48,44 @@ _POINTERS = re.compile(r"\b(?:this|the|that|these|your|his|her|their)\s+(?:video
 _TITLES = {"dr", "prof", "mr", "mrs", "ms", "sir", "md", "phd"}
 
 
-def config(recipe: Any) -> Any:
-    # Only settings that change what is generated key the step; concurrency/timeouts do not.
-    p = recipe.llm.for_pass("questions")
-    return {"creator": recipe.creator.name, "questions": recipe.questions,
-            "prompts": {k: getattr(recipe.prompts, k) for k in ("system", "questions", "standalone")},
-            "llm": {"model": p.model, "temperature": p.temperature, "max_tokens": p.max_tokens,
-                    "reask": p.reask}}
+SECTION = "questions"
+LLM_PASSES = ("questions",)
+
+
+class QuestionsSettings(Section):
+    """Pass 1: the questions each video answers."""
+
+    min_per_video: int = Field(5, ge=1, description="Fewest questions asked for per video.")
+    max_per_video: int = Field(15, ge=1, description="Most questions kept per video.")
+    tags: bool = Field(True, description="Ask for topic tags per question.")
+    drop_creator_mentions: bool = Field(True, description="Drop questions naming the creator, 'this video' or "
+                                                          "'the transcript'.")
+    standalone_check: bool = Field(False, description="Ask the LLM whether each question stands alone and drop "
+                                                      "those that do not.")
+
+
+Settings = QuestionsSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    questions: QuestionsSettings
+    creator: str
+    prompts: Mapping[str, str]  # system, questions, standalone
+    llm: LLMParams
+
+
+def config(recipe: Recipe) -> Config:
+    prompts = {k: getattr(recipe.prompts, k) for k in ("system", "questions", "standalone")}
+    return Config(recipe.questions, recipe.creator.name, prompts, recipe.llm.for_pass("questions"))
+
+
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    q = recipe.questions
+    if q.min_per_video > q.max_per_video:
+        return [located.problem(("questions", "min_per_video"),
+                                f"{q.min_per_video} is more than max_per_video ({q.max_per_video})")]
+    return []
 
 
 def question_id(video_id: str, question: str) -> str:
@@ -53,15 +93,15 @@ def question_id(video_id: str, question: str) -> str:
     return digest([video_id, " ".join(question.lower().split())])[:16]
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     chunks = inputs["transcripts"].ok_rows()
-    q = cfg["questions"]
+    q = cfg.questions
     per_video = Counter(c["video_id"] for c in chunks)
-    prompt_digest = digest(cfg["prompts"])[:16]
-    model = cfg["llm"]["model"]
+    prompt_digest = digest(cfg.prompts)[:16]
+    model = cfg.llm.model
     requests = [LLMRequest(f"{c['video_id']}#{c['chunk']}", _messages(cfg, c, per_video[c["video_id"]]), SCHEMA)
                 for c in chunks]
-    client = client_for(ctx, "questions")
+    client = client_for(ctx, cfg.llm)
     with ctx.progress(len(requests), "asking for questions") as bar:
         results = client.run_many(requests, bar)
     rows: list[dict] = []
@@ -75,7 +115,7 @@ def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
                          "tags": [], "status": "failed", "reason": result.reason})
             continue
         for item in result.value:
-            rows.append(_row(base, item, q, cfg["creator"], seen[chunk["video_id"]]))
+            rows.append(_row(base, item, q, cfg.creator, seen[chunk["video_id"]]))
     _cap_per_video(rows, q.max_per_video)
     if q.standalone_check:
         _standalone_check(ctx, cfg, rows)
@@ -83,15 +123,15 @@ def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
     return rows
 
 
-def _messages(cfg: dict, chunk: dict, chunks_of_video: int) -> list[dict]:
-    q = cfg["questions"]
+def _messages(cfg: Config, chunk: dict, chunks_of_video: int) -> list[dict]:
+    q = cfg.questions
     # a video split into chunks shares its question budget between them
     n_min = max(1, math.ceil(q.min_per_video / chunks_of_video))
     n_max = max(n_min, math.ceil(q.max_per_video / chunks_of_video))
-    user = cfg["prompts"]["questions"].format(
-        creator=cfg["creator"], title=chunk["title"] or chunk["video_id"], transcript=chunk["text"],
+    user = cfg.prompts["questions"].format(
+        creator=cfg.creator, title=chunk["title"] or chunk["video_id"], transcript=chunk["text"],
         min_questions=n_min, max_questions=n_max)
-    return [{"role": "system", "content": cfg["prompts"]["system"].format(creator=cfg["creator"])},
+    return [{"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
             {"role": "user", "content": user}]
 
 
@@ -143,14 +183,14 @@ def _cap_per_video(rows: list[dict], cap: int) -> None:
             row["status"], row["reason"] = "dropped", f"over max_per_video ({cap})"
 
 
-def _standalone_check(ctx: Any, cfg: dict, rows: list[dict]) -> None:
+def _standalone_check(ctx: Any, cfg: Config, rows: list[dict]) -> None:
     """Ask the model whether each kept question stands alone; a failed check keeps it."""
     keep = [r for r in rows if r["status"] == "ok"]
-    template = cfg["prompts"]["standalone"]
+    template = cfg.prompts["standalone"]
     requests = [LLMRequest(r["id"], [{"role": "user", "content": template.format(
-        question=r["question"], creator=cfg["creator"])}], STANDALONE_SCHEMA) for r in keep]
+        question=r["question"], creator=cfg.creator)}], STANDALONE_SCHEMA) for r in keep]
     with ctx.progress(len(requests), "standalone check") as bar:
-        results = client_for(ctx, "questions").run_many(requests, bar)
+        results = client_for(ctx, cfg.llm).run_many(requests, bar)
     unchecked = 0
     for row, result in zip(keep, results):
         if not result.ok:

@@ -10,44 +10,97 @@ and live videos become 'skipped' rows with the reason and are remembered in the 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from engine.errors import Problem
 from engine.pipeline.hashing import digest_file
+from engine.recipe.load import Located
 from engine.recipe.paths import local_transcript_files
 from engine.retry import RateLimiter
+from engine.sources.settings import LocalSource, Source, TranscriptSettings, YoutubeSource
+from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_states
 from engine.sources.youtube import PERSISTENT, Lister, apply_filters, format_counts, video_id
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "sources"
-VERSION = 2
+VERSION = 3
 DEPENDS: tuple[str, ...] = ()
 COLUMNS = {"video_id": "VARCHAR", "source": "VARCHAR", "title": "VARCHAR", "url": "VARCHAR",
            "path": "VARCHAR", "format": "VARCHAR", "digest": "VARCHAR", "duration": "DOUBLE",
            "upload_date": "VARCHAR", "availability": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
-STATUS_CACHE = "video_status"
+SECTION = "sources"
+Settings = tuple[Source, ...]
+# A list, not a section object, and required: a recipe without sources has nothing to learn from.
+SECTION_FIELD = (Settings, Field(min_length=1, description="Where the videos come from; several sources "
+                                                           "are combined."))
 
 
-def config(recipe: Any) -> Any:
-    return recipe.sources
+@dataclass(frozen=True)
+class Config:
+    sources: tuple[LocalSource | YoutubeSource, ...]
+    # The listing carries each video's transcript-cache history, whose key is the language preference.
+    languages: tuple[str, ...]
+    prefer_manual: bool
+    # The lister's politeness (rate, retries, timeout): how, never what. compare=False: never keyed.
+    transcripts: TranscriptSettings = field(compare=False)
 
 
-def make_lister(recipe: Any) -> Lister:
+def config(recipe: Recipe) -> Config:
+    t: TranscriptSettings = recipe.transcripts
+    return Config(recipe.sources, t.languages, t.prefer_manual, t)
+
+
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    problems = []
+    for i, source in enumerate(recipe.sources):
+        if source.type == "local" and not local_transcript_files(recipe.base_dir, source.path):
+            shown = Path(source.path) if Path(source.path).is_absolute() else recipe.base_dir / source.path
+            problems.append(located.problem(
+                ("sources", i, "path"),
+                f"no transcript files at {shown} (.txt .md .vtt .srt .json .json3); check the path, "
+                "which is relative to the recipe file"))
+        if source.type == "youtube":
+            problems.extend(_youtube_problems(located, source, i))
+    return problems
+
+
+def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[Problem]:
+    problems = []
+    if not source.url and not source.videos:
+        problems.append(located.problem(("sources", i), "a youtube source needs `url` or `videos`"))
+    for name in ("title_include", "title_exclude"):
+        for j, pattern in enumerate(getattr(source, name)):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                problems.append(located.problem(("sources", i, name, j), f"bad regex {pattern!r}: {e}"))
+    lo, hi = source.min_duration, source.max_duration
+    if lo is not None and hi is not None and lo > hi:
+        problems.append(located.problem(("sources", i, "min_duration"), f"{lo} is more than max_duration ({hi})"))
+    return problems
+
+
+def make_lister(cfg: TranscriptSettings) -> Lister:
     """The yt-dlp lister; tests replace this to inject a fake clock and sleep."""
-    t = recipe.transcripts
-    return Lister(t.retries, t.backoff, t.timeout, limiter=RateLimiter(t.requests_per_second))
+    return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second))
 
 
-def fingerprint(recipe: Any, ctx: Any) -> list[dict]:
+def fingerprint(ctx: StepContext, cfg: Config) -> list[dict]:
     """Everything listed, in order: what keys this step and downstream."""
     listing: list[dict] = []
     lister: Lister | None = None
-    for source in recipe.sources:
+    for source in cfg.sources:
         if source.type == "local":
-            listing.extend(_local_listing(recipe.base_dir, source, ctx))
+            listing.extend(_local_listing(ctx.base_dir, source, ctx))
             continue
-        lister = lister or make_lister(recipe)
-        listing.extend(_youtube_listing(source, lister, ctx))
+        lister = lister or make_lister(cfg.transcripts)
+        listing.extend(_youtube_listing(source, lister, ctx, cfg.transcripts))
     return _mark_duplicates(listing)
 
 
@@ -73,7 +126,8 @@ def _sidecar(path: Path, ctx: Any) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _youtube_listing(source: Any, lister: Lister, ctx: Any) -> list[dict]:
+def _youtube_listing(source: YoutubeSource, lister: Lister, ctx: StepContext,
+                     transcripts: TranscriptSettings) -> list[dict]:
     known = ctx.item_cache(STATUS_CACHE)
     retry = ctx.options.retry_failed
     entries = lister.list_url(source.url, dates=bool(source.after or source.before)) if source.url else []
@@ -82,7 +136,7 @@ def _youtube_listing(source: Any, lister: Lister, ctx: Any) -> list[dict]:
         entries.append(cached["entry"] if cached and not retry else lister.list_video(ref))
     entries = [_known_status(e, known, retry) for e in entries]
     marked = apply_filters(entries, source)
-    states = transcript_states(ctx, [e["id"] for e in marked if e["status"] == "ok"])
+    states = transcript_states(ctx, [e["id"] for e in marked if e["status"] == "ok"], transcripts)
     out = []
     for entry in marked:
         _remember(entry, known)
@@ -90,12 +144,11 @@ def _youtube_listing(source: Any, lister: Lister, ctx: Any) -> list[dict]:
     return out
 
 
-def transcript_states(ctx: Any, video_ids: list[str]) -> dict[str, str | None]:
+def transcript_states(ctx: StepContext, video_ids: list[str], cfg: TranscriptSettings) -> dict[str, str | None]:
     """Each video's cached transcript outcome: part of the key, so a transient failure (or
     --retry-failed) reruns the transcripts step while an unchanged channel reuses everything."""
-    from engine.steps import transcripts  # the cache belongs to the transcripts step
-
-    return transcripts.cache_states(ctx, video_ids, ctx.recipe.transcripts)
+    return cache_states(ctx.item_cache(CACHE), video_ids, cfg.languages, cfg.prefer_manual,
+                        ctx.options.retry_failed)
 
 
 def _known_status(entry: dict, known: Any, retry: bool) -> dict:
@@ -131,7 +184,7 @@ def _mark_duplicates(listing: list[dict]) -> list[dict]:
     return out
 
 
-def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     rows = [_local_row(item) if item["kind"] == "local" else _youtube_row(item) for item in ctx.fingerprint]
     _summarise(ctx, rows)
     return rows

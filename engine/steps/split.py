@@ -9,16 +9,23 @@ Files: work_dir/data/{train,valid,test}.jsonl as {"messages": [system?, user, as
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter, defaultdict
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from pydantic import Field
+
+from engine.data.jsonl import chat_messages, write_jsonl
 from engine.data.stats import length_histograms, lengths
+from engine.errors import Problem
+from engine.recipe.load import Located
+from engine.recipe.section import Section, prompt_field
+from engine.recipe.shared import render_system_prompt
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "split"
-VERSION = 1
+VERSION = 2
 DEPENDS = ("augment",)
 COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "split": "VARCHAR",
            "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "status": "VARCHAR",
@@ -26,14 +33,49 @@ COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "spli
 SPLITS = ("train", "valid", "test")
 
 
-def config(recipe: Any) -> Any:
-    return {"split": recipe.split, "creator": recipe.creator.name}
+SECTION = "split"
 
 
-def run(ctx: Any, inputs: dict, cfg: dict) -> list[dict]:
+class SplitSettings(Section):
+    """Train / valid / test split."""
+
+    valid: float = Field(0.15, ge=0, lt=1, description="Share of videos for validation.")
+    test: float = Field(0.0, ge=0, lt=1, description="Share of videos held out for evaluation.")
+    by: Literal["video", "tag", "random"] = Field(
+        "video", description="`video`: no video in two splits; `tag`: stratified by first tag, still grouped by "
+                             "video; `random`: rows.")
+    seed: int = Field(42, ge=0, description="Seed of the shuffle.")
+    system_prompt: str | None = prompt_field(None, allowed={"creator"},
+                                             description="System message in every training example; null for none.")
+
+
+Settings = SplitSettings
+
+
+@dataclass(frozen=True)
+class Config:
+    split: SplitSettings
+    system: str | None  # the rendered system prompt of every example
+
+
+def config(recipe: Recipe) -> Config:
+    return Config(recipe.split, render_system_prompt(recipe.split.system_prompt, recipe.creator.name))
+
+
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    split = recipe.split
+    total = split.valid + split.test
+    if total >= 1:
+        where = ("split", "test") if located.has(("split", "test")) else ("split", "valid")
+        return [located.problem(where, f"valid + test = {total:g} leaves nothing to train on; keep the sum below 1 "
+                                       "(e.g. valid: 0.1, test: 0.1)")]
+    return []
+
+
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     rows = sorted(inputs["augment"].ok_rows(), key=lambda r: (r["video_id"], r["origin_id"], r["id"]))
     originals = [r for r in rows if r["kind"] == "original"]
-    assign = assign_splits(originals, cfg["split"], ctx.log)
+    assign = assign_splits(originals, cfg.split, ctx.log)
     out = []
     for r in rows:
         side = assign.get(r["origin_id"])
@@ -108,30 +150,14 @@ def _stratified_order(originals: list[dict], videos: list[str], seed: int) -> li
     return [v for _, _, v in sorted(keyed)]
 
 
-def messages(row: dict, system: str | None) -> dict:
-    msgs = [{"role": "system", "content": system}] if system else []
-    msgs += [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["answer"]}]
-    return {"messages": msgs}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of one data/*.jsonl file written by this step ([] when the split is absent)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _write_jsonl(ctx: Any, rows: list[dict], cfg: dict) -> None:
-    system = cfg["split"].system_message(cfg["creator"])
+def _write_jsonl(ctx: StepContext, rows: list[dict], cfg: Config) -> None:
     folder = ctx.work_dir / "data"
     folder.mkdir(parents=True, exist_ok=True)
     for side in SPLITS:
         chosen = [r for r in rows if r["split"] == side and r["status"] == "ok"]
         if side == "test" and not chosen:
             continue  # mlx-lm treats a missing test file as "no test set"
-        with (folder / f"{side}.jsonl").open("w", encoding="utf-8") as f:
-            for r in chosen:
-                f.write(json.dumps(messages(r, system), ensure_ascii=False) + "\n")
+        write_jsonl(folder / f"{side}.jsonl", (chat_messages(r["question"], r["answer"], cfg.system) for r in chosen))
 
 
 def _summarise(ctx: Any, rows: list[dict]) -> None:

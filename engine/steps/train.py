@@ -14,30 +14,48 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RecipeError
-from engine.steps.split import read_jsonl
+from engine.data.jsonl import read_jsonl
+from engine.errors import Problem, RecipeError
+from engine.models.settings import TrainSettings
+from engine.recipe.load import Located
+from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "train"
-VERSION = 2  # 2: the lr schedule counts optimizer updates (grad_accumulation)
+VERSION = 3  # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config
 DEPENDS = ("split",)
 COLUMNS = {"run": "VARCHAR", "learning_rate": "DOUBLE", "iters": "INTEGER", "final_train_loss": "DOUBLE",
            "final_val_loss": "DOUBLE", "chosen": "BOOLEAN", "wall_time_s": "DOUBLE",
            "status": "VARCHAR", "reason": "VARCHAR"}
 
 
-def config(recipe: Any) -> Any:
+SECTION = "train"
+Settings = TrainSettings
+Config = TrainSettings  # the section is everything this step uses
+
+
+def config(recipe: Recipe) -> TrainSettings:
     return recipe.train
 
 
-def fingerprint(recipe: Any, ctx: Any) -> Any:
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    train: TrainSettings = recipe.train
+    if train.iters is None and train.epochs is None:
+        return [located.problem(("train", "iters"), "set `iters` or `epochs` (both are null)")]
+    schedule = train.lr_schedule
+    if schedule.name == "cosine" and train.iters and schedule.warmup >= train.iters:
+        return [located.problem(("train", "lr_schedule", "warmup"),
+                                f"warmup ({schedule.warmup}) must be below iters ({train.iters})")]
+    return []
+
+
+def fingerprint(ctx: StepContext, cfg: TrainSettings) -> Any:
     """The base model's files: a replaced local model or an upgraded package re-runs this step."""
     from engine.models.resolve import model_fingerprint
 
-    return model_fingerprint(recipe.train.model, recipe.base_dir, ctx.item_cache("file_digests"))
+    return model_fingerprint(cfg.model, ctx.base_dir, ctx.item_cache("file_digests"))
 
 
-
-def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
     from engine.models.resolve import resolve_model_path
     from engine.models.sweep import sweep
     from engine.models.train import total_iters, train_adapter
@@ -46,7 +64,7 @@ def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
     train, valid = read_jsonl(data / "train.jsonl"), read_jsonl(data / "valid.jsonl")
     if not train:
         raise RecipeError(f"train: no training examples in {data / 'train.jsonl'}; check the split step")
-    model_path = resolve_model_path(cfg.model, ctx.models_dir, ctx.recipe.base_dir)
+    model_path = resolve_model_path(cfg.model, ctx.models_dir, ctx.base_dir)
     iters = total_iters(cfg, len(train))
     started = time.perf_counter()
     rows: list[dict] = []

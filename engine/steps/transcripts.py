@@ -15,35 +15,34 @@ from typing import Any
 from engine.sources.chunking import chunk_segments
 from engine.sources.fetch import FetchFailed, TranscriptFetcher
 from engine.sources.formats import MalformedTranscript, clean_segments, parse_file
+from engine.sources.settings import TranscriptSettings
+from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_key, permanent_failure
 from engine.sources.youtube import PERSISTENT, SKIPPED, format_counts
+from engine.steps.base import Inputs, StepContext
 
 NAME = "transcripts"
-VERSION = 2
+VERSION = 3
 DEPENDS = ("sources",)
 COLUMNS = {"video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR", "kind": "VARCHAR",
            "language": "VARCHAR", "via": "VARCHAR", "text": "VARCHAR",
            "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
            "start_time": "DOUBLE", "end_time": "DOUBLE", "words": "INTEGER", "status": "VARCHAR",
            "reason": "VARCHAR"}
-CACHE = "transcripts"
-STATUS_CACHE = "video_status"
+SECTION = "transcripts"
+Settings = TranscriptSettings
+Config = TranscriptSettings  # the section is everything this step uses
 
 
-def config(recipe: Any) -> Any:
+def config(recipe: Any) -> TranscriptSettings:
     return recipe.transcripts
 
 
-def make_fetcher(cfg: Any) -> TranscriptFetcher:
+def make_fetcher(cfg: TranscriptSettings) -> TranscriptFetcher:
     """The network fetcher; tests replace this to inject a fake clock and sleep."""
     return TranscriptFetcher.from_config(cfg)
 
 
-def cache_key(video_id: str, cfg: Any) -> str:
-    """Video id + language preference: another language list is another transcript."""
-    return f"{video_id}|{','.join(cfg.languages)}|{'manual' if cfg.prefer_manual else 'generated'}-first"
-
-
-def run(ctx: Any, inputs: dict, cfg: Any) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: TranscriptSettings) -> list[dict]:
     videos = inputs["sources"].ok_rows()
     tally: Counter = Counter()
     reasons: dict[str, Counter] = {"failed": Counter(), "skipped": Counter()}
@@ -72,12 +71,12 @@ def _local(video: dict) -> dict:
 
 def _youtube(ctx: Any, video: dict, cfg: Any, fetcher: list) -> dict:
     cache = ctx.item_cache(CACHE)
-    key = cache_key(video["video_id"], cfg)
+    key = cache_key(video["video_id"], cfg.languages, cfg.prefer_manual)
     hit = cache.get(key) or {}
     history = {"transient_failures": hit.get("transient_failures", 0), "forced_retries": hit.get("forced_retries", 0)}
-    if hit.get("status") == "ok" or (_permanent_failure(hit) and not ctx.options.retry_failed):
+    if hit.get("status") == "ok" or (permanent_failure(hit) and not ctx.options.retry_failed):
         return {**hit, "how": "cached"}
-    if _permanent_failure(hit):
+    if permanent_failure(hit):
         history["forced_retries"] += 1  # --retry-failed
     if not fetcher:
         fetcher.append(make_fetcher(cfg))
@@ -95,33 +94,6 @@ def _youtube(ctx: Any, video: dict, cfg: Any, fetcher: list) -> dict:
               "via": got.via, **history}
     cache.put(key, result)  # committed at once: a killed run keeps every finished video
     return {**result, "how": "fetched"}
-
-
-def _permanent_failure(hit: dict) -> bool:
-    return bool(hit) and hit.get("status") != "ok" and hit.get("permanent", True)
-
-
-def cache_state(hit: dict | None, retry_failed: bool) -> str | None:
-    """A video's fetch history as it bears on the transcripts key: None, or "<transient>/<forced>".
-
-    The sources listing carries it per video. It changes exactly when the next run would do
-    something different: after a transient failure (retried on the next run) and under
-    --retry-failed for a permanent one; it stays put when a retry succeeds, so the run after
-    that reuses the table the retry produced. Videos never in trouble add nothing to the key.
-    """
-    if not hit:
-        return None
-    transient, forced = hit.get("transient_failures", 0), hit.get("forced_retries", 0)
-    if retry_failed and _permanent_failure(hit):
-        forced += 1  # what this run will do
-    return None if (transient, forced) == (0, 0) else f"{transient}/{forced}"
-
-
-def cache_states(ctx: Any, video_ids: list[str], cfg: Any) -> dict[str, str | None]:
-    """cache_state of many videos at once (one query), for the sources fingerprint."""
-    keys = {cache_key(v, cfg): v for v in video_ids}
-    hits = ctx.item_cache(CACHE).get_many(list(keys))
-    return {v: cache_state(hits.get(k), ctx.options.retry_failed) for k, v in keys.items()}
 
 
 def _remember_status(ctx: Any, video: dict, error: FetchFailed) -> None:

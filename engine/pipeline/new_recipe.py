@@ -170,7 +170,7 @@ def _header(source: Path, channel: str) -> str:
 
 def _write_validated(out: Path, text: str) -> None:
     """Validate a temporary copy beside the target (relative paths resolve the same), then rename."""
-    from engine.recipe.load import load_recipe
+    from engine.pipeline.recipes import load_recipe
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.yaml")

@@ -1,0 +1,87 @@
+"""The recipe sections of where videos come from (`sources`) and how transcripts are read (`transcripts`).
+
+Declared here, beside the code that uses them, and owned by the `sources` and `transcripts` steps.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from engine.recipe.section import Section
+
+
+class LocalSource(Section):
+    """Transcript files on disk, one file per video."""
+
+    type: Literal["local"] = Field(description="Read transcript files from disk.")
+    path: str = Field(description="A directory, a file or a glob, relative to the recipe file (e.g. `demo/*.vtt`).")
+    format: Literal["auto", "txt", "md", "vtt", "srt", "json", "json3"] = Field(
+        "auto", description="File format; `auto` picks by extension (.txt .md .vtt .srt .json .json3).")
+    sidecar: bool = Field(True, description="Read `<file>.meta.json` (title, url, upload_date) next to each file "
+                                            "when present.")
+
+
+Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
+
+
+class YoutubeSource(Section):
+    """A YouTube channel, playlist or list of videos, listed with yt-dlp."""
+
+    type: Literal["youtube"] = Field(description="List videos with yt-dlp.")
+    url: str | None = Field(None, description="Channel (`https://www.youtube.com/@Handle`), playlist or video URL; "
+                                              "null when only `videos` is given.")
+    videos: tuple[str, ...] = Field((), description="Video URLs or 11-character ids, instead of (or as well as) "
+                                                    "`url`.")
+    max_videos: int | None = Field(None, ge=1, description="Keep at most this many videos (newest first); "
+                                                           "null for all.")
+    title_include: tuple[Regex, ...] = Field((), description="Keep only videos whose title matches one of these "
+                                                           "regexes.")
+    title_exclude: tuple[Regex, ...] = Field((), description="Drop videos whose title matches any of these regexes "
+                                                           "(e.g. `(?i)members`).")
+    min_duration: float | None = Field(None, ge=0, description="Drop videos shorter than this many seconds (shorts).")
+    max_duration: float | None = Field(None, ge=0, description="Drop videos longer than this many seconds.")
+    after: str | None = Field(None, description="Keep videos uploaded on or after this date (YYYY-MM-DD).",
+                              json_schema_extra={"format": "date"})
+    before: str | None = Field(None, description="Keep videos uploaded before this date (YYYY-MM-DD).",
+                               json_schema_extra={"format": "date"})
+    exclude_ids: tuple[str, ...] = Field((), description="Video ids to leave out (guest interviews, trailers).")
+
+
+Source = Annotated[LocalSource | YoutubeSource, Field(discriminator="type")]
+
+
+class Clean(Section):
+    """Clean-up applied to every transcript."""
+
+    strip_cues: bool = Field(True, description="Remove cues such as `[Music]` and `[Applause]`.")
+    merge_overlaps: bool = Field(True, description="Merge the rolling, overlapping lines of auto-captions.")
+    normalize_whitespace: bool = Field(True, description="Collapse runs of whitespace.")
+
+
+class Chunking(Section):
+    """Whole transcript per video (default; chunking tended to break answers) or token windows for very long videos."""
+
+    mode: Literal["whole", "tokens"] = Field("whole", description="`whole` or `tokens`.")
+    window_tokens: int = Field(6000, ge=100, description="Window size in tokens (approximate: words × 1.3).")
+    overlap_tokens: int = Field(300, ge=0, description="Tokens shared by consecutive windows.")
+
+
+class TranscriptSettings(Section):
+    """How transcripts are fetched and cleaned."""
+
+    # Politeness and patience change how fast transcripts arrive, never what they say.
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"requests_per_second", "retries", "backoff", "timeout"})
+
+    languages: tuple[str, ...] = Field(("en",), min_length=1, description="Preferred languages, best first.")
+    prefer_manual: bool = Field(True, description="Prefer manually created captions over auto-generated ones.")
+    fallback_ytdlp: bool = Field(True, description="When youtube-transcript-api fails, try yt-dlp subtitles "
+                                                   "(vtt/json3).")
+    clean: Clean = Field(default_factory=Clean, description=Clean.__doc__)
+    requests_per_second: float = Field(1.0, gt=0, description="Politeness limit on YouTube requests.")
+    retries: int = Field(4, ge=0, description="Retries on network errors and HTTP 429, with exponential backoff "
+                                              "and jitter.")
+    backoff: float = Field(2.0, ge=0, description="First backoff in seconds; doubles each retry.")
+    timeout: float = Field(30, gt=0, description="Seconds before one request is abandoned.")
+    chunking: Chunking = Field(default_factory=Chunking, description=Chunking.__doc__)
