@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.plots import new_figure, save_png
 from engine.data.scores import json_safe
 from engine.recipe.load import dotted
 from engine.inspect.runs import read_manifest, read_metrics
@@ -239,8 +240,6 @@ def render_text(d: RunDiff) -> str:
 
 def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
     """Overlay the loss curves of several runs (train solid, val dashed) in one PNG."""
-    from engine.inspect.report import new_figure, save_figure
-
     fig, ax = new_figure()
     for i, (label, metrics) in enumerate(runs):
         curves, color = loss_curves(metrics), f"C{i}"
@@ -252,4 +251,4 @@ def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()
-    return save_figure(fig, out)
+    return save_png(fig, out)
