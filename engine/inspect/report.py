@@ -7,12 +7,11 @@ and the answers side by side. Works for any run folder, also one that stopped be
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 from engine.data.plots import histograms, new_figure, png_data_uri
-from engine.inspect.diff import RunData, load_run, loss_curves
+from engine.inspect.folder import RunData, load_run, loss_curves, recipe_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
@@ -145,11 +144,6 @@ def _dataset_counts(metrics: dict) -> str:
     rows = [[html.escape(step), html.escape(k), _num(v)] for step in ("curate", "augment", "split")
             for k, v in (metrics.get(step) or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return _table(["step", "count", "value"], rows) if rows else ""
-
-
-def recipe_text(run_dir: Path, resolved: dict) -> str:
-    path = run_dir / "recipe.yaml"
-    return path.read_text(encoding="utf-8") if path.is_file() else json.dumps(resolved, indent=2)
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
