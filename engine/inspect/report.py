@@ -151,8 +151,9 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     run = load_run(run_dir)
     out = out or run_dir / "report.html"
     page = render_html(run, dataset_lengths(run_dir / "data.duckdb"), recipe_text(run_dir, run.resolved))
-    # Write beside and rename: the run folder's report.html is a hard link into the artifact
-    # cache, and writing through it would change the cached evaluate step's file.
+    # Write beside and rename: in folders built from older stores report.html is a hard link into
+    # the artifact cache (evaluate used to write one), and writing through it would change that file.
+    # The rename also means a reader never sees half a page.
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
