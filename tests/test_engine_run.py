@@ -174,3 +174,11 @@ def test_finished_run_has_a_report_that_says_complete(local_recipe: Path, paths:
     result = run(local_recipe, paths)
     page = (result.run_dir / "report.html").read_text(encoding="utf-8")
     assert "status complete" in page and "transcripts" in page
+
+
+def test_a_fully_cached_run_into_a_new_folder_gets_its_report(local_recipe: Path, paths: Paths) -> None:
+    run(local_recipe, paths)
+    elsewhere = Paths(paths.runs_dir.parent / "other-runs", paths.store)  # same store: every step cached
+    again = run(local_recipe, elsewhere)
+    assert again.executed == []
+    assert "status complete" in (again.run_dir / "report.html").read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.data import plots
 from engine.data.quality import FEATURES, has_feature
 
 
@@ -74,25 +75,8 @@ def dataset_stats(all_rows: Sequence[dict], kept: Sequence[dict]) -> dict[str, A
 
 def histograms(path: Path, title: str, series: dict[str, Sequence[float]], bins: int = 30) -> Path | None:
     """One PNG with a histogram per series (side by side); None if there is nothing to plot."""
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series.items()):
-        ax.hist(values, bins=bins, color="#4C72B0", edgecolor="white")
-        ax.set_title(name, fontsize=10)
-        ax.set_ylabel("rows")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    fig = plots.histograms(series, title, bins)
+    return plots.save_png(fig, path) if fig is not None else None
 
 
 def length_histograms(path: Path, title: str, rows: Sequence[dict]) -> Path | None:

@@ -12,40 +12,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.data.plots import new_figure, save_png
 from engine.data.scores import json_safe
+from engine.inspect.folder import RunData, load_run, loss_curves
 from engine.recipe.load import dotted
-from engine.inspect.runs import read_manifest, read_metrics
 
 # Tables whose `question` column defines "the dataset", most downstream first.
 DATASET_TABLES = ("split", "augment", "curate", "answers", "questions")
 # Train-step numbers worth a row (the chosen learning rate after a sweep, speed, size).
 TRAIN_KEYS = ("learning_rate", "train_examples", "valid_examples", "trained_tokens", "tokens_per_second",
               "peak_memory_gb", "wall_time_s")
-
-
-@dataclass
-class RunData:
-    path: Path
-    manifest: dict
-    metrics: dict
-    resolved: dict
-    eval: dict
-
-    @property
-    def run_id(self) -> str:
-        return self.manifest.get("run_id") or self.path.name
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def load_run(run_dir: Path) -> RunData:
-    return RunData(run_dir, read_manifest(run_dir), read_metrics(run_dir),
-                   _read_json(run_dir / "resolved.json"), _read_json(run_dir / "eval.json"))
 
 
 def flatten(value: Any, path: tuple = ()) -> dict[str, Any]:
@@ -62,20 +38,6 @@ def recipe_changes(a: dict, b: dict) -> list[dict[str, Any]]:
     fa, fb = flatten(a), flatten(b)
     return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in sorted(set(fa) | set(fb))
             if fa.get(k) != fb.get(k)]
-
-
-def loss_curves(metrics: dict) -> dict[str, list[tuple[int, float]]]:
-    """(iteration, loss) points of the train step's curves; missing keys give empty curves."""
-    train = metrics.get("train") or {}
-    out = {}
-    for name in ("train_loss", "val_loss"):
-        points = []
-        for p in train.get(name) or []:
-            loss = p.get("loss", p.get(name)) if isinstance(p, dict) else None
-            if isinstance(loss, (int, float)) and "iteration" in p:
-                points.append((int(p["iteration"]), float(loss)))
-        out[name] = points
-    return out
 
 
 def headline_metrics(run: RunData) -> dict[str, Any]:
@@ -239,8 +201,6 @@ def render_text(d: RunDiff) -> str:
 
 def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
     """Overlay the loss curves of several runs (train solid, val dashed) in one PNG."""
-    from engine.inspect.report import new_figure, save_figure
-
     fig, ax = new_figure()
     for i, (label, metrics) in enumerate(runs):
         curves, color = loss_curves(metrics), f"C{i}"
@@ -252,4 +212,4 @@ def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()
-    return save_figure(fig, out)
+    return save_png(fig, out)

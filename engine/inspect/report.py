@@ -6,14 +6,12 @@ and the answers side by side. Works for any run folder, also one that stopped be
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.inspect.diff import RunData, load_run, loss_curves
+from engine.data.plots import histograms, new_figure, png_data_uri
+from engine.inspect.folder import RunData, load_run, loss_curves, recipe_text
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
@@ -22,37 +20,6 @@ th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-siz
 
 # Scores where a lower value is better (colouring the tuned column).
 LOWER_IS_BETTER = ("loss", "perplexity", "format_gap", "loop_rate", "banned_rate")
-
-
-def new_figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never needs a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
-    ax.grid(alpha=0.3)
-    return fig, ax
-
-
-def save_figure(fig: Any, out: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    plt.close(fig)
-    return out
-
-
-def figure_data_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def img(uri: str, alt: str) -> str:
@@ -71,7 +38,7 @@ def loss_plot(metrics: dict) -> str | None:
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()
-    return figure_data_uri(fig)
+    return png_data_uri(fig)
 
 
 def dataset_lengths(db: Path) -> dict[str, list[int]]:
@@ -98,15 +65,8 @@ def _has_status(con: Any, table: str) -> bool:
 
 
 def histogram_plot(lengths: dict[str, list[int]]) -> str | None:
-    if not any(lengths.values()):
-        return None
-    fig, axes = new_figure(9, 3.2)
-    fig.delaxes(axes)
-    for i, (label, values) in enumerate(lengths.items(), start=1):
-        ax = fig.add_subplot(1, len(lengths), i)
-        ax.hist(values, bins=min(30, max(5, len(set(values)))), color=f"C{i}")
-        ax.set_title(f"{label} (n={len(values)})")
-    return figure_data_uri(fig)
+    fig = histograms({f"{label} (n={len(values)})": values for label, values in lengths.items()})
+    return png_data_uri(fig) if fig is not None else None
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -186,18 +146,14 @@ def _dataset_counts(metrics: dict) -> str:
     return _table(["step", "count", "value"], rows) if rows else ""
 
 
-def recipe_text(run_dir: Path, resolved: dict) -> str:
-    path = run_dir / "recipe.yaml"
-    return path.read_text(encoding="utf-8") if path.is_file() else json.dumps(resolved, indent=2)
-
-
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write report.html for any run folder (default: into the folder) and return its path."""
     run = load_run(run_dir)
     out = out or run_dir / "report.html"
     page = render_html(run, dataset_lengths(run_dir / "data.duckdb"), recipe_text(run_dir, run.resolved))
-    # Write beside and rename: the run folder's report.html is a hard link into the artifact
-    # cache, and writing through it would change the cached evaluate step's file.
+    # Write beside and rename: in folders built from older stores report.html is a hard link into
+    # the artifact cache (evaluate used to write one), and writing through it would change that file.
+    # The rename also means a reader never sees half a page.
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)

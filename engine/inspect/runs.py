@@ -1,8 +1,7 @@
-"""Reading run folders back: listing, showing, and garbage-collecting the store."""
+"""The runs folder as a whole: listing runs, finding one by id, and garbage-collecting the store."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.inspect.folder import read_manifest, read_metrics
 from engine.pipeline.store import Store, StoreLock
 
 
@@ -21,18 +21,6 @@ class RunInfo:
     created: str
     status: str
     headline: dict[str, Any]
-
-
-def read_manifest(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{run_dir}: not a run folder (no manifest.json); list runs with `recipe runs`") from None
-
-
-def read_metrics(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def effective_status(manifest: dict) -> str:

@@ -7,7 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.inspect.runs import effective_status, read_manifest, read_metrics
+from engine.inspect.folder import read_manifest, read_metrics
+from engine.inspect.runs import effective_status
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:

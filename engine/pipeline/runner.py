@@ -107,15 +107,18 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths,
             continue
         result.steps.append(_execute_step(step, plan, store, folder, paths, options))
     folder.finish(plan, store, paths.artifacts)
-    if result.executed:
-        _refresh_report(folder.path)
+    _refresh_report(folder.path)
     result.status = "complete"
     log.info("run %s complete: %s", plan.run_id, folder.path)
     return result
 
 
 def _refresh_report(run_dir: Path) -> None:
-    """Rewrite report.html once the manifest says complete (evaluate wrote it mid-run)."""
+    """Write report.html once the manifest says complete: only now are all of its parts final.
+
+    Also after a fully cached run: the folder may be new (same store, other runs dir), and
+    stores from before evaluate stopped writing a mid-run report.html link that stale copy in.
+    """
     from engine.inspect.report import write_report
 
     try:

@@ -2,7 +2,8 @@
 
 Both models answer the same conversations (chat template applied, the training data's system
 prompt) greedily and with seeded sampling; held-out loss is measured on the same tokens for both.
-Writes eval.json and report.html; the step's rows are the answers side by side.
+Writes eval.json; the step's rows are the answers side by side. report.html is not written here:
+it describes the whole run, so the runner writes it once the run folder is complete.
 """
 
 from __future__ import annotations
@@ -175,7 +176,6 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     (ctx.work_dir / "eval.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False),
                                             encoding="utf-8")
     ctx.metrics.update(doc["summary"])
-    write_step_report(ctx, inputs, doc)
     return table_rows(items)
 
 
@@ -273,29 +273,3 @@ def table_rows(items: list[dict]) -> list[dict]:
                          "status": "failed" if failed else "ok",
                          "reason": f"judge: {it.get('judge_reason')}" if failed else None})
     return rows
-
-
-def write_step_report(ctx: Any, inputs: dict, doc: dict) -> None:
-    """report.html as of this step (the run folder is assembled only after the last step)."""
-    from engine.inspect.diff import RunData
-    from engine.inspect.report import recipe_text, render_html
-    from engine.inspect.runs import read_manifest
-
-    try:
-        manifest = read_manifest(ctx.run_dir)
-        metrics = {}
-        for name, step in manifest.get("steps", {}).items():
-            entry = ctx.store.catalog_entry(step.get("key", "")) or {}
-            metrics[name] = json.loads(entry.get("metrics") or "{}")
-        metrics[NAME] = doc["summary"]
-        resolved_path = ctx.run_dir / "resolved.json"
-        resolved = json.loads(resolved_path.read_text(encoding="utf-8")) if resolved_path.is_file() else {}
-        run = RunData(ctx.run_dir, manifest, metrics, resolved, doc)
-        rows = inputs["split"].ok_rows() if "split" in inputs else []
-        lengths = {"question words": [len((r.get("question") or "").split()) for r in rows],
-                   "answer words": [len((r.get("answer") or "").split()) for r in rows]}
-        page = render_html(run, lengths, recipe_text(ctx.run_dir, resolved))
-        (ctx.work_dir / "report.html").write_text(page, encoding="utf-8")
-    except Exception as e:  # the evaluation stands without its report; say why it is missing
-        ctx.log.warning("report.html not written: %s (run `recipe report RUN` later)", e)
-        ctx.metrics["report_error"] = f"{type(e).__name__}: {e}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.data.jsonl import read_jsonl
+from engine.data.plots import new_figure, save_png
 from engine.errors import Problem, RecipeError
 from engine.models.settings import TrainSettings
 from engine.recipe.load import Located
@@ -111,12 +112,7 @@ def _row(name: str, result: Any, chosen: bool) -> dict:
 
 def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
     """loss.png: the final run's train/val curves, plus each sweep trial's validation curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(7, 4)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):
         points = summary[key]
         ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], marker="o", label=label)
@@ -128,6 +124,4 @@ def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
     ax.set_ylabel("loss")
     ax.set_title(f"LoRA training (lr {summary['learning_rate']:g})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
