@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import RecipeError
+from engine.errors import CallFailed, LLMUnavailable, is_transient
 from engine.pipeline.hashing import digest
 from engine.retry import RateLimiter, backoff_delay
 
@@ -50,18 +50,6 @@ class LLMResult:
     usage: dict = field(default_factory=dict)
 
 
-class CallFailed(Exception):
-    """A call that will not succeed by retrying (bad request, retries exhausted)."""
-
-
-class LLMUnavailable(RecipeError):
-    """The provider cannot serve this run at all (bad key, unknown model, down for every call).
-
-    Raised instead of recording every item as failed: the step then fails, nothing wrong is
-    cached, and the next run retries (answers that did arrive are in the cache already).
-    """
-
-
 def _litellm() -> Any:
     # The bundled cost map avoids a network fetch at import time (we are often offline).
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -76,19 +64,6 @@ def _litellm() -> Any:
 def litellm_model(model: str) -> str:
     """Recipe model id -> litellm id (`mlx:<spec>` becomes the custom provider `mlx/<spec>`)."""
     return "mlx/" + model[len("mlx:"):] if model.startswith("mlx:") else model
-
-
-def is_transient(error: BaseException) -> bool:
-    """Worth retrying: rate limits, server errors, timeouts, connection trouble, garbage bodies."""
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
-        return True
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int):
-        return status in (408, 409, 429) or status >= 500
-    name = type(error).__name__
-    # litellm wraps unparsable bodies and dropped sockets without a status
-    return any(word in name for word in ("Timeout", "Connection", "APIError", "JSONDecode",
-                                          "ServiceUnavailable", "InternalServer", "RateLimit"))
 
 
 def _refused(error: BaseException) -> bool:
