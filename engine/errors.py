@@ -8,6 +8,7 @@ and none of the HTTP libraries (it only looks at those a caller already imported
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,15 +60,29 @@ class StoreBusy(RecipeError):
 
 
 class StepFailed(RecipeError):
-    """A step raised; the manifest records it and the next run resumes from here."""
+    """A step raised; the manifest records it and the next run resumes from here.
 
-    def __init__(self, step: str, key: str, cause: BaseException):
+    The message ends with the three commands a user needs next (resume, redo the step, inspect
+    the run), spelled with the recipe path they ran, so they can be pasted as they are.
+    """
+
+    def __init__(self, step: str, key: str, cause: BaseException, recipe_path: str | Path, run_id: str):
         self.step, self.key, self.cause = step, key, cause
+        self.recipe_path, self.run_id = str(recipe_path), run_id
         super().__init__(
             f"step '{step}' ({key[:16]}) failed: {type(cause).__name__}: {cause}\n"
-            "finished steps are kept; fix the cause and run the same command again "
-            "(add --debug for the traceback)"
+            "finished steps are kept (add --debug for the traceback); fix the cause, then:\n"
+            + _next_commands(step, self.recipe_path, run_id)
         )
+
+
+def _next_commands(step: str, recipe_path: str, run_id: str) -> str:
+    recipe = shlex.quote(recipe_path)  # a path with spaces must still paste as one argument
+    commands = [(f"recipe run {recipe}", "resume: rerun what failed, reuse the rest"),
+                (f"recipe run {recipe} --force {step}", f"redo '{step}' and the steps after it"),
+                (f"recipe show {run_id}", "inspect the run")]
+    width = max(len(command) for command, _ in commands)
+    return "\n".join(f"  {command:<{width}}  # {why}" for command, why in commands)
 
 
 class UnsupportedArchitecture(RecipeError):

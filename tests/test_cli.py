@@ -85,6 +85,22 @@ def test_an_invalid_recipe_prints_its_problems_as_they_are(tmp_path: Path) -> No
     assert result.output.rstrip().endswith("1 problem found")
 
 
+def test_a_failed_step_names_the_commands_to_run_next(local_recipe: Path, paths, monkeypatch) -> None:  # noqa: ANN001
+    from engine.steps import transcripts
+
+    def boom(ctx, inputs, cfg):  # noqa: ANN001, ANN202
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(transcripts, "run", boom)
+    result = CliRunner().invoke(main, ["--quiet", "run", str(local_recipe), "--until", "transcripts",
+                                       "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: step 'transcripts'") and "OSError: disk on fire" in result.output
+    run_id = next(paths.runs_dir.glob("*/manifest.json")).parent.name
+    assert f"recipe run {local_recipe} --force transcripts" in result.output
+    assert result.output.rstrip().splitlines()[-1].strip().startswith(f"recipe show {run_id}")
+
+
 def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import engine.inspect.runs
 

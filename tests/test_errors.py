@@ -1,13 +1,15 @@
-"""The error edge: one `is_transient` over the real exceptions of every library we call through."""
+"""The error edge: one `is_transient` over the real exceptions of every library we call through,
+and messages that name the next command."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
 
-from engine.errors import TransientError, http_status, is_transient
+from engine.errors import StepFailed, TransientError, http_status, is_transient
 
 
 def raised_from(outer: Exception, inner: Exception) -> Exception:
@@ -136,3 +138,14 @@ def test_yt_dlp_text_only_failures_are_marked_by_the_lister() -> None:
         transient_by_text(lambda: fails("ERROR: [youtube] x: HTTP Error 429: Too Many Requests"))()
     with pytest.raises(DownloadError):  # not transient: passed through as it was
         transient_by_text(lambda: fails("ERROR: [youtube] x: Video unavailable"))()
+
+
+def test_step_failed_ends_with_the_commands_to_run_next() -> None:
+    error = StepFailed("train", "ab" * 32, ValueError("rank too big"), Path("my recipes/jane.yaml"), "3f2a9c0d1e2b")
+    lines = str(error).splitlines()
+    assert lines[0] == "step 'train' (abababababababab) failed: ValueError: rank too big"
+    assert [line.split("  #")[0].strip() for line in lines[-3:]] == [
+        "recipe run 'my recipes/jane.yaml'",
+        "recipe run 'my recipes/jane.yaml' --force train",
+        "recipe show 3f2a9c0d1e2b"]
+    assert (error.step, error.run_id, error.recipe_path) == ("train", "3f2a9c0d1e2b", "my recipes/jane.yaml")
