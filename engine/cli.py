@@ -2,36 +2,51 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from engine.errors import RecipeError, RecipeInvalid
 
 EPILOG_RUN = "Example: recipe run recipes/demo.yaml --until split"
+INTERRUPTED = "interrupted; finished steps are kept, run the same command to resume"
 
 
-def friendly_errors(fn: Callable) -> Callable:
-    """Users see the message and exit 1; --debug (or RECIPE_DEBUG=1) shows the traceback."""
+class ErrorEdge(click.Group):
+    """The one place where errors meet the user, for every command of the group.
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    A RecipeError prints its message (exit 1); Ctrl-C prints how to resume (exit 130); anything
+    else is a bug or an environment problem: one line and how to see more (exit 1). `--debug`
+    (or RECIPE_DEBUG=1) lets the traceback through instead. click's own exceptions (usage
+    errors: exit 2, --help, ctx.exit) and a closed pipe pass untouched: click handles them.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except RecipeError as e:
-            if click.get_current_context().obj.get("debug"):
-                raise
-            click.echo(str(e) if isinstance(e, RecipeInvalid) else f"error: {e}", err=True)
-            sys.exit(1)
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                BrokenPipeError):
+            raise
         except KeyboardInterrupt:
-            click.echo("interrupted; finished steps are kept, run the same command to resume", err=True)
-            sys.exit(130)
+            click.echo(INTERRUPTED, err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(_one_line(e), err=True)
+            ctx.exit(1)
 
-    return wrapper
+
+def _one_line(error: Exception) -> str:
+    """What the user reads instead of a traceback."""
+    if isinstance(error, RecipeInvalid):
+        return str(error)  # already one located line per problem, plus the count
+    if isinstance(error, RecipeError):
+        return f"error: {error}"  # written for the user: it names the value and the next command
+    message = " ".join(str(error).split()) or "(no message)"
+    return f"error: {type(error).__name__}: {message}\nrerun with --debug for the traceback"
 
 
 store_option = click.option("--store", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -40,7 +55,7 @@ runs_option = click.option("--runs-dir", type=click.Path(file_okay=False, path_t
                            help="Folder of run folders (default runs/, or $RECIPE_RUNS).")
 
 
-@click.group(epilog="Example: recipe run recipes/demo.yaml")
+@click.group(cls=ErrorEdge, epilog="Example: recipe run recipes/demo.yaml")
 @click.option("--debug", is_flag=True, envvar="RECIPE_DEBUG", help="Show tracebacks and debug logs.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="recipe")
@@ -55,7 +70,6 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 @main.command(epilog="Example: recipe validate recipes/jason_fung.yaml")
 @click.argument("recipe", type=click.Path(path_type=Path))
-@friendly_errors
 def validate(recipe: Path) -> None:
     """Check a recipe against the schema; print every problem with its line."""
     from engine.pipeline.recipes import load_recipe
@@ -70,7 +84,6 @@ def validate(recipe: Path) -> None:
 @click.option("--force", multiple=True, help="Pretend this step (and downstream) must rerun.")
 @store_option
 @runs_option
-@friendly_errors
 def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | None,
          runs_dir: Path | None) -> None:
     """Show each step with its key and whether it is cached or to run."""
@@ -91,7 +104,6 @@ def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | 
 @store_option
 @runs_option
 @click.pass_context
-@friendly_errors
 def run(ctx: click.Context, recipe: Path, until: str | None, force: tuple[str, ...], retry_failed: bool,
         wait: bool, store: Path | None, runs_dir: Path | None) -> None:
     """Run every step whose inputs changed; write runs/<id>/."""
@@ -108,7 +120,6 @@ def run(ctx: click.Context, recipe: Path, until: str | None, force: tuple[str, .
 
 @main.command(epilog="Example: recipe runs")
 @runs_option
-@friendly_errors
 def runs(runs_dir: Path | None) -> None:
     """List run folders: id, recipe, date, status, headline metrics."""
     from engine.pipeline.runner import Paths
@@ -126,7 +137,6 @@ def runs(runs_dir: Path | None) -> None:
 @click.argument("run_ref")
 @runs_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and metrics as JSON.")
-@friendly_errors
 def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
     """Show one run: steps, rows, failures by reason, metrics."""
     from engine.pipeline.runner import Paths
@@ -156,7 +166,6 @@ def schema(write_to: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say what would be dropped.")
 @store_option
 @runs_option
-@friendly_errors
 def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
     """Drop store tables and files that no run folder references."""
     from engine.pipeline.runner import Paths
@@ -177,7 +186,6 @@ def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write both runs' loss curves overlaid into this PNG.")
 @runs_option
-@friendly_errors
 def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, runs_dir: Path | None) -> None:
     """Compare two runs (recipe, metrics, data).
 
@@ -206,7 +214,6 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the HTML (default: RUN/report.html).")
 @runs_option
-@friendly_errors
 def report(run_ref: str, out: Path | None, runs_dir: Path | None) -> None:
     """Write a self-contained report.html for a run (plots embedded)."""
     from engine.inspect.report import write_report
@@ -226,7 +233,6 @@ def report(run_ref: str, out: Path | None, runs_dir: Path | None) -> None:
 @click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("recipes"),
               help="Where to write NAME.yaml (default recipes/).")
 @click.option("--force", is_flag=True, help="Overwrite an existing recipe of that name.")
-@friendly_errors
 def new(name: str, channel: str, source: Path | None, creator: str | None, out_dir: Path, force: bool) -> None:
     """Start a recipe for another creator.
 
@@ -250,7 +256,6 @@ def new(name: str, channel: str, source: Path | None, creator: str | None, out_d
 @click.option("--temperature", type=float, default=0.0, help="0 = greedy.")
 @click.option("--seed", type=int, default=0, help="Seed for sampling.")
 @runs_option
-@friendly_errors
 def ask(run_ref: str, question: str, prefer: str, max_tokens: int | None, temperature: float, seed: int,
         runs_dir: Path | None) -> None:
     """Ask a run's tuned model; tokens stream out.

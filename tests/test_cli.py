@@ -66,3 +66,107 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
 def test_schema_prints_json() -> None:
     result = CliRunner().invoke(main, ["schema"])
     assert json.loads(result.output)["title"] == "recipe"
+
+
+# -- the error edge: one handler on the group, the same for every command -----------------------
+
+
+def test_a_recipe_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and result.output.startswith(f"error: {tmp_path / 'nope.yaml'}: no such recipe")
+    assert "Traceback" not in result.output and "--debug" not in result.output
+
+
+def test_an_invalid_recipe_prints_its_problems_as_they_are(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("name: [unclosed\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(recipe)])
+    assert result.exit_code == 1 and result.output.startswith(f"{recipe}:2:1: YAML syntax error")
+    assert result.output.rstrip().endswith("1 problem found")
+
+
+def test_a_failed_step_names_the_commands_to_run_next(local_recipe: Path, paths, monkeypatch) -> None:  # noqa: ANN001
+    from engine.steps import transcripts
+
+    def boom(ctx, inputs, cfg):  # noqa: ANN001, ANN202
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(transcripts, "run", boom)
+    result = CliRunner().invoke(main, ["--quiet", "run", str(local_recipe), "--until", "transcripts",
+                                       "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: step 'transcripts'") and "OSError: disk on fire" in result.output
+    run_id = next(paths.runs_dir.glob("*/manifest.json")).parent.name
+    assert f"recipe run {local_recipe} --force transcripts" in result.output
+    assert result.output.rstrip().splitlines()[-1].strip().startswith(f"recipe show {run_id}")
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.inspect.runs
+
+    def broken(runs_dir: Path) -> list:
+        raise ValueError("manifest.json\nis not JSON")
+
+    monkeypatch.setattr(engine.inspect.runs, "list_runs", broken)
+    result = CliRunner().invoke(main, ["runs", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == ["error: ValueError: manifest.json is not JSON",
+                                          "rerun with --debug for the traceback"]
+
+
+def test_schema_is_behind_the_same_edge(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.recipe.load
+
+    monkeypatch.setattr(engine.recipe.load, "SCHEMA_PATH", tmp_path / "gone.json")
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 1 and result.output.startswith("error: FileNotFoundError: ")
+    assert "Traceback" not in result.output
+
+
+def test_debug_lets_the_exception_through(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.inspect.runs
+
+    def broken(runs_dir: Path) -> list:
+        raise ValueError("not JSON")
+
+    monkeypatch.setattr(engine.inspect.runs, "list_runs", broken)
+    for args, env in ((["--debug", "runs"], {}), (["runs"], {"RECIPE_DEBUG": "1"})):
+        result = CliRunner().invoke(main, [*args, "--runs-dir", str(tmp_path)], env=env)
+        assert result.exit_code == 1 and isinstance(result.exception, ValueError), args
+        assert "rerun with --debug" not in result.output
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(local_recipe: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.pipeline.runner
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.pipeline.runner, "run_recipe", interrupted)
+    result = CliRunner().invoke(main, ["run", str(local_recipe)])
+    assert result.exit_code == 130
+    assert result.output.strip() == "interrupted; finished steps are kept, run the same command to resume"
+
+
+def test_usage_errors_keep_clicks_exit_2() -> None:
+    for args in (["run"], ["schema", "--bogus"], ["no-such-command"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "Usage:" in result.output, args
+
+
+def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path: Path) -> None:
+    """The real process: what a user sees on stderr, and the exit code the shell gets."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "engine.cli", "validate", str(tmp_path / "nope.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("RECIPE_DEBUG", None)
+    plain = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert plain.returncode == 1 and plain.stderr.startswith(f"error: {tmp_path / 'nope.yaml'}: no such recipe")
+    assert "Traceback" not in plain.stderr
+    debug = subprocess.run(command, check=False, capture_output=True, text=True, env={**env, "RECIPE_DEBUG": "1"}, timeout=120)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("engine.errors.RecipeError: ")

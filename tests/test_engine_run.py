@@ -126,10 +126,14 @@ def test_failed_step_is_recorded_and_next_run_resumes(local_recipe: Path, paths:
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(transcripts, "run", boom)
-    with pytest.raises(StepFailed, match="disk on fire"):
+    with pytest.raises(StepFailed, match="disk on fire") as info:
         run(local_recipe, paths)
     manifests = list(paths.runs_dir.glob("*/manifest.json"))
     manifest = json.loads(manifests[0].read_text())
+    # the message ends with what to do next, spelled for this recipe and this run
+    commands = [line.split("  #")[0].strip() for line in str(info.value).splitlines()[-3:]]
+    assert commands == [f"recipe run {local_recipe}", f"recipe run {local_recipe} --force transcripts",
+                        f"recipe show {manifest['run_id']}"]
     assert manifest["status"] == "failed" and manifest["failed_step"] == "transcripts"
     assert "disk on fire" in manifest["steps"]["transcripts"]["error"]
     monkeypatch.undo()

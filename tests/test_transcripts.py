@@ -12,7 +12,8 @@ import pytest
 from engine.sources.chunking import chunk_segments, estimate_tokens
 from engine.pipeline.runner import Paths, run_recipe
 from engine.steps.base import RunOptions
-from engine.sources.formats import MalformedTranscript, clean_segments, parse_file
+from engine.errors import MalformedTranscript
+from engine.sources.formats import clean_segments, parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "recipes" / "demo"

@@ -26,7 +26,8 @@ from engine.pipeline.runner import Paths, run_recipe
 from engine.steps import sources as sources_step
 from engine.steps import transcripts as transcripts_step
 from engine.steps.base import RunOptions
-from engine.sources.fetch import FetchFailed, TranscriptFetcher
+from engine.errors import FetchFailed
+from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 
 CASES = Path(__file__).parent / "cases" / "youtube"
@@ -473,7 +474,8 @@ def test_request_timeout_is_real_and_retryable() -> None:
     import threading
     import time
 
-    from engine.sources.fetch import _api_transient, _timeout_session
+    from engine.errors import is_transient
+    from engine.sources.fetch import _timeout_session
 
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -490,7 +492,7 @@ def test_request_timeout_is_real_and_retryable() -> None:
         started = time.monotonic()
         with pytest.raises(requests.exceptions.Timeout) as info:
             _timeout_session(0.2).get(f"http://127.0.0.1:{server.server_port}/timedtext")
-        assert time.monotonic() - started < 0.9 and _api_transient(info.value)
+        assert time.monotonic() - started < 0.9 and is_transient(info.value)
     finally:
         server.shutdown()
         server.server_close()

@@ -1,4 +1,4 @@
-"""The one LLM client of the engine: litellm underneath, any provider or the local `mlx:` one.
+"""The one LLM client of the engine: litellm underneath, any provider (engine.llm.providers).
 
 Why this shape: a generation step sends hundreds of independent calls. They fan out on one
 asyncio loop bounded by `max_concurrency` (a semaphore) and `requests_per_minute` (a
@@ -12,13 +12,12 @@ environment: litellm reads them there and they are never part of a key or a file
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import RecipeError
+from engine.errors import CallFailed, LLMUnavailable, is_transient
+from engine.llm.providers import Provider, load_litellm, provider_for
 from engine.pipeline.hashing import digest
 from engine.retry import RateLimiter, backoff_delay
 
@@ -50,47 +49,6 @@ class LLMResult:
     usage: dict = field(default_factory=dict)
 
 
-class CallFailed(Exception):
-    """A call that will not succeed by retrying (bad request, retries exhausted)."""
-
-
-class LLMUnavailable(RecipeError):
-    """The provider cannot serve this run at all (bad key, unknown model, down for every call).
-
-    Raised instead of recording every item as failed: the step then fails, nothing wrong is
-    cached, and the next run retries (answers that did arrive are in the cache already).
-    """
-
-
-def _litellm() -> Any:
-    # The bundled cost map avoids a network fetch at import time (we are often offline).
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    # one INFO line per call would drown the run log
-    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-    return litellm
-
-
-def litellm_model(model: str) -> str:
-    """Recipe model id -> litellm id (`mlx:<spec>` becomes the custom provider `mlx/<spec>`)."""
-    return "mlx/" + model[len("mlx:"):] if model.startswith("mlx:") else model
-
-
-def is_transient(error: BaseException) -> bool:
-    """Worth retrying: rate limits, server errors, timeouts, connection trouble, garbage bodies."""
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
-        return True
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int):
-        return status in (408, 409, 429) or status >= 500
-    name = type(error).__name__
-    # litellm wraps unparsable bodies and dropped sockets without a status
-    return any(word in name for word in ("Timeout", "Connection", "APIError", "JSONDecode",
-                                          "ServiceUnavailable", "InternalServer", "RateLimit"))
-
-
 def _refused(error: BaseException) -> bool:
     """The provider will never accept this call: bad key, no key, unknown model.
 
@@ -115,6 +73,11 @@ class LLMClient:
             self.metrics.setdefault(name, 0)
         self.context = context or {}  # models_dir/base_dir for the local provider
 
+    @property
+    def provider(self) -> Provider:
+        """Where the model runs (a plain litellm provider unless its prefix names one of ours)."""
+        return provider_for(self.params.model)
+
     # -- public -------------------------------------------------------------------------
     def run_many(self, requests: list[LLMRequest],
                  progress: Progress | None = None) -> list[LLMResult]:
@@ -136,18 +99,14 @@ class LLMClient:
         # api_base and the api key are deliberately left out: where a model is served
         # does not change what it was asked, and secrets never enter a key.
         params: dict[str, Any] = {"temperature": p.temperature, "max_tokens": p.max_tokens}
-        if p.model.startswith("mlx:"):
-            from engine.llm.mlx_provider import generation_settings  # local decoding choices count too
-
-            params["local"] = generation_settings()
+        settings = self.provider.cache_settings()
+        if settings:  # absent, not empty, for plain litellm: keys made before providers stay valid
+            params["local"] = settings
         return digest({"model": p.model, "messages": messages, "params": params})
 
     # -- fan-out ------------------------------------------------------------------------
     async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
-        if self.params.model.startswith("mlx:"):
-            from engine.llm.mlx_provider import register
-
-            register(self.context)
+        self.provider.setup(self.context)
         self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
         self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
 
@@ -230,21 +189,16 @@ class LLMClient:
                          f"{type(last).__name__}: {_short(last)}")
 
     async def _call(self, messages: list[dict]) -> tuple[str, dict]:
-        litellm = _litellm()
-        p = self.params
-        kwargs: dict[str, Any] = dict(model=litellm_model(p.model), messages=messages,
+        litellm = load_litellm()
+        p, provider = self.params, self.provider
+        kwargs: dict[str, Any] = dict(model=provider.litellm_model(p.model), messages=messages,
                                       temperature=p.temperature, max_tokens=p.max_tokens,
-                                      num_retries=0)
+                                      num_retries=0, **provider.call_kwargs(p))
         if p.api_base:
             kwargs["api_base"] = p.api_base
-        if p.model.startswith("mlx:"):
-            # Local generation waits its turn in a batch and cannot be abandoned mid-way (the
-            # thread keeps computing), so a timeout would only waste work: none applies.
-            response = await litellm.acompletion(**kwargs)
-        else:
-            kwargs.update(timeout=p.timeout, max_retries=0)  # the SDK's own retries would hide faults
-            # wait_for backs up providers whose own timeout does not fire (e.g. a stalled stream)
-            response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=p.timeout + 5)
+        deadline = provider.deadline(p)
+        call = litellm.acompletion(**kwargs)
+        response = await (call if deadline is None else asyncio.wait_for(call, timeout=deadline))
         text = response.choices[0].message.content
         if text is None:
             raise CallFailed("the model returned no content")

@@ -1,7 +1,8 @@
 """The in-process local provider: `mlx:<spec>` models served to litellm by mlx-lm generation.
 
 Registered as the litellm custom provider "mlx", so the LLM client treats a local model like
-any API. Generation is CPU/GPU bound and batched generation is far faster than one prompt at a
+any API; it reaches this module through engine.llm.providers (PLUGINS imports it on first use of
+an `mlx:` model, and the import registers MlxProvider). Generation is CPU/GPU bound and batched generation is far faster than one prompt at a
 time (FACTS: 8 prompts batched ~ 3.6x throughput), so concurrent requests are gathered into
 micro-batches: the first request waits a few milliseconds for company, and requests that
 arrive while a batch is generating form the next one.
@@ -13,9 +14,15 @@ import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PROVIDER = "mlx"
+from engine.llm.providers import load_litellm, register_provider
+
+if TYPE_CHECKING:
+    from engine.recipe.config import LLMParams
+
+PREFIX = "mlx:"  # in recipes: `model: mlx:<spec>`
+PROVIDER = "mlx"  # the litellm custom provider name: `mlx/<spec>`
 BATCH_SIZE = 8
 WINDOW = 0.02  # seconds the first request of a batch waits for others to join
 # Small local models (the demo's 135M) fall into loops ("No, no, no, ...") until max_tokens;
@@ -39,9 +46,7 @@ def register(context: dict | None = None) -> Any:
     if _handler is None:
         _handler = _make_handler()
     _handler.context.update(context or {})
-    from engine.llm.client import _litellm
-
-    litellm = _litellm()
+    litellm = load_litellm()
     others = [p for p in litellm.custom_provider_map if p.get("provider") != PROVIDER]
     litellm.custom_provider_map = others + [{"provider": PROVIDER, "custom_handler": _handler}]
     return _handler
@@ -118,9 +123,7 @@ class MicroBatcher:
 
 
 def _make_handler() -> Any:
-    from engine.llm.client import _litellm
-
-    litellm = _litellm()
+    litellm = load_litellm()
     from litellm.llms.custom_llm import CustomLLM
 
     class MlxHandler(CustomLLM):
@@ -163,3 +166,27 @@ def _response(litellm: Any, model: str, text: str, usage: dict) -> Any:
         choices=[{"index": 0, "finish_reason": "stop",
                   "message": {"role": "assistant", "content": text}}],
         usage=usage)
+
+
+class MlxProvider:
+    """The engine.llm.providers.Provider of `mlx:<spec>` models."""
+
+    def litellm_model(self, model: str) -> str:
+        return f"{PROVIDER}/{model[len(PREFIX):]}"
+
+    def cache_settings(self) -> dict:
+        return generation_settings()  # local decoding choices change replies too
+
+    def setup(self, context: dict) -> None:
+        register(context)
+
+    def call_kwargs(self, params: LLMParams) -> dict:
+        return {}
+
+    def deadline(self, params: LLMParams) -> float | None:
+        # Local generation waits its turn in a batch and cannot be abandoned mid-way (the
+        # thread keeps computing), so a timeout would only waste work: none applies.
+        return None
+
+
+register_provider(PREFIX, MlxProvider())

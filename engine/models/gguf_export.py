@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RecipeError
+from engine.errors import RecipeError, UnsupportedArchitecture
 from engine.models.blas import import_mlx
 
 SUPPORTED = ("llama", "mistral")
@@ -22,10 +22,6 @@ _LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"
           "mlp.down_proj": "ffn_down"}
 _TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 NORMAL, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 3, 4, 5, 6
-
-
-class UnsupportedArchitecture(RecipeError):
-    pass
 
 
 def gguf_name(hf: str) -> str | None:

@@ -146,7 +146,7 @@ def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder
         log.debug("%s failed:\n%s", step.name, traceback.format_exc())
         folder.step_failed(step, e)
         if isinstance(e, Exception):
-            raise StepFailed(step.name, step.key, e) from e
+            raise StepFailed(step.name, step.key, e, folder.manifest["recipe_path"], plan.run_id) from e
         raise
     log.info("%s: %d rows in %.1fs", step.name, len(rows), seconds)
     folder.step_done(step, "ran", len(rows), seconds)

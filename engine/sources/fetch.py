@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ItemFailed
+from engine.errors import FetchFailed, MalformedTranscript, TransientError, is_transient
 from engine.retry import RateLimiter, call_with_retries
-from engine.sources.formats import MalformedTranscript, parse_text
-from engine.sources.youtube import YtdlpLogger, error_availability, is_transient, short_error, ytdlp_class
+from engine.sources.formats import parse_text
+from engine.sources.youtube import YtdlpLogger, error_availability, short_error, transient_by_text, ytdlp_class
 
-# youtube-transcript-api exceptions that mean "retry later" (its 429 is IpBlocked).
-API_TRANSIENT = {"IpBlocked", "RequestBlocked", "Timeout", "ConnectTimeout", "ReadTimeout", "ConnectionError"}
 API_CATEGORY = {"TranscriptsDisabled": "transcripts disabled", "NoTranscriptFound": "no transcript",
                 "VideoUnavailable": "unavailable", "AgeRestricted": "age-restricted",
                 "InvalidVideoId": "invalid video id", "PoTokenRequired": "po token required",
@@ -40,20 +38,6 @@ class Fetched:
     kind: str  # manual | generated
     language: str
     via: str  # youtube-transcript-api | yt-dlp
-
-
-class FetchFailed(ItemFailed):
-    def __init__(self, category: str, reason: str, permanent: bool, availability: str | None = None):
-        self.category, self.reason, self.permanent, self.availability = category, reason, permanent, availability
-        super().__init__(f"{category}: {reason}")
-
-
-class _Exhausted(Exception):
-    """Transient failures outlasted the retries."""
-
-    def __init__(self, cause: BaseException):
-        self.cause = cause
-        super().__init__(str(cause))
 
 
 @dataclass
@@ -80,8 +64,12 @@ class TranscriptFetcher:
         return cls(tuple(cfg.languages), cfg.prefer_manual, cfg.fallback_ytdlp, cfg.requests_per_second,
                    cfg.retries, cfg.backoff, cfg.timeout, **kwargs)
 
-    def call(self, fn: Callable[[], Any], transient: Callable[[BaseException], bool]) -> Any:
-        """One rate-limited request, retried with backoff while `transient` says so."""
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """One rate-limited request, retried with backoff while it fails transiently.
+
+        Transient failures that outlast the retries become a FetchFailed that is not permanent:
+        this run records the video as failed, the next one asks again.
+        """
         def counted() -> Any:
             self.requests += 1
             return fn()
@@ -91,11 +79,11 @@ class TranscriptFetcher:
             self.delays.append(delay)
 
         try:
-            return call_with_retries(counted, transient, self.retries, self.backoff, self.sleep,
+            return call_with_retries(counted, is_transient, self.retries, self.backoff, self.sleep,
                                      self.limiter, self.rng, on_retry)
         except Exception as e:
-            if transient(e):  # still transient: the retries ran out
-                raise _Exhausted(e) from e
+            if is_transient(e):  # still transient: the retries ran out
+                raise FetchFailed(_transient_category(e), _short(e), permanent=False) from None
             raise
 
     def fetch(self, video_id: str) -> Fetched:
@@ -116,11 +104,9 @@ class TranscriptFetcher:
 
     def _via_api(self, video_id: str) -> Fetched:
         try:
-            listing = self.call(lambda: self._client().list(video_id), _api_transient)
+            listing = self.call(_blocked_is_transient(lambda: self._client().list(video_id)))
             transcript = self._pick_api(listing)
-            fetched = self.call(transcript.fetch, _api_transient)
-        except _Exhausted as e:
-            raise _api_failure(e.cause, exhausted=True) from None
+            fetched = self.call(_blocked_is_transient(transcript.fetch))
         except FetchFailed:
             raise
         except Exception as e:
@@ -159,11 +145,9 @@ class TranscriptFetcher:
         url = f"https://www.youtube.com/watch?v={video_id}"
         try:
             with ytdlp_class()(opts) as ydl:
-                info = self.call(lambda: ydl.extract_info(url, download=False), is_transient)
+                info = self.call(transient_by_text(lambda: ydl.extract_info(url, download=False)))
                 kind, lang, track = self._pick_track(info or {})
-                raw = self.call(lambda: ydl.urlopen(track["url"]).read(), is_transient)
-        except _Exhausted as e:
-            raise FetchFailed(_transient_category(e.cause), _short(e.cause), permanent=False) from None
+                raw = self.call(transient_by_text(lambda: ydl.urlopen(track["url"]).read()))
         except FetchFailed:
             raise
         except Exception as e:
@@ -197,18 +181,28 @@ def _matching_codes(lang: str, tracks: dict) -> list[str]:
     return exact + sorted(c for c in tracks if re.fullmatch(rf"{re.escape(lang)}-[A-Z]{{2}}", c))
 
 
-def _api_transient(error: BaseException) -> bool:
-    names = {cls.__name__ for cls in type(error).__mro__}
-    if names & API_TRANSIENT:
-        return True
-    if "YouTubeRequestFailed" in names:
-        return bool(re.search(r"\b(429|5\d\d)\b", str(getattr(error, "reason", error))))
-    return isinstance(error, (TimeoutError, ConnectionError))
+def _blocked_is_transient(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` (a youtube-transcript-api call) with its RequestBlocked raised as TransientError.
+
+    The library turns YouTube's 429 (and its bot check) into RequestBlocked/IpBlocked, which
+    carry no status: we know they mean "try again later", so we say so with our marker.
+    """
+    def call() -> Any:
+        try:
+            return fn()
+        except Exception as e:
+            from youtube_transcript_api import RequestBlocked  # loaded already: it just raised
+
+            if isinstance(e, RequestBlocked):
+                raise TransientError(str(e)) from e
+            raise
+
+    return call
 
 
-def _api_failure(error: BaseException, exhausted: bool = False) -> FetchFailed:
+def _api_failure(error: BaseException) -> FetchFailed:
     name = type(error).__name__
-    if exhausted or _api_transient(error):
+    if is_transient(error):
         return FetchFailed(_transient_category(error), _short(error), permanent=False)
     if name == "VideoUnplayable":
         label = error_availability(" ".join([str(getattr(error, "reason", "")), *getattr(error, "sub_reasons", [])]))
@@ -219,6 +213,7 @@ def _api_failure(error: BaseException, exhausted: bool = False) -> FetchFailed:
 
 
 def _transient_category(error: BaseException) -> str:
+    error = _unmarked(error)
     text = f"{type(error).__name__} {error}".lower()
     if "timeout" in text or "timed out" in text:
         return "timeout"
@@ -229,11 +224,19 @@ def _transient_category(error: BaseException) -> str:
 
 def _short(error: BaseException) -> str:
     """The first meaningful line of an error (the API's messages are long help texts)."""
+    error = _unmarked(error)
     cause = getattr(error, "cause", None)
     if isinstance(cause, str) and cause.strip():
         return " ".join(cause.split())[:300]
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return short_error(" ".join(lines[:2]) if lines else type(error).__name__)
+
+
+def _unmarked(error: BaseException) -> BaseException:
+    """The library's own error behind our TransientError marker: its class and text say more."""
+    if isinstance(error, TransientError) and error.__cause__ is not None:
+        return error.__cause__
+    return error
 
 
 def _timeout_session(timeout: float) -> Any:

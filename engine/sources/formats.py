@@ -6,17 +6,11 @@ import json
 import re
 from pathlib import Path
 
-from engine.errors import ItemFailed
+from engine.errors import MalformedTranscript
 
 TIMING = re.compile(r"(\d+:)?(\d{1,2}):(\d{2})[.,](\d{3})\s*-->\s*(\d+:)?(\d{1,2}):(\d{2})[.,](\d{3})")
 TAG = re.compile(r"<[^>]+>")  # inline timing/style tags of auto-caption vtt
 CUE = re.compile(r"\[(music|applause|laughter|inaudible)[^\]]*\]|\((laughs|music)\)", re.I)
-
-
-class MalformedTranscript(ItemFailed):
-    def __init__(self, path: Path, reason: str):
-        self.path, self.reason = path, reason
-        super().__init__(f"{path}: {reason}")
 
 
 def _seconds(h: str | None, m: str, s: str, ms: str) -> float:

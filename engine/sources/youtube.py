@@ -14,9 +14,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.errors import RecipeError, TransientError
+from engine.errors import RecipeError, TransientError, is_transient
 from engine.retry import call_with_retries
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -37,8 +37,10 @@ ERROR_AVAILABILITY = (
     (re.compile(r"video unavailable|has been removed|no longer available|terminated|"
                 r"not available in your country|sign in to confirm your age", re.I), "unavailable"),
 )
+# yt-dlp failures whose message is all that says "try again later" (see transient_by_text).
 TRANSIENT_TEXT = re.compile(r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connection (reset|refused|aborted)|"
                             r"network is unreachable|Remote end closed", re.I)
+T = TypeVar("T")
 
 
 log = logging.getLogger("engine.sources.youtube")
@@ -76,23 +78,21 @@ def listing_url(url: str) -> str:
     return f"{match.group(1)}/videos" if match else url.strip()
 
 
-def is_transient(error: BaseException) -> bool:
-    """Network errors, HTTP 429/5xx and timeouts, looking through yt-dlp's wrapped causes."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, (TimeoutError, ConnectionError, TransientError)):
-            return True
-        status = getattr(current, "status", None) or getattr(current, "code", None)
-        if isinstance(status, int) and (status == 429 or 500 <= status < 600):
-            return True
-        if type(current).__name__ in ("TransportError", "IncompleteRead", "ProxyError"):
-            return True
-        exc_info = getattr(current, "exc_info", None)
-        nxt = getattr(current, "cause", None) or (exc_info[1] if exc_info else None)
-        current = nxt if isinstance(nxt, BaseException) else current.__cause__ or current.__context__
-    return bool(TRANSIENT_TEXT.search(str(error)))
+def transient_by_text(fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn` (a yt-dlp call) with failures that only its text calls transient raised as TransientError.
+
+    yt-dlp often reports a 429, a 5xx or a timeout as a DownloadError whose message is all that
+    is left of the cause; is_transient decides from classes and statuses, so we mark these here.
+    """
+    def call() -> T:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e) and TRANSIENT_TEXT.search(str(e)):
+                raise TransientError(str(e)) from e
+            raise
+
+    return call
 
 
 def availability(entry: dict) -> str:
@@ -186,7 +186,7 @@ class Lister:
                         self.retries, delay)
             self.delays.append(delay)
 
-        return call_with_retries(once, is_transient, self.retries, self.backoff, self.sleep,
+        return call_with_retries(transient_by_text(once), is_transient, self.retries, self.backoff, self.sleep,
                                  self.limiter, on_retry=on_retry)
 
     def list_url(self, url: str, dates: bool = False) -> list[dict]:

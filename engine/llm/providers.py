@@ -1,0 +1,91 @@
+"""Where a model runs, as the LLM client needs to know it: picked by the model id's prefix.
+
+A recipe names a model as litellm does (`openai/gpt-4o-mini`, `ollama/llama3`), or with the
+prefix of a provider of ours (`mlx:<spec>`, served in-process). The client asks `provider_for`
+and never special-cases a prefix itself, so a new local backend is one module that calls
+`register_provider`, plus one line in PLUGINS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from engine.recipe.config import LLMParams
+
+# Our providers in modules of their own, imported the first time a model with their prefix is
+# used (the module registers itself on import). Importing them up front would make every command
+# pay for them; the MLX one would also pull in mlx-lm where it is not installed.
+PLUGINS = {"mlx:": "engine.llm.mlx_provider"}
+
+
+class Provider(Protocol):
+    """What the client asks of the place a model runs."""
+
+    def litellm_model(self, model: str) -> str:
+        """The model id to hand litellm for the recipe's `model`."""
+
+    def cache_settings(self) -> dict:
+        """Choices of this provider that change replies beyond the request (enter the cache key)."""
+
+    def setup(self, context: dict) -> None:
+        """Called before each batch of calls; `context` has models_dir and base_dir."""
+
+    def call_kwargs(self, params: LLMParams) -> dict:
+        """Extra keyword arguments of each litellm.acompletion call."""
+
+    def deadline(self, params: LLMParams) -> float | None:
+        """Seconds after which the client abandons a call (and retries it); None: never."""
+
+
+class LitellmProvider:
+    """Any provider litellm knows: a remote API or a local server behind an api_base."""
+
+    def litellm_model(self, model: str) -> str:
+        return model
+
+    def cache_settings(self) -> dict:
+        return {}
+
+    def setup(self, context: dict) -> None:
+        pass
+
+    def call_kwargs(self, params: LLMParams) -> dict:
+        return {"timeout": params.timeout, "max_retries": 0}  # the SDK's own retries would hide faults
+
+    def deadline(self, params: LLMParams) -> float | None:
+        # backs up providers whose own timeout does not fire (e.g. a stalled stream)
+        return params.timeout + 5
+
+
+LITELLM = LitellmProvider()
+_registered: dict[str, Provider] = {}
+
+
+def register_provider(prefix: str, provider: Provider) -> None:
+    """Serve every model id starting with `prefix` through `provider`."""
+    _registered[prefix] = provider
+
+
+def provider_for(model: str) -> Provider:
+    """The provider of a recipe's model id: the longest registered prefix, else plain litellm."""
+    for prefix, module in PLUGINS.items():
+        if model.startswith(prefix) and prefix not in _registered:
+            importlib.import_module(module)
+    matches = [prefix for prefix in _registered if model.startswith(prefix)]
+    return _registered[max(matches, key=len)] if matches else LITELLM
+
+
+def load_litellm() -> Any:
+    """litellm, imported on first use (it takes seconds) and configured for this tool."""
+    # The bundled cost map avoids a network fetch at import time (we are often offline).
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    # one INFO line per call would drown the run log
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    return litellm

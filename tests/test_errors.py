@@ -1,0 +1,151 @@
+"""The error edge: one `is_transient` over the real exceptions of every library we call through,
+and messages that name the next command."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+
+from engine.errors import StepFailed, TransientError, http_status, is_transient
+
+
+def raised_from(outer: Exception, inner: Exception) -> Exception:
+    """`outer` as it arrives when raised while handling `inner` (its __context__ set by Python)."""
+    try:
+        try:
+            raise inner
+        except Exception:
+            raise outer  # the implicit context is the point: libraries raise like this
+    except Exception as e:
+        return e
+
+
+def test_builtin_timeouts_and_connection_errors_are_transient() -> None:
+    for error in (TimeoutError("slow"), asyncio.TimeoutError(), ConnectionResetError("reset"),
+                  ConnectionRefusedError(), BrokenPipeError()):
+        assert is_transient(error), error
+    for error in (ValueError("bad"), KeyError("x"), RuntimeError("boom"), FileNotFoundError("f")):
+        assert not is_transient(error), error
+
+
+def test_the_marker_and_what_it_caused_are_transient() -> None:
+    assert is_transient(TransientError("HTTP Error 429"))
+    assert is_transient(raised_from(RuntimeError("while retrying"), TransientError("blocked")))
+
+
+def test_a_status_decides_even_when_the_cause_looks_transient() -> None:
+    class NotFound(Exception):
+        status_code = 404
+
+    assert not is_transient(raised_from(NotFound("no such model"), TimeoutError()))
+
+
+def test_litellm_errors_by_their_status() -> None:
+    litellm = pytest.importorskip("litellm")
+    args = {"message": "m", "llm_provider": "openai", "model": "fake"}
+    transient = [litellm.RateLimitError(**args), litellm.InternalServerError(**args),
+                 litellm.ServiceUnavailableError(**args), litellm.Timeout(**args),
+                 litellm.APIConnectionError(**args), litellm.APIError(status_code=502, **args)]
+    permanent = [litellm.AuthenticationError(**args), litellm.NotFoundError(**args),
+                 litellm.BadRequestError(**args)]
+    for error in transient:
+        assert is_transient(error), (type(error).__name__, http_status(error))
+    for error in permanent:
+        assert not is_transient(error), (type(error).__name__, http_status(error))
+    assert [http_status(e) for e in permanent] == [401, 404, 400]
+
+
+def test_httpx_and_openai_errors() -> None:
+    httpx = pytest.importorskip("httpx")
+    openai = pytest.importorskip("openai")
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    def status_error(code: int) -> Exception:
+        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(code, request=request))
+
+    assert is_transient(httpx.ReadTimeout("read timed out", request=request))
+    assert is_transient(httpx.ConnectError("refused", request=request))
+    assert is_transient(httpx.RemoteProtocolError("peer closed connection", request=request))
+    assert is_transient(status_error(503)) and is_transient(status_error(429))
+    assert not any(is_transient(status_error(code)) for code in (400, 401, 403, 404))
+    assert is_transient(openai.APITimeoutError(request=request))
+    assert is_transient(openai.APIConnectionError(request=request))
+
+
+def test_requests_errors_as_youtube_transcript_api_raises_them() -> None:
+    requests = pytest.importorskip("requests")
+    yta = pytest.importorskip("youtube_transcript_api")
+
+    def http_error(code: int) -> Exception:
+        response = requests.Response()
+        response.status_code = code
+        return requests.exceptions.HTTPError(f"{code} error", response=response)
+
+    assert is_transient(requests.exceptions.ReadTimeout("Read timed out."))
+    assert is_transient(requests.exceptions.ConnectionError("Connection aborted."))
+    # the library raises YouTubeRequestFailed while handling requests' HTTPError
+    assert is_transient(raised_from(yta.YouTubeRequestFailed("vid", http_error(503)), http_error(503)))
+    assert not is_transient(raised_from(yta.YouTubeRequestFailed("vid", http_error(403)), http_error(403)))
+    assert not is_transient(yta.TranscriptsDisabled("vid"))
+
+
+def test_youtube_transcript_api_blocked_is_marked_transient_by_the_fetcher() -> None:
+    yta = pytest.importorskip("youtube_transcript_api")
+    from engine.sources.fetch import _blocked_is_transient
+
+    def blocked() -> None:
+        raise yta.IpBlocked("vid")  # its name for YouTube's 429: no status on it
+
+    assert not is_transient(yta.IpBlocked("vid"))
+    with pytest.raises(TransientError) as info:
+        _blocked_is_transient(blocked)()
+    assert is_transient(info.value) and isinstance(info.value.__cause__, yta.IpBlocked)
+
+
+def test_yt_dlp_errors_through_their_wrappers() -> None:
+    pytest.importorskip("yt_dlp")
+    from yt_dlp.networking import Response
+    from yt_dlp.networking.exceptions import HTTPError, IncompleteRead, TransportError
+    from yt_dlp.utils import DownloadError, ExtractorError
+
+    def http(code: int) -> HTTPError:
+        return HTTPError(Response(io.BytesIO(b""), "https://www.youtube.com/x", {}, status=code))
+
+    assert is_transient(TransportError("The read operation timed out"))
+    assert is_transient(IncompleteRead(partial=10, expected=100))
+    assert is_transient(http(429)) and is_transient(http(503)) and not is_transient(http(404))
+    wrapped = ExtractorError("Unable to download API page", cause=http(429))
+    assert is_transient(wrapped)
+    assert is_transient(DownloadError("ERROR: ...", exc_info=(type(wrapped), wrapped, None)))
+    gone = ExtractorError("Video unavailable", cause=http(404))
+    assert not is_transient(DownloadError("ERROR: ...", exc_info=(type(gone), gone, None)))
+
+
+def test_yt_dlp_text_only_failures_are_marked_by_the_lister() -> None:
+    pytest.importorskip("yt_dlp")
+    from yt_dlp.utils import DownloadError
+
+    from engine.sources.youtube import transient_by_text
+
+    def fails(message: str) -> None:
+        raise DownloadError(message)
+
+    assert not is_transient(DownloadError("ERROR: HTTP Error 429: Too Many Requests"))  # text only
+    with pytest.raises(TransientError):
+        transient_by_text(lambda: fails("ERROR: [youtube] x: HTTP Error 429: Too Many Requests"))()
+    with pytest.raises(DownloadError):  # not transient: passed through as it was
+        transient_by_text(lambda: fails("ERROR: [youtube] x: Video unavailable"))()
+
+
+def test_step_failed_ends_with_the_commands_to_run_next() -> None:
+    error = StepFailed("train", "ab" * 32, ValueError("rank too big"), Path("my recipes/jane.yaml"), "3f2a9c0d1e2b")
+    lines = str(error).splitlines()
+    assert lines[0] == "step 'train' (abababababababab) failed: ValueError: rank too big"
+    assert [line.split("  #")[0].strip() for line in lines[-3:]] == [
+        "recipe run 'my recipes/jane.yaml'",
+        "recipe run 'my recipes/jane.yaml' --force train",
+        "recipe show 3f2a9c0d1e2b"]
+    assert (error.step, error.run_id, error.recipe_path) == ("train", "3f2a9c0d1e2b", "my recipes/jane.yaml")
