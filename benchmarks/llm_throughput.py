@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from engine.recipe.config import LLMParams  # noqa: E402
 from engine.llm.client import LLMClient, LLMRequest, _litellm  # noqa: E402
+from engine.recipe.config import LLMParams  # noqa: E402
 from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 

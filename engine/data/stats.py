@@ -83,7 +83,7 @@ def histograms(path: Path, title: str, series: dict[str, Sequence[float]], bins:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], series.items()):
+    for ax, (name, values) in zip(axes[0], series.items(), strict=True):
         ax.hist(values, bins=bins, color="#4C72B0", edgecolor="white")
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("rows")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from engine.recipe.config import Train
 from engine.errors import RecipeError
 from engine.models.train import TrainResult, train_adapter
+from engine.recipe.config import Train
 
 
 @dataclass

@@ -18,8 +18,8 @@ from typing import Any
 
 from engine import __version__
 from engine.pipeline.plan import Plan, PlannedStep
-from engine.recipe.load import resolved_dict
 from engine.pipeline.store import Store, table_name
+from engine.recipe.load import resolved_dict
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
 
@@ -68,14 +68,15 @@ class RunFolder:
         }
         self._save()
 
-    def _read_manifest(self) -> dict:
+    def _read_manifest(self) -> dict[str, Any]:
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return manifest
         except (OSError, ValueError):
             return {}
 
     @staticmethod
-    def _step_entry(step: PlannedStep, previous: dict) -> dict:
+    def _step_entry(step: PlannedStep, previous: dict[str, Any]) -> dict[str, Any]:
         old = previous.get("steps", {}).get(step.name, {})
         entry = {"key": step.key, "table": table_name(step.name, step.key), "upstream": step.upstream,
                  "status": "cached" if step.cached else "pending"}

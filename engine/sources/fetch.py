@@ -123,7 +123,7 @@ class TranscriptFetcher:
             raise _api_failure(e.cause, exhausted=True) from None
         except FetchFailed:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the library's many error types become one recorded reason
             raise _api_failure(e) from None
         segments = [{"start": float(s["start"]), "duration": float(s.get("duration") or 0.0), "text": s["text"]}
                     for s in fetched.to_raw_data()]
@@ -166,7 +166,7 @@ class TranscriptFetcher:
             raise FetchFailed(_transient_category(e.cause), _short(e.cause), permanent=False) from None
         except FetchFailed:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - yt-dlp's many error types become one recorded reason
             label = error_availability(str(e))
             raise FetchFailed(label or "yt-dlp error", _short(e), permanent=label != "live",
                               availability=label) from None
