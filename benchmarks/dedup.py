@@ -110,7 +110,7 @@ def rewrite(q: str, rng: random.Random) -> str:
 class Timer:
     """Wall and CPU seconds (CPU of all threads: robust when the machine is shared)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
         return self
 

@@ -11,6 +11,7 @@ float32 on CPU. Each configuration runs in its own subprocess so the BLAS choice
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -63,7 +64,7 @@ def worker_mlx(model_dir: str, steps: int, fast_blas: bool) -> dict:
                                1e-4, steps + 1, on_report=lambda _r: cpu_marks.append(time.process_time()))
     timed = result.train[1:]  # the first step compiles the graph
     tps = statistics.median(r["tokens_per_second"] for r in timed)
-    cpu = statistics.median(b - a for a, b in zip(cpu_marks, cpu_marks[1:]))
+    cpu = statistics.median(b - a for a, b in itertools.pairwise(cpu_marks))
     return {"tokens_per_second": tps, "seconds_per_step": (SEQ - 1) / tps, "cpu_seconds_per_step": cpu,
             "steps_timed": len(timed), "device": str(mx.default_device()), "blas": blas._state.get("blas")}
 
@@ -110,7 +111,10 @@ def run_worker(kind: str, model_dir: Path, steps: int, python: str = sys.executa
 
 def peft_available(python: str) -> str | None:
     """None when `python` can import torch, peft and transformers, else the skip reason."""
-    probe = "import importlib.util as u; print(','.join(m for m in ('torch','peft','transformers') if not u.find_spec(m)))"
+    probe = (
+        "import importlib.util as u; "
+        "print(','.join(m for m in ('torch','peft','transformers') if not u.find_spec(m)))"
+    )
     missing = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip()
     return f"skipped: {missing} not importable by {python}" if missing else None
 
@@ -134,7 +138,8 @@ def main() -> None:
 
     model_dir = resolve_model_path(SPEC, Path(args.models_dir))  # GGUF -> float32 HF folder, once
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"model: {SPEC} -> {model_dir}\nseq {SEQ}, batch 1, LoRA rank {RANK} on all linears of the last {LAYERS} blocks")
+    print(f"model: {SPEC} -> {model_dir}")
+    print(f"seq {SEQ}, batch 1, LoRA rank {RANK} on all linears of the last {LAYERS} blocks")
     results = {"mlx + OpenBLAS": run_worker("mlx-fast", model_dir, args.steps),
                "mlx, reference BLAS": run_worker("mlx-slow", model_dir, args.slow_steps)}
     skipped = peft_available(args.peft_python)

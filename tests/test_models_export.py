@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_models_train import QA, TRAIN, chat, recipe_with, run_step, write_split
 
 from helpers.tiny_model import make_tiny_llama
+from test_models_train import QA, TRAIN, chat, recipe_with, run_step, write_split
 
 
 @pytest.fixture(scope="module")

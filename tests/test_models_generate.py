@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import pytest
-from test_models_train import QA, TRAIN, chat, recipe_with
 
 from engine.errors import RecipeError
+from test_models_train import QA, TRAIN, chat, recipe_with
 
 
 def test_load_model_resolves_folders_relative_paths_and_packages(tiny_llama: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_models_export import trained  # noqa: F401 - the module-scoped trained tiny model
 from test_models_train import QA, chat
 
@@ -108,11 +109,10 @@ def test_exported_gguf_runs_in_llamacpp_like_mlx(trained: tuple[Path, Path], tmp
 
 
 def test_sentencepiece_style_gguf_tokenizes_like_llamacpp(tmp_path: Path) -> None:
-    from helpers.tiny_model import make_tiny_llama
-    from test_models_export import SPM_TEXT
-
     from engine.models.gguf_export import export_gguf
     from engine.models.resolve import load_model
+    from helpers.tiny_model import make_tiny_llama
+    from test_models_export import SPM_TEXT
 
     base = make_tiny_llama(tmp_path / "spm", tokenizer="spm")
     _, tokenizer = load_model(str(base), tmp_path / "models")

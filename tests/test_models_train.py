@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.pipeline.recipes import parse_recipe
-from engine.steps.base import RunOptions, StepContext
 from engine.pipeline.store import Store
+from engine.steps.base import RunOptions, StepContext
 
 ROOT = Path(__file__).resolve().parent.parent
 QA = [

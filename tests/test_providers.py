@@ -14,7 +14,7 @@ from engine.llm import providers
 from engine.llm.client import LLMClient, LLMRequest
 from engine.llm.providers import LITELLM, provider_for, register_provider
 from engine.pipeline.hashing import digest
-from engine.recipe.config import LLMParams
+from engine.recipe.shared import LLMParams
 from fakes.openai_server import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent

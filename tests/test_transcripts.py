@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.sources.chunking import chunk_segments, estimate_tokens
 from engine.pipeline.runner import Paths, run_recipe
+from engine.sources.chunking import chunk_segments, estimate_tokens
 from engine.steps.base import RunOptions
 from engine.errors import MalformedTranscript
 from engine.sources.formats import clean_segments, parse_file
@@ -26,7 +27,7 @@ def transcripts_table(run_dir: Path) -> dict[str, list[dict]]:
         cols = [d[0] for d in cur.description]
         out: dict[str, list[dict]] = {}
         for row in cur.fetchall():
-            out.setdefault(row[0], []).append(dict(zip(cols, row)))
+            out.setdefault(row[0], []).append(dict(zip(cols, row, strict=True)))
         return out
 
 
@@ -64,7 +65,8 @@ def test_rolling_auto_captions_merge_into_one_pass() -> None:
 
 
 def test_merge_keeps_a_natural_single_word_repeat() -> None:
-    segs = [{"start": 0.0, "duration": 1.0, "text": "we eat"}, {"start": 1.0, "duration": 1.0, "text": "eat less often"}]
+    segs = [{"start": 0.0, "duration": 1.0, "text": "we eat"},
+            {"start": 1.0, "duration": 1.0, "text": "eat less often"}]
     assert [s["text"] for s in clean_segments(segs, True, True, True)] == ["we eat", "eat less often"]
 
 
@@ -139,7 +141,7 @@ def test_token_windows_overlap_and_cover_everything() -> None:
     windows = [p["text"].split() for p in pieces]
     assert all(estimate_tokens(p["text"]) <= 260 for p in pieces)
     assert [len(w) for w in windows[:-1]] == [200] * (len(windows) - 1)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in itertools.pairwise(windows):
         assert a[-20:] == b[:20]  # 26 tokens ~ 20 words shared
     assert windows[0][0] == "w0" and windows[-1][-1] == "w999"
     assert pieces[1]["start"] == 18.0 and pieces[1]["segments"][0]["start"] == 18.0  # timestamps follow

@@ -18,8 +18,8 @@ from pathlib import Path
 import duckdb
 import pytest
 import requests
-import yt_dlp
 import youtube_transcript_api as yta
+import yt_dlp
 from yt_dlp.utils import DownloadError
 
 from engine.pipeline.runner import Paths, run_recipe
@@ -237,7 +237,8 @@ def test_single_video_errors_become_reasons(yt: FakeYouTube) -> None:
 
 
 def test_listing_retries_429_with_backoff(yt: FakeYouTube) -> None:
-    yt.ytdlp_errors[f"{CHANNEL}/videos"] = [DownloadError("ERROR: [youtube:tab] @DrDemo: HTTP Error 429: Too Many Requests")] * 2
+    too_many = DownloadError("ERROR: [youtube:tab] @DrDemo: HTTP Error 429: Too Many Requests")
+    yt.ytdlp_errors[f"{CHANNEL}/videos"] = [too_many] * 2
     clock = FakeClock()
     entries = Lister(retries=3, backoff=1.0, sleep=clock.sleep).list_url(CHANNEL)
     assert len(entries) == 11 and len(yt.ytdlp_calls) == 3
@@ -342,7 +343,7 @@ def table(run_dir: Path, name: str) -> dict[str, dict]:
     with duckdb.connect(str(run_dir / "data.duckdb"), read_only=True) as con:
         cur = con.execute(f'SELECT * FROM "{name}"')
         cols = [d[0] for d in cur.description]
-        return {row[0]: dict(zip(cols, row)) for row in cur.fetchall()}
+        return {row[0]: dict(zip(cols, row, strict=True)) for row in cur.fetchall()}
 
 
 def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths) -> None:

@@ -111,7 +111,7 @@ class TokenSetBound:
         self.unary = np.zeros((len(texts), max(width, 1)), dtype=np.float32)
         counts = np.zeros((len(texts), buckets), dtype=np.float32)
         lengths = np.zeros((len(texts), buckets), dtype=np.float32)
-        for i, (h, tokens) in enumerate(zip(hists, sets)):
+        for i, (h, tokens) in enumerate(zip(hists, sets, strict=True)):
             for c, v in h.items():
                 self.unary[i, offset[c]:offset[c] + v] = 1.0
             for t in tokens:
@@ -161,7 +161,7 @@ def _bounded_token_set_pairs(texts: Sequence[str], threshold: float, block: int)
         stop = min(len(texts), start + block)
         rows, cols = np.nonzero(bound.mask(slice(start, stop), slice(start, None), threshold))
         upper = cols > rows
-        for i, j in zip((rows[upper] + start).tolist(), (cols[upper] + start).tolist()):
+        for i, j in zip((rows[upper] + start).tolist(), (cols[upper] + start).tolist(), strict=True):
             if fuzz.token_set_ratio(texts[i], texts[j], score_cutoff=threshold) >= threshold:
                 pairs.append((i, j))
     return pairs

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.llm.providers import load_litellm, register_provider
 
 if TYPE_CHECKING:
-    from engine.recipe.config import LLMParams
+    from engine.recipe.shared import LLMParams
 
 PREFIX = "mlx:"  # in recipes: `model: mlx:<spec>`
 PROVIDER = "mlx"  # the litellm custom provider name: `mlx/<spec>`

@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from engine.recipe.config import LLMParams
+    from engine.recipe.shared import LLMParams
 
 # Our providers in modules of their own, imported the first time a model with their prefix is
 # used (the module registers itself on import). Importing them up front would make every command

@@ -21,13 +21,13 @@ OPENBLAS_CANDIDATES = (
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3",
     "/usr/lib64/libopenblas.so.0",
 )
-_state: dict[str, object] = {}
+_state: dict[str, str | None] = {}
 
 
 def ensure_fast_blas() -> str | None:
     """Load OpenBLAS globally once (Linux only); returns its path, or None with one warning."""
     if "blas" in _state:
-        return _state["blas"]  # type: ignore[return-value]
+        return _state["blas"]
     found = None
     if platform.system() == "Linux":
         if "mlx.core" in sys.modules:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.resolve import flat_parameters
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "chat_template.jinja", "chat_template.json", "generation_config.json")
@@ -19,7 +20,7 @@ def fused_model(base: Path, adapters: Path) -> Any:
     from mlx_lm import load
     from mlx_lm.utils import dequantize_model
 
-    model, _ = load(str(base), adapter_path=str(adapters))
+    model = load(str(base), adapter_path=str(adapters))[0]
     fused = [(name, module.fuse(dequantize=True)) for name, module in model.named_modules() if hasattr(module, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
@@ -42,23 +43,23 @@ def copy_tokenizer(base: Path, out: Path) -> None:
 def fuse_to_folder(base: Path | str, adapters: Path, out: Path, dtype: str = "float16") -> Path:
     """Write `out` (config.json, model.safetensors, tokenizer files) and return it."""
     mx = import_mlx()
-    from mlx.utils import tree_flatten
     from mlx_lm.utils import load_config, save_config
 
-    if not Path(base).exists():  # a hub id: its files live in the HF cache
+    base_dir = Path(base)
+    if not base_dir.exists():  # a hub id: its files live in the HF cache
         from mlx_lm.utils import _download
 
-        base = Path(_download(str(base)))
-    model = fused_model(base, adapters)
+        base_dir = Path(_download(str(base)))
+    model = fused_model(base_dir, adapters)
     out.mkdir(parents=True, exist_ok=True)
     target = getattr(mx, dtype)
     weights = {k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) else v
-               for k, v in tree_flatten(model.parameters())}
+               for k, v in flat_parameters(model.parameters())}
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
-    config = load_config(base)
+    config = load_config(base_dir)
     for key in ("quantization", "quantization_config"):
         config.pop(key, None)
     config["torch_dtype"] = dtype
     save_config(config, out / "config.json")
-    copy_tokenizer(base, out)
+    copy_tokenizer(base_dir, out)
     return out

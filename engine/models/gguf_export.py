@@ -84,8 +84,9 @@ def vocab_metadata(tok: dict, vocab_size: int) -> dict[str, Any]:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     if model.get("byte_fallback"):  # SentencePiece-style: scores rank the merges
         rank = {m.replace(" ", ""): r for r, m in enumerate(merges)}
-        scores = [-float(rank.get(t, len(merges))) if ty == NORMAL else 0.0 for t, ty in zip(tokens, types)]
-        types = [BYTE if t.startswith("<0x") and len(t) == 6 and ty == NORMAL else ty for t, ty in zip(tokens, types)]
+        pairs = list(zip(tokens, types, strict=True))
+        scores = [-float(rank.get(t, len(merges))) if ty == NORMAL else 0.0 for t, ty in pairs]
+        types = [BYTE if t.startswith("<0x") and len(t) == 6 and ty == NORMAL else ty for t, ty in pairs]
         return {"model": "llama", "pre": "default", "tokens": tokens, "types": types, "scores": scores}
     return {"model": "gpt2", "pre": _pre_name(tok.get("pre_tokenizer")), "tokens": tokens, "types": types,
             "merges": merges}

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
-from engine.pipeline.hashing import digest_file
 from engine.models.blas import import_mlx
+from engine.pipeline.hashing import digest_file
 
 log = logging.getLogger("engine.models")
 SUPPORTED_ARCHS = ("llama",)
@@ -69,7 +69,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     mx = import_mlx()
     try:
         raw, meta = mx.load(str(path), return_metadata=True)
-    except Exception as e:  # e.g. K-quants, which MLX cannot read
+    except Exception as e:  # noqa: BLE001 - whatever MLX cannot read (e.g. K-quants) goes to the gguf package
         log.info("mx.load cannot read %s (%s); dequantizing with the gguf package", path.name, e)
         return _read_with_gguf(path)
     meta = {k: _plain(v) for k, v in meta.items()}
@@ -91,7 +91,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 def _read_with_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     mx = import_mlx()
     import numpy as np
-    from gguf import GGUFReader, GGMLQuantizationType
+    from gguf import GGMLQuantizationType, GGUFReader
     from gguf.quants import dequantize
 
     reader = GGUFReader(str(path))

@@ -86,8 +86,9 @@ def build_tokenizer(meta: dict[str, Any]):
         raise RecipeError(f"GGUF tokenizer model {kind!r} is not supported (gpt2 BPE and llama SentencePiece are)")
     tokens = meta["tokenizer.ggml.tokens"]
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-    special = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == CONTROL]
-    user = [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == USER_DEFINED]
+    typed = list(zip(tokens, types, strict=True))  # GGUF gives one type per token
+    special = [AddedToken(t, special=True, normalized=False) for t, k in typed if k == CONTROL]
+    user = [AddedToken(t, special=False, normalized=False) for t, k in typed if k == USER_DEFINED]
     tok.add_special_tokens(special)
     if user:
         tok.add_tokens(user)

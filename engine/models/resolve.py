@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.errors import RecipeError
-from engine.pipeline.hashing import digest_file
 from engine.models.blas import ensure_fast_blas, import_mlx
+from engine.pipeline.hashing import digest_file
 
 
 def package_file(spec: str) -> Path:
@@ -93,7 +93,7 @@ def load_model(spec: str, models_dir: Path, base_dir: Path | None = None,
 
     where = resolve_model_path(spec, models_dir, base_dir)
     try:
-        model, tokenizer = mlx_lm.load(str(where), adapter_path=str(adapter_path) if adapter_path else None)
+        model, tokenizer = mlx_lm.load(str(where), adapter_path=str(adapter_path) if adapter_path else None)[:2]
     except Exception as e:  # hub errors etc. become one clear line
         if isinstance(where, str):
             raise RecipeError(f"model {spec!r} could not be loaded ({e}); without network use a local "
@@ -121,10 +121,18 @@ def cast_for_device(model: Any, dtype: str = "auto") -> None:
         from mlx_lm.utils import dequantize_model
 
         dequantize_model(model)
-    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx.utils import tree_unflatten
 
-    params = tree_flatten(model.parameters())
-    cast = [(k, v.astype(target)) for k, v in params if mx.issubdtype(v.dtype, mx.floating) and v.dtype != target]
-    if cast:
-        model.update(tree_unflatten(cast))
+    params = flat_parameters(model.parameters())
+    recast = [(k, v.astype(target)) for k, v in params if mx.issubdtype(v.dtype, mx.floating) and v.dtype != target]
+    if recast:
+        model.update(tree_unflatten(recast))
         mx.eval(model.parameters())
+
+
+def flat_parameters(tree: Any) -> list[tuple[str, Any]]:
+    """`[(dotted name, array)]` of a parameter tree (mlx's `tree_flatten`, typed for this use)."""
+    from mlx.utils import tree_flatten
+
+    # without a `destination`, tree_flatten always returns the list form of its declared union
+    return cast(list[tuple[str, Any]], tree_flatten(tree))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError

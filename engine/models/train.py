@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError
@@ -133,18 +134,17 @@ def train_adapter(model_path: Path | str, train: list[dict], valid: list[dict], 
     mx = import_mlx()
     import mlx.optimizers as optim
     import numpy as np
-    from mlx.utils import tree_flatten
     from mlx_lm import load
     from mlx_lm.tuner.trainer import TrainingArgs, evaluate
     from mlx_lm.tuner.trainer import train as tuner_train
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    from engine.models.resolve import cast_for_device
+    from engine.models.resolve import cast_for_device, flat_parameters
 
     started = time.perf_counter()
     np.random.seed(cfg.seed)  # mlx-lm's batch order uses numpy's global state
     mx.random.seed(cfg.seed)  # LoRA init and dropout
-    model, tokenizer = load(str(model_path))
+    model, tokenizer = load(str(model_path))[:2]
     cast_for_device(model, cfg.dtype)
     if cfg.lora.layers > len(model.layers):
         raise RecipeError(f"train.lora.layers is {cfg.lora.layers} but the model has {len(model.layers)} blocks")
@@ -153,7 +153,7 @@ def train_adapter(model_path: Path | str, train: list[dict], valid: list[dict], 
     linear_to_lora_layers(model, cfg.lora.layers, config["lora_parameters"],
                           use_dora=cfg.fine_tune_type == "dora")
     result = TrainResult(learning_rate=learning_rate, iters=iters)
-    result.trainable_parameters = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    result.trainable_parameters = sum(v.size for _, v in flat_parameters(model.trainable_parameters()))
     train_set, val_set = _datasets(tokenizer, train, valid, cfg)
     adapter_dir.mkdir(parents=True, exist_ok=True)
     (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

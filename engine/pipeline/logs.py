@@ -9,6 +9,7 @@ from pathlib import Path
 
 LOGGER = "engine"
 FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+CONSOLE_HANDLER = "recipe-console"  # the name that marks our console handler, so it is added once
 
 
 def setup_console(debug: bool = False, quiet: bool = False) -> None:
@@ -17,7 +18,7 @@ def setup_console(debug: bool = False, quiet: bool = False) -> None:
     logger.setLevel(logging.DEBUG)
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     for handler in logger.handlers:
-        if getattr(handler, "_recipe_console", False):
+        if handler.get_name() == CONSOLE_HANDLER:
             handler.setLevel(level)
             return
     from rich.console import Console
@@ -26,7 +27,7 @@ def setup_console(debug: bool = False, quiet: bool = False) -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False,
                           rich_tracebacks=debug, markup=False)
     handler.setLevel(level)
-    handler._recipe_console = True  # type: ignore[attr-defined]
+    handler.set_name(CONSOLE_HANDLER)
     logger.addHandler(handler)
     logger.propagate = False
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 class _Silent:
@@ -13,7 +17,7 @@ class _Silent:
 
 
 class _RichBar:
-    def __init__(self, progress, task):  # type: ignore[no-untyped-def]
+    def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress, self._task = progress, task
 
     def advance(self, n: int = 1) -> None:
@@ -21,7 +25,7 @@ class _RichBar:
 
 
 @contextmanager
-def progress_bar(total: int | None, description: str, disabled: bool = False) -> Iterator:
+def progress_bar(total: int | None, description: str, disabled: bool = False) -> Iterator[_Silent | _RichBar]:
     if disabled or not sys.stderr.isatty():
         yield _Silent()
         return

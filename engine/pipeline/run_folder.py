@@ -68,14 +68,15 @@ class RunFolder:
         }
         self._save()
 
-    def _read_manifest(self) -> dict:
+    def _read_manifest(self) -> dict[str, Any]:
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest: dict[str, Any] = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            return manifest
         except (OSError, ValueError):
             return {}
 
     @staticmethod
-    def _step_entry(step: PlannedStep, previous: dict) -> dict:
+    def _step_entry(step: PlannedStep, previous: dict[str, Any]) -> dict[str, Any]:
         old = previous.get("steps", {}).get(step.name, {})
         entry = {"key": step.key, "table": table_name(step.name, step.key), "upstream": step.upstream,
                  "status": "cached" if step.cached else "pending"}

@@ -25,6 +25,8 @@ from engine.pipeline.hashing import canonical_json
 
 CATALOG = "_catalog"
 
+Row = dict[str, Any]  # one table row, column name -> value
+
 CATALOG_DDL = f"""
 CREATE TABLE IF NOT EXISTS {CATALOG} (
     key VARCHAR PRIMARY KEY, step VARCHAR, table_name VARCHAR, config JSON, upstream JSON,
@@ -102,13 +104,13 @@ class Store:
         self.con.close()
         self.lock.release()
 
-    def execute(self, sql: str, params: Iterable[Any] | None = None) -> list[tuple]:
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._mutex:
             return self.con.execute(sql, params or []).fetchall()
 
     # -- step tables -----------------------------------------------------------------------
 
-    def catalog_entry(self, key: str) -> dict | None:
+    def catalog_entry(self, key: str) -> Row | None:
         rows = self.query(f"SELECT * FROM {CATALOG} WHERE key = ?", [key])
         return rows[0] if rows else None
 
@@ -125,7 +127,7 @@ class Store:
             raise KeyError(key)
         return Table(self, entry["table_name"])
 
-    def write_step(self, step: str, key: str, columns: dict[str, str], rows: Iterable[dict],
+    def write_step(self, step: str, key: str, columns: dict[str, str], rows: Iterable[Row],
                    meta: dict[str, Any]) -> Table:
         """Materialise rows as the table of (step, key) atomically, with its catalog row."""
         final = table_name(step, key)
@@ -155,7 +157,7 @@ class Store:
         self.con.execute(f'DROP TABLE IF EXISTS "{final}"')
         self.con.execute(f'ALTER TABLE "{tmp}" RENAME TO "{final}"')
 
-    def _commit_catalog(self, step: str, key: str, final: str, count: int, meta: dict) -> None:
+    def _commit_catalog(self, step: str, key: str, final: str, count: int, meta: dict[str, Any]) -> None:
         self.con.execute(f"DELETE FROM {CATALOG} WHERE key = ?", [key])
         self.con.execute(
             f"INSERT INTO {CATALOG} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
@@ -164,13 +166,13 @@ class Store:
              __version__])
         self.con.execute("COMMIT")
 
-    def query(self, sql: str, params: Iterable[Any] | None = None) -> list[dict]:
+    def query(self, sql: str, params: Iterable[Any] | None = None) -> list[Row]:
         with self._mutex:
             cur = self.con.execute(sql, params or [])
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def catalog(self) -> list[dict]:
+    def catalog(self) -> list[Row]:
         return self.query(f"SELECT * FROM {CATALOG} ORDER BY created")
 
     def drop_step(self, key: str) -> None:
@@ -204,23 +206,23 @@ class Table:
     def __repr__(self) -> str:
         return f"Table({self.name})"
 
-    def rows(self, where: str = "") -> list[dict]:
+    def rows(self, where: str = "") -> list[Row]:
         clause = f" WHERE {where}" if where else ""
         return self.store.query(f'SELECT * FROM "{self.name}"{clause}')
 
-    def ok_rows(self) -> list[dict]:
+    def ok_rows(self) -> list[Row]:
         """Rows that did not fail or get skipped (steps mark those in a `status` column)."""
         if "status" in self.columns():
             return self.rows("status = 'ok'")
         return self.rows()
 
     def count(self) -> int:
-        return self.store.execute(f'SELECT count(*) FROM "{self.name}"')[0][0]
+        return int(self.store.execute(f'SELECT count(*) FROM "{self.name}"')[0][0])
 
     def columns(self) -> list[str]:
         return [r[0] for r in self.store.execute(f'DESCRIBE "{self.name}"')]
 
-    def sql(self, query: str, params: Iterable[Any] | None = None) -> list[dict]:
+    def sql(self, query: str, params: Iterable[Any] | None = None) -> list[Row]:
         """Run a query where `{t}` stands for this table."""
         return self.store.query(query.replace("{t}", f'"{self.name}"'), params)
 
@@ -259,10 +261,10 @@ class ItemCache:
             yield k, json.loads(v)
 
     def __len__(self) -> int:
-        return self.store.execute(f'SELECT count(*) FROM "{self.table}"')[0][0]
+        return int(self.store.execute(f'SELECT count(*) FROM "{self.table}"')[0][0])
 
 
-def _write_jsonl(f: Any, rows: Iterable[dict]) -> int:
+def _write_jsonl(f: Any, rows: Iterable[Row]) -> int:
     count = 0
     for row in rows:
         f.write(json.dumps(row, ensure_ascii=False, default=str))

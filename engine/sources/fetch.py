@@ -109,7 +109,7 @@ class TranscriptFetcher:
             fetched = self.call(_blocked_is_transient(transcript.fetch))
         except FetchFailed:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the library's many error types become one recorded reason
             raise _api_failure(e) from None
         segments = [{"start": float(s["start"]), "duration": float(s.get("duration") or 0.0), "text": s["text"]}
                     for s in fetched.to_raw_data()]
@@ -150,7 +150,7 @@ class TranscriptFetcher:
                 raw = self.call(transient_by_text(lambda: ydl.urlopen(track["url"]).read()))
         except FetchFailed:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - yt-dlp's many error types become one recorded reason
             label = error_availability(str(e))
             raise FetchFailed(label or "yt-dlp error", _short(e), permanent=label != "live",
                               availability=label) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from engine.errors import MalformedTranscript
 
@@ -31,7 +32,8 @@ def read_text(path: Path) -> str:
 
 def parse_cues(path: Path, text: str) -> list[dict]:
     """WebVTT and SRT: timing lines followed by text lines."""
-    segments, current = [], None
+    segments: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if _is_cue_number(line, lines[i + 1] if i + 1 < len(lines) else ""):

@@ -203,7 +203,7 @@ class Lister:
         url = f"https://www.youtube.com/watch?v={vid}" if vid else ref
         try:
             return to_entry(self.extract(url), ref)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any refusal is recorded on the entry, the listing goes on
             # retries are spent on transient errors: "unknown" fails this run only, remembered nowhere
             label = "unknown" if is_transient(e) else error_availability(str(e)) or "unavailable"
             entry = to_entry({"id": vid or ref, "title": vid or ref}, ref)
