@@ -16,6 +16,16 @@ CASES = Path(__file__).parent / "cases"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+@pytest.fixture(autouse=True)
+def isolated_recipe_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's RECIPE_STORE, RECIPE_RUNS, RECIPE_DEBUG, RECIPE_MODEL_CACHE... never leak into a test.
+
+    RECIPE_BLAS is kept: it picks the BLAS library mlx loads (speed only) and is read once per process.
+    """
+    for name in [n for n in os.environ if n.startswith("RECIPE_") and n != "RECIPE_BLAS"]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny llama (real BPE tokenizer) shared by every test that only reads it."""

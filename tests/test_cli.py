@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -114,12 +116,10 @@ def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path: Path, monkeypatch
                                           "rerun with --debug for the traceback"]
 
 
-def test_schema_is_behind_the_same_edge(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    import engine.recipe.load
-
-    monkeypatch.setattr(engine.recipe.load, "SCHEMA_PATH", tmp_path / "gone.json")
-    result = CliRunner().invoke(main, ["schema"])
-    assert result.exit_code == 1 and result.output.startswith("error: FileNotFoundError: ")
+def test_schema_is_behind_the_same_edge(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    result = CliRunner().invoke(main, ["schema", "--write", str(tmp_path / "taken" / "recipe.schema.json")])
+    assert result.exit_code == 1 and result.output.startswith("error: FileExistsError: ")
     assert "Traceback" not in result.output
 
 
@@ -170,3 +170,7 @@ def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path: Path) 
     debug = subprocess.run(command, check=False, capture_output=True, text=True, env={**env, "RECIPE_DEBUG": "1"}, timeout=120)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.rstrip().splitlines()[-1].startswith("engine.errors.RecipeError: ")
+
+
+def test_a_developers_recipe_variables_never_reach_a_test() -> None:
+    assert not [n for n in os.environ if n.startswith("RECIPE_") and n != "RECIPE_BLAS"]

@@ -88,3 +88,88 @@ def test_only_the_cli_and_the_runner_import_inspect() -> None:
     assert not offending, ("engine.inspect reads finished run folders and must not be imported by lower "
                            "layers (pipeline, steps, llm, sources, data, models, recipe):\n  "
                            + "\n  ".join(offending))
+
+
+# Layers, lowest first (DESIGN: cli -> inspect / pipeline -> steps -> llm, sources, data, models
+# -> recipe, errors). The store, hashing, progress bars and logging sit with the recipe at the
+# bottom: every layer above writes tables, hashes keys and shows progress.
+CORE_PIPELINE = ("engine.pipeline.store", "engine.pipeline.hashing", "engine.pipeline.progress",
+                 "engine.pipeline.logs")
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("engine", "engine.errors", "engine.retry"),
+    ("engine.recipe", *CORE_PIPELINE),
+    ("engine.llm", "engine.sources", "engine.data", "engine.models"),
+    ("engine.steps",),
+    ("engine.pipeline", "engine.inspect"),
+    ("engine.cli",),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of the most specific prefix that names the module."""
+    best, rank = -1, -1
+    for level, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if _within(module, prefix) and len(prefix) > best:
+                best, rank = len(prefix), level
+    return rank
+
+
+def engine_imports(path: Path) -> list[tuple[int, str]]:
+    """Imports of engine modules only, each reduced to a module that exists (X.name -> X)."""
+    known = {module_name(p) for p in engine_modules()}
+    out = []
+    for line, imported in imports_of(path):
+        if not _within(imported, "engine"):
+            continue
+        while imported not in known and "." in imported:
+            imported = imported.rsplit(".", 1)[0]
+        out.append((line, imported))
+    return out
+
+
+def test_layers_point_one_way() -> None:
+    offending = []
+    for path in engine_modules():
+        name = module_name(path)
+        for line, imported in engine_imports(path):
+            if layer_of(imported) > layer_of(name) and not (
+                    name in MAY_IMPORT_INSPECT and _within(imported, "engine.inspect")):
+                offending.append(f"{path.relative_to(ROOT)}:{line} imports {imported} (a higher layer)")
+    assert not offending, "layers point one way (see LAYERS):\n  " + "\n  ".join(offending)
+
+
+def test_steps_never_import_steps() -> None:
+    shared = {"engine.steps", "engine.steps.base"}  # the registry and the step contract
+    offending = []
+    for path in sorted((ENGINE / "steps").glob("*.py")):
+        name = module_name(path)
+        offending += [f"{path.relative_to(ROOT)}:{line} imports {imported}"
+                      for line, imported in engine_imports(path)
+                      if _within(imported, "engine.steps") and imported not in shared and imported != name]
+    assert not offending, ("a step reads upstream tables and files, never another step's code; move shared "
+                           "code to data/, sources/, models/ or llm/:\n  " + "\n  ".join(offending))
+
+
+def test_no_import_cycles_even_inside_functions() -> None:
+    graph = {module_name(p): {m for _, m in engine_imports(p)} - {module_name(p)} for p in engine_modules()}
+    cycles = [cycle for cycle in (_cycle_from(start, graph) for start in sorted(graph)) if cycle]
+    assert not cycles, "import cycles:\n  " + "\n  ".join(" -> ".join(c) for c in cycles)
+
+
+def _cycle_from(start: str, graph: dict[str, set[str]]) -> list[str] | None:
+    """A path start -> ... -> start if one exists (depth-first, each module visited once).
+
+    A package's __init__ is imported by its submodules implicitly, not explicitly, so an edge to
+    a bare package name (engine.steps) only counts when that package's own file imports back.
+    """
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == start:
+                return path + [start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, path + [nxt]))
+    return None

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import CallFailed, LLMUnavailable, is_transient
 from engine.llm.providers import Provider, load_litellm, provider_for
@@ -23,7 +24,7 @@ from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
     from engine.recipe.shared import LLMParams
-    from engine.steps.base import Progress, StepContext
+    from engine.pipeline.progress import Progress
     from engine.pipeline.store import ItemCache
 
 # Seconds of the first retry's backoff ceiling; tests lower it to keep fault runs fast.
@@ -230,7 +231,17 @@ def _short(error: BaseException | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def client_for(ctx: StepContext, params: LLMParams) -> LLMClient:
+class StepResources(Protocol):
+    """The parts of a running step's context the client uses (engine.steps.base.StepContext)."""
+
+    metrics: dict[str, Any]
+    models_dir: Path
+    base_dir: Path
+
+    def item_cache(self, name: str) -> ItemCache: ...
+
+
+def client_for(ctx: StepResources, params: LLMParams) -> LLMClient:
     """The client of one pass's resolved settings, counting into ctx.metrics['llm']."""
     metrics = ctx.metrics.setdefault("llm", {})
     context = {"models_dir": ctx.models_dir, "base_dir": ctx.base_dir}

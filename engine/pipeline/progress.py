@@ -5,10 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    import rich.progress
+
+
+class Progress(Protocol):
+    """What long work may do with a bar: say it moved on."""
+
+    def advance(self, n: int = 1) -> None: ...
 
 
 class _Silent:
@@ -17,7 +23,7 @@ class _Silent:
 
 
 class _RichBar:
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: rich.progress.Progress, task: rich.progress.TaskID) -> None:
         self._progress, self._task = progress, task
 
     def advance(self, n: int = 1) -> None:
@@ -29,8 +35,9 @@ def progress_bar(total: int | None, description: str, disabled: bool = False) ->
     if disabled or not sys.stderr.isatty():
         yield _Silent()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
+    with RichProgress(*columns, transient=True) as progress:
         yield _RichBar(progress, progress.add_task(description, total=total))

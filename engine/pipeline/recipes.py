@@ -20,14 +20,15 @@ from engine.recipe import load
 from engine.recipe.load import RecipeSpec
 from engine.recipe.section import Section
 from engine.recipe.shared import LLM, LLMOverride, RecipeBase
-from engine.steps import STEP_MODULES, available_steps
+import engine.steps
+from engine.steps import available_steps
 
 SCHEMA_FILE = Path("schemas") / "recipe.schema.json"  # committed copy for editors, relative to the repo
 
 
 def recipe_spec() -> RecipeSpec:
-    """The spec of the steps registered right now."""
-    return _spec_for(STEP_MODULES)
+    """The spec of the steps registered right now (read at call time: tests register steps)."""
+    return _spec_for(engine.steps.STEP_MODULES)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from engine.pipeline.progress import Progress
 from engine.pipeline.store import ItemCache, Store, Table
 from engine.recipe.shared import RecipeBase as Recipe
 
@@ -80,10 +81,6 @@ class StepContext:
 
         with progress_bar(total, f"{self.step}: {description}", disabled=self.options.quiet) as bar:
             yield bar
-
-
-class Progress(Protocol):
-    def advance(self, n: int = 1) -> None: ...
 
 
 class StepModule(Protocol):

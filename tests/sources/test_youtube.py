@@ -30,7 +30,7 @@ from engine.errors import FetchFailed
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 
-CASES = Path(__file__).parent / "cases" / "youtube"
+CASES = Path(__file__).parents[1] / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
 QUIET = RunOptions(quiet=True)
 MEMBERS_TEXT = ("Join this channel to get access to members-only content like this video, "

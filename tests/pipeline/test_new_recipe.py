@@ -12,7 +12,7 @@ from engine.errors import RecipeError
 from engine.pipeline.new_recipe import guess_creator, handle_from_url, new_recipe
 from engine.pipeline.recipes import load_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "recipes" / "jason_fung.yaml"
 
 

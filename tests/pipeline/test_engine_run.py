@@ -19,7 +19,7 @@ from engine.pipeline.runner import Paths, plan_recipe, run_recipe
 from engine.steps.base import RunOptions
 from engine.pipeline.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = RunOptions(quiet=True)
 
 

@@ -13,7 +13,7 @@ from engine.cli import main
 from engine.errors import RecipeInvalid
 from engine.pipeline.recipes import load_recipe
 
-CASES = Path(__file__).parent / "cases" / "recipes"
+CASES = Path(__file__).parents[1] / "cases" / "recipes"
 BROKEN = sorted(CASES.glob("*.yaml"))
 
 
@@ -74,5 +74,5 @@ def test_per_pass_llm_override_inherits_the_rest(tmp_path: Path) -> None:
 
 
 def test_real_recipes_validate() -> None:
-    for path in sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml")):
+    for path in sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml")):
         load_recipe(path)

@@ -12,7 +12,7 @@ from engine.pipeline.recipes import parse_recipe
 from engine.pipeline.store import Store
 from engine.steps.base import RunOptions, StepContext
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QA = [
     ("What is fasting?", "Fasting is a time when you do not eat, and insulin falls."),
     ("Is it bad to skip breakfast?", "No. Breakfast is not the most important meal for everyone."),

@@ -17,7 +17,7 @@ from engine.pipeline.hashing import digest
 from engine.recipe.shared import LLMParams
 from fakes.openai_server import FakeOpenAI
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def params(model: str, **kw) -> LLMParams:  # noqa: ANN003

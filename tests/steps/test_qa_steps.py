@@ -22,8 +22,8 @@ from engine.steps.base import RunOptions
 from engine.steps.questions import drop_reason, normalise_question
 from fakes.openai_server import FakeOpenAI
 
-ROOT = Path(__file__).resolve().parent.parent
-CASES = Path(__file__).parent / "cases"
+ROOT = Path(__file__).resolve().parents[2]
+CASES = Path(__file__).parents[1] / "cases"
 QUIET = RunOptions(quiet=True)
 
 RECIPE = """\

@@ -16,7 +16,7 @@ from engine.steps.base import RunOptions
 from engine.errors import MalformedTranscript
 from engine.sources.formats import clean_segments, parse_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "recipes" / "demo"
 QUIET = RunOptions(quiet=True)
 
