@@ -21,8 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def recipe_cli(args: list[str], runs: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "engine.cli", "--quiet", *args, "--runs-dir", str(runs)],
-                   check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--quiet", *args, "--runs-dir", str(runs)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -38,8 +42,10 @@ def main() -> None:
         first = recipe_cli(command, runs)
         times = [recipe_cli(command, runs) for _ in range(args.repeat)]
     print(f"first run (computes):   {first:.2f} s")
-    print(f"cached run, {args.repeat} times:  median {statistics.median(times):.2f} s, "
-          f"min {min(times):.2f} s, max {max(times):.2f} s")
+    print(
+        f"cached run, {args.repeat} times:  median {statistics.median(times):.2f} s, "
+        f"min {min(times):.2f} s, max {max(times):.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -37,23 +37,66 @@ headaches allergies wound-healing hair-growth teeth the-thyroid reaction-time po
 PEOPLE = """older-adults teenagers athletes pregnant-women night-workers diabetics vegetarians children
 people-over-40 office-workers runners new-parents""".split()
 TEMPLATES = [
-    "Why does {s} affect {o}?", "How does {s} change {o} in {p}?", "What happens to {o} when you cut {s}?",
-    "Is {s} bad for {o}?", "Can too much {s} harm {o}?", "Should {p} worry about {s}?",
-    "How much {s} is safe for {p}?", "What is the link between {s} and {o}?",
-    "Does {s} really help {o} or is that a myth?", "When is the best time of day for {s}?",
-    "Why do {p} react differently to {s}?", "What does {s} do to {o} over the long term?",
-    "How quickly does {o} recover after stopping {s}?", "Is {s} better than {s2} for {o}?",
-    "Why do doctors recommend limiting {s} for {p}?", "What is the science behind {s} and {o}?",
+    "Why does {s} affect {o}?",
+    "How does {s} change {o} in {p}?",
+    "What happens to {o} when you cut {s}?",
+    "Is {s} bad for {o}?",
+    "Can too much {s} harm {o}?",
+    "Should {p} worry about {s}?",
+    "How much {s} is safe for {p}?",
+    "What is the link between {s} and {o}?",
+    "Does {s} really help {o} or is that a myth?",
+    "When is the best time of day for {s}?",
+    "Why do {p} react differently to {s}?",
+    "What does {s} do to {o} over the long term?",
+    "How quickly does {o} recover after stopping {s}?",
+    "Is {s} better than {s2} for {o}?",
+    "Why do doctors recommend limiting {s} for {p}?",
+    "What is the science behind {s} and {o}?",
 ]
-LEADS = ["", "", "", "Honestly, ", "Quick question: ", "I keep hearing this: ", "My doctor was vague, so: ",
-         "Something I never understood: ", "As a beginner, ", "From a science point of view, "]
-TAILS = ["", "", "", " if I exercise every day", " after a late dinner", " when I am under pressure",
-         " during a cold winter", " while travelling", " on a low-carb diet", " in my forties",
-         " with a family history of diabetes", " after a bad night", " compared with ten years ago",
-         " if I only sleep six hours", " on weekends", " when I train for a marathon", " after surgery",
-         " in a hot climate", " while breastfeeding", " when I work night shifts"]
-SYNONYMS = {"affect": "influence", "harm": "damage", "help": "improve", "bad": "harmful",
-            "Why does": "How come", "recommend limiting": "advise less", "What happens to": "What becomes of"}
+LEADS = [
+    "",
+    "",
+    "",
+    "Honestly, ",
+    "Quick question: ",
+    "I keep hearing this: ",
+    "My doctor was vague, so: ",
+    "Something I never understood: ",
+    "As a beginner, ",
+    "From a science point of view, ",
+]
+TAILS = [
+    "",
+    "",
+    "",
+    " if I exercise every day",
+    " after a late dinner",
+    " when I am under pressure",
+    " during a cold winter",
+    " while travelling",
+    " on a low-carb diet",
+    " in my forties",
+    " with a family history of diabetes",
+    " after a bad night",
+    " compared with ten years ago",
+    " if I only sleep six hours",
+    " on weekends",
+    " when I train for a marathon",
+    " after surgery",
+    " in a hot climate",
+    " while breastfeeding",
+    " when I work night shifts",
+]
+SYNONYMS = {
+    "affect": "influence",
+    "harm": "damage",
+    "help": "improve",
+    "bad": "harmful",
+    "Why does": "How come",
+    "recommend limiting": "advise less",
+    "What happens to": "What becomes of",
+}
 
 
 def generate(n: int, seed: int = 0, dup_rate: float = 0.07) -> list[str]:
@@ -148,8 +191,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100000, help="difflib pairs timed for the extrapolation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=-1)
-    parser.add_argument("--plain-sample", type=int, default=4000,
-                        help="questions timed with plain cdist (no token-set bound), extrapolated to N; 0: skip")
+    parser.add_argument(
+        "--plain-sample",
+        type=int,
+        default=4000,
+        help="questions timed with plain cdist (no token-set bound), extrapolated to N; 0: skip",
+    )
     args = parser.parse_args()
 
     questions, origin = generate_with_truth(args.n, args.seed)
@@ -157,12 +204,15 @@ def main() -> None:
     with Timer() as t:
         dups = find_duplicates(questions, [0.0] * len(questions), workers=args.workers)
     engine_s, engine_cpu = t.wall, t.cpu
-    print(f"engine (find_duplicates, token_set_ratio >= 85, bound + rapidfuzz): {t} "
-          f"-> {len(dups)} rows removed as duplicates")
+    print(
+        f"engine (find_duplicates, token_set_ratio >= 85, bound + rapidfuzz): {t} "
+        f"-> {len(dups)} rows removed as duplicates"
+    )
 
     with Timer() as t:
-        sorted_dups = find_duplicates(questions, [0.0] * len(questions), scorer="token_sort_ratio",
-                                      workers=args.workers)
+        sorted_dups = find_duplicates(
+            questions, [0.0] * len(questions), scorer="token_sort_ratio", workers=args.workers
+        )
     print(f"engine with scorer token_sort_ratio >= 85 instead: {t} -> {len(sorted_dups)} rows removed")
     planted = sum(o != i for i, o in enumerate(origin))
     print(f"(the generator planted {planted} rewrites, {planted / args.n:.1%} of the questions)")
@@ -172,22 +222,26 @@ def main() -> None:
         with Timer() as t:
             candidate_pairs([normalise(q) for q in questions[:k]], workers=args.workers, prefilter=False)
         scale = (args.n * (args.n - 1)) / (k * (k - 1))
-        print(f"plain cdist, no bound ({k} questions, x{scale:.0f} pairs): {t} "
-              f"-> extrapolated {t.wall * scale:.0f} s wall, {t.cpu * scale:.0f} s CPU")
+        print(
+            f"plain cdist, no bound ({k} questions, x{scale:.0f} pairs): {t} "
+            f"-> extrapolated {t.wall * scale:.0f} s wall, {t.cpu * scale:.0f} s CPU"
+        )
 
     lowered = [q.lower() for q in questions]
     t, scale = time_difflib(lowered, args.pairs, args.seed)
     difflib_s, difflib_cpu = t.wall * scale, t.cpu * scale
-    print(f"original (difflib ratio >= 0.85 on every pair, extrapolated from {args.pairs} pairs: {t}): "
-          f"{difflib_s:.0f} s wall ({difflib_s / 3600:.1f} h), {difflib_cpu:.0f} s CPU")
+    print(
+        f"original (difflib ratio >= 0.85 on every pair, extrapolated from {args.pairs} pairs: {t}): "
+        f"{difflib_s:.0f} s wall ({difflib_s / 3600:.1f} h), {difflib_cpu:.0f} s CPU"
+    )
     print(f"speed-up: {difflib_s / engine_s:.0f}x wall, {difflib_cpu / engine_cpu:.0f}x CPU")
 
-    sample = questions[:args.sample]
+    sample = questions[: args.sample]
     with Timer() as ours_t:
         ours = set(candidate_pairs([normalise(q) for q in sample], workers=args.workers))
     with Timer() as theirs_t:
         theirs = difflib_pairs([q.lower() for q in sample])
-    truth = planted_pairs(origin[:args.sample])
+    truth = planted_pairs(origin[: args.sample])
     print(f"\n{args.sample}-question sample ({len(truth)} planted duplicate pairs), exhaustive:")
     print(f"  engine token_set_ratio >= 85 ({ours_t}): {score_against(ours, truth)}")
     print(f"  difflib ratio >= 0.85        ({theirs_t}): {score_against(theirs, truth)}")

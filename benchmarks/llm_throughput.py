@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from engine.recipe.shared import LLMParams  # noqa: E402
 from engine.llm.client import LLMClient, LLMRequest  # noqa: E402
 from engine.llm.providers import load_litellm  # noqa: E402
+from engine.recipe.shared import LLMParams  # noqa: E402
 from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 
@@ -35,8 +35,13 @@ def server(latency: float, in_process: bool) -> Iterator[str]:
             yield srv.base_url
             print(f"server: calls={srv.calls} max_in_flight={srv.max_in_flight}")
         return
-    proc = subprocess.Popen([sys.executable, "-m", "fakes.openai_server", "--latency", str(latency)],
-                            cwd=ROOT / "tests", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakes.openai_server", "--latency", str(latency)],
+        cwd=ROOT / "tests",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         yield proc.stdout.readline().strip()
     finally:
@@ -57,21 +62,32 @@ def main() -> None:
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
     load_litellm()  # import cost is paid once per process; keep it out of the timing
     with server(args.latency, args.in_process) as base_url:
-        params = LLMParams(model=args.model, api_base=base_url, temperature=0.0,
-                           max_tokens=16, max_concurrency=args.concurrency, requests_per_minute=0,
-                           timeout=30, retries=3, reask=0)
+        params = LLMParams(
+            model=args.model,
+            api_base=base_url,
+            temperature=0.0,
+            max_tokens=16,
+            max_concurrency=args.concurrency,
+            requests_per_minute=0,
+            timeout=30,
+            retries=3,
+            reask=0,
+        )
         LLMClient(params).run_many([LLMRequest("warm", [{"role": "user", "content": "warm"}])])
-        requests = [LLMRequest(str(i), [{"role": "user", "content": f"call {i}"}])
-                    for i in range(args.calls)]
+        requests = [LLMRequest(str(i), [{"role": "user", "content": f"call {i}"}]) for i in range(args.calls)]
         started = time.perf_counter()
         client = LLMClient(params)
         results = client.run_many(requests)
         wall = time.perf_counter() - started
     ideal = args.calls / args.concurrency * args.latency
-    print(f"calls={args.calls} ok={sum(r.ok for r in results)} concurrency={args.concurrency} "
-          f"latency={args.latency * 1000:.0f}ms server={'in-process' if args.in_process else 'subprocess'}")
-    print(f"wall={wall:.2f}s ideal={ideal:.2f}s ratio={wall / ideal:.2f} "
-          f"tokens={client.metrics['tokens']} cost=${client.metrics['cost']:.6f} model={args.model}")
+    print(
+        f"calls={args.calls} ok={sum(r.ok for r in results)} concurrency={args.concurrency} "
+        f"latency={args.latency * 1000:.0f}ms server={'in-process' if args.in_process else 'subprocess'}"
+    )
+    print(
+        f"wall={wall:.2f}s ideal={ideal:.2f}s ratio={wall / ideal:.2f} "
+        f"tokens={client.metrics['tokens']} cost=${client.metrics['cost']:.6f} model={args.model}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ class ErrorEdge(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-                BrokenPipeError):
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError):
             raise
         except KeyboardInterrupt:
             click.echo(INTERRUPTED, err=True)
@@ -49,10 +48,18 @@ def _one_line(error: Exception) -> str:
     return f"error: {type(error).__name__}: {message}\nrerun with --debug for the traceback"
 
 
-store_option = click.option("--store", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                            help="DuckDB store (default runs/store.duckdb, or $RECIPE_STORE).")
-runs_option = click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                           help="Folder of run folders (default runs/, or $RECIPE_RUNS).")
+store_option = click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="DuckDB store (default runs/store.duckdb, or $RECIPE_STORE).",
+)
+runs_option = click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of run folders (default runs/, or $RECIPE_RUNS).",
+)
 
 
 @click.group(cls=ErrorEdge, epilog="Example: recipe run recipes/demo.yaml")
@@ -84,8 +91,7 @@ def validate(recipe: Path) -> None:
 @click.option("--force", multiple=True, help="Pretend this step (and downstream) must rerun.")
 @store_option
 @runs_option
-def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | None,
-         runs_dir: Path | None) -> None:
+def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | None, runs_dir: Path | None) -> None:
     """Show each step with its key and whether it is cached or to run."""
     from engine.pipeline.runner import Paths, plan_recipe
 
@@ -104,26 +110,35 @@ def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | 
 @store_option
 @runs_option
 @click.pass_context
-def run(ctx: click.Context, recipe: Path, until: str | None, force: tuple[str, ...], retry_failed: bool,
-        wait: bool, store: Path | None, runs_dir: Path | None) -> None:
+def run(
+    ctx: click.Context,
+    recipe: Path,
+    until: str | None,
+    force: tuple[str, ...],
+    retry_failed: bool,
+    wait: bool,
+    store: Path | None,
+    runs_dir: Path | None,
+) -> None:
     """Run every step whose inputs changed; write runs/<id>/."""
     from engine.pipeline.runner import Paths, run_recipe
     from engine.steps.base import RunOptions
 
     options = RunOptions(retry_failed=retry_failed, debug=ctx.obj["debug"], quiet=ctx.obj["quiet"])
-    result = run_recipe(recipe, Paths.resolve(store, runs_dir), until=until, force=force,
-                        options=options, wait=wait)
+    result = run_recipe(recipe, Paths.resolve(store, runs_dir), until=until, force=force, options=options, wait=wait)
     ran = result.executed
-    click.echo(f"{result.status}: {result.run_dir}  ({len(ran)} step(s) ran"
-               f"{': ' + ', '.join(ran) if ran else ''}; {len(result.steps) - len(ran)} cached)")
+    click.echo(
+        f"{result.status}: {result.run_dir}  ({len(ran)} step(s) ran"
+        f"{': ' + ', '.join(ran) if ran else ''}; {len(result.steps) - len(ran)} cached)"
+    )
 
 
 @main.command(epilog="Example: recipe runs")
 @runs_option
 def runs(runs_dir: Path | None) -> None:
     """List run folders: id, recipe, date, status, headline metrics."""
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import list_runs
+    from engine.pipeline.runner import Paths
 
     found = list_runs(Paths.resolve(None, runs_dir).runs_dir)
     if not found:
@@ -139,9 +154,9 @@ def runs(runs_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and metrics as JSON.")
 def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
     """Show one run: steps, rows, failures by reason, metrics."""
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import find_run
     from engine.inspect.show import render_run, run_summary
+    from engine.pipeline.runner import Paths
 
     run_dir = find_run(run_ref, Paths.resolve(None, runs_dir).runs_dir)
     summary = run_summary(run_dir)
@@ -149,9 +164,15 @@ def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
 
 
 @main.command(epilog="Example: recipe schema --write   (from the repository root)")
-@click.option("--write", "write_to", is_flag=False, flag_value="schemas/recipe.schema.json", default=None,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="Write it to a file (default schemas/recipe.schema.json) instead of printing it.")
+@click.option(
+    "--write",
+    "write_to",
+    is_flag=False,
+    flag_value="schemas/recipe.schema.json",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write it to a file (default schemas/recipe.schema.json) instead of printing it.",
+)
 def schema(write_to: Path | None) -> None:
     """Print the recipe JSON Schema, generated from the step config classes (for editors and validators)."""
     from engine.pipeline.recipes import schema_text, write_schema
@@ -168,14 +189,16 @@ def schema(write_to: Path | None) -> None:
 @runs_option
 def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
     """Drop store tables and files that no run folder references."""
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import garbage_collect
+    from engine.pipeline.runner import Paths
 
     paths = Paths.resolve(store, runs_dir)
     result = garbage_collect(paths.store, paths.runs_dir, dry_run=dry_run)
     verb = "would drop" if dry_run else "dropped"
-    click.echo(f"{verb} {len(result.dropped_tables)} table(s) and {len(result.removed_dirs)} artifact folder(s); "
-               f"freed {result.bytes_freed / 1e6:.1f} MB")
+    click.echo(
+        f"{verb} {len(result.dropped_tables)} table(s) and {len(result.removed_dirs)} artifact folder(s); "
+        f"freed {result.bytes_freed / 1e6:.1f} MB"
+    )
 
 
 @main.command(epilog="Example: recipe diff 3f2a9c 7b1e04 --md --plot losses.png")
@@ -183,8 +206,12 @@ def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
 @click.argument("run_b")
 @click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
 @click.option("--md", "as_md", is_flag=True, help="Print the difference as Markdown.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write both runs' loss curves overlaid into this PNG.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write both runs' loss curves overlaid into this PNG.",
+)
 @runs_option
 def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, runs_dir: Path | None) -> None:
     """Compare two runs (recipe, metrics, data).
@@ -193,8 +220,8 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
     and the tuned models' eval answers for the same questions.
     """
     from engine.inspect.diff import diff_runs, load_run, plot_losses, render_markdown, render_text
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import find_run
+    from engine.pipeline.runner import Paths
 
     root = Paths.resolve(None, runs_dir).runs_dir
     dir_a, dir_b = find_run(run_a, root), find_run(run_b, root)
@@ -211,27 +238,43 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
 
 @main.command(epilog="Example: recipe report 3f2a9c && xdg-open runs/3f2a9c*/report.html")
 @click.argument("run_ref")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the HTML (default: RUN/report.html).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the HTML (default: RUN/report.html).",
+)
 @runs_option
 def report(run_ref: str, out: Path | None, runs_dir: Path | None) -> None:
     """Write a self-contained report.html for a run (plots embedded)."""
     from engine.inspect.report import write_report
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import find_run
+    from engine.pipeline.runner import Paths
 
     click.echo(str(write_report(find_run(run_ref, Paths.resolve(None, runs_dir).runs_dir), out)))
 
 
-@main.command(epilog="Example: recipe new jane_doe --channel https://www.youtube.com/@janedoe "
-                     "--creator 'Dr. Jane Doe' --from recipes/jason_fung.yaml")
+@main.command(
+    epilog="Example: recipe new jane_doe --channel https://www.youtube.com/@janedoe "
+    "--creator 'Dr. Jane Doe' --from recipes/jason_fung.yaml"
+)
 @click.argument("name")
 @click.option("--channel", required=True, help="The new creator's YouTube channel URL (or @handle).")
-@click.option("--from", "source", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Recipe to start from (default recipes/jason_fung.yaml, else recipes/demo.yaml).")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Recipe to start from (default recipes/jason_fung.yaml, else recipes/demo.yaml).",
+)
 @click.option("--creator", default=None, help="The creator's name as prompts should say it (default: from the handle).")
-@click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("recipes"),
-              help="Where to write NAME.yaml (default recipes/).")
+@click.option(
+    "--dir",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("recipes"),
+    help="Where to write NAME.yaml (default recipes/).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing recipe of that name.")
 def new(name: str, channel: str, source: Path | None, creator: str | None, out_dir: Path, force: bool) -> None:
     """Start a recipe for another creator.
@@ -250,25 +293,38 @@ def new(name: str, channel: str, source: Path | None, creator: str | None, out_d
 @main.command(epilog='Example: recipe ask 3f2a9c "Is it bad to skip breakfast?"')
 @click.argument("run_ref")
 @click.argument("question")
-@click.option("--use", "prefer", type=click.Choice(["auto", "fused", "adapters"]), default="auto",
-              help="Fused model/ or base + adapters/ (auto: fused when present).")
+@click.option(
+    "--use",
+    "prefer",
+    type=click.Choice(["auto", "fused", "adapters"]),
+    default="auto",
+    help="Fused model/ or base + adapters/ (auto: fused when present).",
+)
 @click.option("--max-tokens", type=int, default=None, help="Most tokens (default: the recipe's eval.max_tokens).")
 @click.option("--temperature", type=float, default=0.0, help="0 = greedy.")
 @click.option("--seed", type=int, default=0, help="Seed for sampling.")
 @runs_option
-def ask(run_ref: str, question: str, prefer: str, max_tokens: int | None, temperature: float, seed: int,
-        runs_dir: Path | None) -> None:
+def ask(
+    run_ref: str,
+    question: str,
+    prefer: str,
+    max_tokens: int | None,
+    temperature: float,
+    seed: int,
+    runs_dir: Path | None,
+) -> None:
     """Ask a run's tuned model; tokens stream out.
 
     Uses the fused model/ when present, else the base model with adapters/.
     """
     from engine.inspect.ask import ask as ask_run
-    from engine.pipeline.runner import Paths
     from engine.inspect.runs import find_run
+    from engine.pipeline.runner import Paths
 
     paths = Paths.resolve(None, runs_dir)
-    for piece in ask_run(find_run(run_ref, paths.runs_dir), question, paths.models, prefer, max_tokens,
-                         temperature, seed):
+    for piece in ask_run(
+        find_run(run_ref, paths.runs_dir), question, paths.models, prefer, max_tokens, temperature, seed
+    ):
         click.echo(piece, nl=False)
     click.echo()
 

@@ -54,8 +54,7 @@ class StoreBusy(RecipeError):
         self.pid = pid
         who = f"pid {pid}" if pid else "another process"
         super().__init__(
-            f"store {path} is in use by {who}; wait for it to finish, "
-            "or run again with --wait to queue behind it"
+            f"store {path} is in use by {who}; wait for it to finish, or run again with --wait to queue behind it"
         )
 
 
@@ -78,9 +77,11 @@ class StepFailed(RecipeError):
 
 def _next_commands(step: str, recipe_path: str, run_id: str) -> str:
     recipe = shlex.quote(recipe_path)  # a path with spaces must still paste as one argument
-    commands = [(f"recipe run {recipe}", "resume: rerun what failed, reuse the rest"),
-                (f"recipe run {recipe} --force {step}", f"redo '{step}' and the steps after it"),
-                (f"recipe show {run_id}", "inspect the run")]
+    commands = [
+        (f"recipe run {recipe}", "resume: rerun what failed, reuse the rest"),
+        (f"recipe run {recipe} --force {step}", f"redo '{step}' and the steps after it"),
+        (f"recipe show {run_id}", "inspect the run"),
+    ]
     width = max(len(command) for command, _ in commands)
     return "\n".join(f"  {command:<{width}}  # {why}" for command, why in commands)
 
@@ -180,8 +181,11 @@ def http_status(error: BaseException) -> int | None:
     """The HTTP status an error carries: litellm/openai `status_code`, yt-dlp/urllib `status`,
     or requests/httpx `response.status_code`; None when it carries none."""
     response = getattr(error, "response", None)
-    for value in (getattr(error, "status_code", None), getattr(error, "status", None),
-                  getattr(response, "status_code", None)):
+    for value in (
+        getattr(error, "status_code", None),
+        getattr(error, "status", None),
+        getattr(response, "status_code", None),
+    ):
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
             return value
     return None

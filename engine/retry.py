@@ -14,14 +14,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0,
-                  rng: random.Random | None = None) -> float:
+def backoff_delay(attempt: int, base: float = 1.0, cap: float = 30.0, rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt)).
 
     Full jitter (rather than a fixed doubling) keeps many workers that failed together from
     retrying in lockstep against a provider that just said 429.
     """
-    ceiling = min(cap, base * (2 ** attempt))
+    ceiling = min(cap, base * (2**attempt))
     return (rng or random).uniform(0.5 * ceiling, ceiling)
 
 
@@ -31,8 +30,9 @@ class RateLimiter:
     Thread-safe; `clock` and `sleep` default to real time and can be replaced in tests.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self, rate: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ):
         self.interval = 1.0 / rate if rate and rate > 0 else 0.0
         self.clock, self.sleep = clock, sleep
         self._next = 0.0
@@ -59,10 +59,16 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
-def call_with_retries(fn: Callable[[], T], transient: Callable[[BaseException], bool], retries: int,
-                      backoff: float, sleep: Callable[[float], None] = time.sleep,
-                      limiter: RateLimiter | None = None, rng: random.Random | None = None,
-                      on_retry: Callable[[BaseException, int, float], None] | None = None) -> T:
+def call_with_retries(
+    fn: Callable[[], T],
+    transient: Callable[[BaseException], bool],
+    retries: int,
+    backoff: float,
+    sleep: Callable[[float], None] = time.sleep,
+    limiter: RateLimiter | None = None,
+    rng: random.Random | None = None,
+    on_retry: Callable[[BaseException, int, float], None] | None = None,
+) -> T:
     """`fn()` behind the rate limiter, retried with backoff while `transient(error)` says so.
 
     Raises the last error when it is not transient or the retries are spent; `on_retry(error,

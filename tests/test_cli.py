@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -55,8 +54,10 @@ def test_gc_drops_tables_no_run_references(local_recipe: Path, paths) -> None:  
 
 
 def test_unknown_step_is_a_clear_error(local_recipe: Path, paths) -> None:  # noqa: ANN001
-    result = CliRunner().invoke(main, ["run", str(local_recipe), "--until", "trian",
-                                       "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)])
+    result = CliRunner().invoke(
+        main,
+        ["run", str(local_recipe), "--until", "trian", "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)],
+    )
     assert result.exit_code == 1 and "no such step" in result.output
 
 
@@ -94,8 +95,20 @@ def test_a_failed_step_names_the_commands_to_run_next(local_recipe: Path, paths,
         raise OSError("disk on fire")
 
     monkeypatch.setattr(transcripts, "run", boom)
-    result = CliRunner().invoke(main, ["--quiet", "run", str(local_recipe), "--until", "transcripts",
-                                       "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--quiet",
+            "run",
+            str(local_recipe),
+            "--until",
+            "transcripts",
+            "--store",
+            str(paths.store),
+            "--runs-dir",
+            str(paths.runs_dir),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: step 'transcripts'") and "OSError: disk on fire" in result.output
     run_id = next(paths.runs_dir.glob("*/manifest.json")).parent.name
@@ -112,8 +125,10 @@ def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path: Path, monkeypatch
     monkeypatch.setattr(engine.inspect.runs, "list_runs", broken)
     result = CliRunner().invoke(main, ["runs", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output.splitlines() == ["error: ValueError: manifest.json is not JSON",
-                                          "rerun with --debug for the traceback"]
+    assert result.output.splitlines() == [
+        "error: ValueError: manifest.json is not JSON",
+        "rerun with --debug for the traceback",
+    ]
 
 
 def test_schema_is_behind_the_same_edge(tmp_path: Path) -> None:
@@ -167,7 +182,9 @@ def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path: Path) 
     plain = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
     assert plain.returncode == 1 and plain.stderr.startswith(f"error: {tmp_path / 'nope.yaml'}: no such recipe")
     assert "Traceback" not in plain.stderr
-    debug = subprocess.run(command, check=False, capture_output=True, text=True, env={**env, "RECIPE_DEBUG": "1"}, timeout=120)
+    debug = subprocess.run(
+        command, check=False, capture_output=True, text=True, env={**env, "RECIPE_DEBUG": "1"}, timeout=120
+    )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.rstrip().splitlines()[-1].startswith("engine.errors.RecipeError: ")
 

@@ -17,15 +17,20 @@ def raised_from(outer: Exception, inner: Exception) -> Exception:
     try:
         try:
             raise inner
-        except Exception:
-            raise outer  # the implicit context is the point: libraries raise like this
-    except Exception as e:
+        except Exception:  # noqa: BLE001 - any inner error: the test builds the chain libraries make
+            raise outer  # noqa: B904 - the implicit context is the point: libraries raise like this
+    except Exception as e:  # noqa: BLE001 - hand back whatever was raised, to inspect its chain
         return e
 
 
 def test_builtin_timeouts_and_connection_errors_are_transient() -> None:
-    for error in (TimeoutError("slow"), asyncio.TimeoutError(), ConnectionResetError("reset"),
-                  ConnectionRefusedError(), BrokenPipeError()):
+    for error in (
+        TimeoutError("slow"),
+        asyncio.TimeoutError(),
+        ConnectionResetError("reset"),
+        ConnectionRefusedError(),
+        BrokenPipeError(),
+    ):
         assert is_transient(error), error
     for error in (ValueError("bad"), KeyError("x"), RuntimeError("boom"), FileNotFoundError("f")):
         assert not is_transient(error), error
@@ -46,11 +51,15 @@ def test_a_status_decides_even_when_the_cause_looks_transient() -> None:
 def test_litellm_errors_by_their_status() -> None:
     litellm = pytest.importorskip("litellm")
     args = {"message": "m", "llm_provider": "openai", "model": "fake"}
-    transient = [litellm.RateLimitError(**args), litellm.InternalServerError(**args),
-                 litellm.ServiceUnavailableError(**args), litellm.Timeout(**args),
-                 litellm.APIConnectionError(**args), litellm.APIError(status_code=502, **args)]
-    permanent = [litellm.AuthenticationError(**args), litellm.NotFoundError(**args),
-                 litellm.BadRequestError(**args)]
+    transient = [
+        litellm.RateLimitError(**args),
+        litellm.InternalServerError(**args),
+        litellm.ServiceUnavailableError(**args),
+        litellm.Timeout(**args),
+        litellm.APIConnectionError(**args),
+        litellm.APIError(status_code=502, **args),
+    ]
+    permanent = [litellm.AuthenticationError(**args), litellm.NotFoundError(**args), litellm.BadRequestError(**args)]
     for error in transient:
         assert is_transient(error), (type(error).__name__, http_status(error))
     for error in permanent:
@@ -147,5 +156,6 @@ def test_step_failed_ends_with_the_commands_to_run_next() -> None:
     assert [line.split("  #")[0].strip() for line in lines[-3:]] == [
         "recipe run 'my recipes/jane.yaml'",
         "recipe run 'my recipes/jane.yaml' --force train",
-        "recipe show 3f2a9c0d1e2b"]
+        "recipe show 3f2a9c0d1e2b",
+    ]
     assert (error.step, error.run_id, error.recipe_path) == ("train", "3f2a9c0d1e2b", "my recipes/jane.yaml")

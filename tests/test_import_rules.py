@@ -50,13 +50,17 @@ def _absolute_base(node: ast.ImportFrom, module_path: Path) -> str:
     package = module_name(module_path).split(".")
     if module_path.name != "__init__.py":
         package = package[:-1]  # a plain module's package is its folder
-    package = package[:len(package) - (node.level - 1)]
+    package = package[: len(package) - (node.level - 1)]
     return ".".join(package + ([node.module] if node.module else []))
 
 
 def _is_import_call(node: ast.AST) -> bool:
-    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)):
+    if not (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
         return False
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
@@ -83,18 +87,21 @@ def test_only_the_cli_and_the_runner_import_inspect() -> None:
         importlib.import_module(name)  # every module imports on its own (no hidden cycle)
         if _within(name, "engine.inspect") or name in MAY_IMPORT_INSPECT:
             continue
-        offending += [f"{path.relative_to(ROOT)}:{line} imports {imported}"
-                      for line, imported in imports_of(path) if _within(imported, "engine.inspect")]
-    assert not offending, ("engine.inspect reads finished run folders and must not be imported by lower "
-                           "layers (pipeline, steps, llm, sources, data, models, recipe):\n  "
-                           + "\n  ".join(offending))
+        offending += [
+            f"{path.relative_to(ROOT)}:{line} imports {imported}"
+            for line, imported in imports_of(path)
+            if _within(imported, "engine.inspect")
+        ]
+    assert not offending, (
+        "engine.inspect reads finished run folders and must not be imported by lower "
+        "layers (pipeline, steps, llm, sources, data, models, recipe):\n  " + "\n  ".join(offending)
+    )
 
 
 # Layers, lowest first (DESIGN: cli -> inspect / pipeline -> steps -> llm, sources, data, models
 # -> recipe, errors). The store, hashing, progress bars and logging sit with the recipe at the
 # bottom: every layer above writes tables, hashes keys and shows progress.
-CORE_PIPELINE = ("engine.pipeline.store", "engine.pipeline.hashing", "engine.pipeline.progress",
-                 "engine.pipeline.logs")
+CORE_PIPELINE = ("engine.pipeline.store", "engine.pipeline.hashing", "engine.pipeline.progress", "engine.pipeline.logs")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine", "engine.errors", "engine.retry"),
     ("engine.recipe", *CORE_PIPELINE),
@@ -134,7 +141,8 @@ def test_layers_point_one_way() -> None:
         name = module_name(path)
         for line, imported in engine_imports(path):
             if layer_of(imported) > layer_of(name) and not (
-                    name in MAY_IMPORT_INSPECT and _within(imported, "engine.inspect")):
+                name in MAY_IMPORT_INSPECT and _within(imported, "engine.inspect")
+            ):
                 offending.append(f"{path.relative_to(ROOT)}:{line} imports {imported} (a higher layer)")
     assert not offending, "layers point one way (see LAYERS):\n  " + "\n  ".join(offending)
 
@@ -144,11 +152,15 @@ def test_steps_never_import_steps() -> None:
     offending = []
     for path in sorted((ENGINE / "steps").glob("*.py")):
         name = module_name(path)
-        offending += [f"{path.relative_to(ROOT)}:{line} imports {imported}"
-                      for line, imported in engine_imports(path)
-                      if _within(imported, "engine.steps") and imported not in shared and imported != name]
-    assert not offending, ("a step reads upstream tables and files, never another step's code; move shared "
-                           "code to data/, sources/, models/ or llm/:\n  " + "\n  ".join(offending))
+        offending += [
+            f"{path.relative_to(ROOT)}:{line} imports {imported}"
+            for line, imported in engine_imports(path)
+            if _within(imported, "engine.steps") and imported not in shared and imported != name
+        ]
+    assert not offending, (
+        "a step reads upstream tables and files, never another step's code; move shared "
+        "code to data/, sources/, models/ or llm/:\n  " + "\n  ".join(offending)
+    )
 
 
 def test_no_import_cycles_even_inside_functions() -> None:

@@ -39,8 +39,14 @@ def scorer_by_name(name: str) -> Callable:
     return scorer
 
 
-def candidate_pairs(texts: Sequence[str], scorer: str = "token_set_ratio", threshold: float = 85,
-                    workers: int = -1, block: int = 1000, prefilter: bool = True) -> list[tuple[int, int]]:
+def candidate_pairs(
+    texts: Sequence[str],
+    scorer: str = "token_set_ratio",
+    threshold: float = 85,
+    workers: int = -1,
+    block: int = 1000,
+    prefilter: bool = True,
+) -> list[tuple[int, int]]:
     """All pairs (i, j) with i < j and similarity >= threshold, exactly.
 
     token_set_ratio (the default) is ~40x slower in cdist than plain ratio, so for it an exact
@@ -63,8 +69,9 @@ def candidate_pairs(texts: Sequence[str], scorer: str = "token_set_ratio", thres
     for start in range(0, len(texts), block):
         stop = min(len(texts), start + block)
         # uint8 keeps a block small; rapidfuzz applies the float cutoff before rounding
-        scores = process.cdist(texts[start:stop], texts[start:], scorer=fn, dtype=np.uint8,
-                               score_cutoff=threshold, workers=workers)
+        scores = process.cdist(
+            texts[start:stop], texts[start:], scorer=fn, dtype=np.uint8, score_cutoff=threshold, workers=workers
+        )
         rows, cols = np.nonzero(scores)
         upper = cols > rows  # drop the diagonal and the block's lower triangle
         found.append(np.stack([rows[upper] + start, cols[upper] + start], axis=1))
@@ -113,7 +120,7 @@ class TokenSetBound:
         lengths = np.zeros((len(texts), buckets), dtype=np.float32)
         for i, (h, tokens) in enumerate(zip(hists, sets, strict=True)):
             for c, v in h.items():
-                self.unary[i, offset[c]:offset[c] + v] = 1.0
+                self.unary[i, offset[c] : offset[c] + v] = 1.0
             for t in tokens:
                 b = zlib.crc32(t.encode("utf-8")) % buckets
                 counts[i, b] += 1
@@ -185,14 +192,20 @@ class UnionFind:
 
 @dataclass(frozen=True)
 class Duplicate:
-    index: int          # the row removed
-    kept: int           # the kept row it duplicates
-    similarity: float   # similarity of the removed and the kept question
-    group: int          # smallest row index of its union-find group (for auditing groups)
+    index: int  # the row removed
+    kept: int  # the kept row it duplicates
+    similarity: float  # similarity of the removed and the kept question
+    group: int  # smallest row index of its union-find group (for auditing groups)
 
 
-def find_duplicates(questions: Sequence[str], scores: Sequence[float], scorer: str = "token_set_ratio",
-                    threshold: float = 85, workers: int = -1, block: int = 1000) -> list[Duplicate]:
+def find_duplicates(
+    questions: Sequence[str],
+    scores: Sequence[float],
+    scorer: str = "token_set_ratio",
+    threshold: float = 85,
+    workers: int = -1,
+    block: int = 1000,
+) -> list[Duplicate]:
     """Rows to remove, each with the kept row it duplicates.
 
     Union-find groups connected duplicates; inside a group rows are visited best score first

@@ -36,8 +36,7 @@ def new_figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
     return fig, ax
 
 
-def histograms(series: dict[str, Sequence[float]], title: str | None = None,
-               bins: int | None = None) -> Any:
+def histograms(series: dict[str, Sequence[float]], title: str | None = None, bins: int | None = None) -> Any:
     """One histogram panel per non-empty series, side by side; None if there is nothing to plot.
 
     bins=None picks up to 30 bins but no more than there are distinct values, so a handful of
@@ -46,9 +45,10 @@ def histograms(series: dict[str, Sequence[float]], title: str | None = None,
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    fig, axes = pyplot().subplots(1, len(series), figsize=(PANEL_WIDTH * len(series), PANEL_HEIGHT),
-                                  dpi=DPI, squeeze=False)
-    for i, (ax, (name, values)) in enumerate(zip(axes[0], series.items())):
+    fig, axes = pyplot().subplots(
+        1, len(series), figsize=(PANEL_WIDTH * len(series), PANEL_HEIGHT), dpi=DPI, squeeze=False
+    )
+    for i, (ax, (name, values)) in enumerate(zip(axes[0], series.items(), strict=True)):
         _style(ax)
         ax.hist(values, bins=bins or min(30, max(5, len(set(values)))), color=f"C{i}", edgecolor="white")
         ax.set_title(name, fontsize=10)

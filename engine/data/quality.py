@@ -22,14 +22,14 @@ FEATURES = {
 # without a language-detection dependency. Unknown languages skip the check (empty still drops).
 STOPWORDS = {
     "en": "the a an and or but of to in on at for with is are was were be been it this that "
-          "you your i we they he she not do does can will as by from so if have has what when "
-          "how why which there their more than about into just also very".split(),
+    "you your i we they he she not do does can will as by from so if have has what when "
+    "how why which there their more than about into just also very".split(),
     "de": "der die das und oder aber nicht ist sind war ein eine zu mit von auf für den dem "
-          "es ich du wir sie er auch wie was wenn so im am bei".split(),
+    "es ich du wir sie er auch wie was wenn so im am bei".split(),
     "fr": "le la les et ou mais de des du un une est sont pas ne à au en pour avec que qui "
-          "il elle nous vous ce cette dans sur par plus se".split(),
+    "il elle nous vous ce cette dans sur par plus se".split(),
     "es": "el la los las y o pero de del un una es son no en con por para que se lo como "
-          "más su al este esta muy".split(),
+    "más su al este esta muy".split(),
 }
 MIN_STOPWORD_SHARE = 0.12
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
@@ -93,8 +93,9 @@ def row_reason(row: dict, filters: Any, language: str) -> str | None:
     """The first per-row filter an answer fails, cheapest first."""
     answer = row.get("answer") or ""
     checks = [
-        (lambda: language_reason(answer, language)) if filters.require_language else
-        (lambda: "empty answer" if not answer.strip() else None),
+        (lambda: language_reason(answer, language))
+        if filters.require_language
+        else (lambda: "empty answer" if not answer.strip() else None),
         lambda: length_reason(answer, filters.answer_length),
         lambda: banned_reason(answer, filters.banned_phrases),
         lambda: formatting_reason(answer, filters.formatting),
@@ -121,8 +122,10 @@ def share_drops(rows: list[dict], cfg: Formatting, quality: dict[str, float]) ->
         # smallest d with with_it / (len(live) - d) >= min_share
         need = len(live) - (with_it / cfg.min_share if cfg.min_share > 0 else len(live))
         n_drop = max(0, math.ceil(need - 1e-9))
-        lacking = sorted((r for r in live if not has_feature(r["answer"], feature)),
-                         key=lambda r: (quality.get(r["id"], 0.0), r["id"]))
+        lacking = sorted(
+            (r for r in live if not has_feature(r["answer"], feature)),
+            key=lambda r: (quality.get(r["id"], 0.0), r["id"]),
+        )
         share = with_it / len(live) if live else 0.0
         for r in lacking[:n_drop]:
             dropped[r["id"]] = f"formatting share: {feature} ({share:.0%} < {cfg.min_share:.0%})"

@@ -43,8 +43,11 @@ def format_compliance(texts: Sequence[str], reference: dict[str, float]) -> dict
     """
     shares = format_shares(texts)
     gaps = {f: abs(shares[f] - reference.get(f, 0.0)) for f in FEATURES}
-    return {"shares": shares, "reference": {f: reference.get(f, 0.0) for f in FEATURES},
-            "gap": sum(gaps.values()) / len(FEATURES)}
+    return {
+        "shares": shares,
+        "reference": {f: reference.get(f, 0.0) for f in FEATURES},
+        "gap": sum(gaps.values()) / len(FEATURES),
+    }
 
 
 def word_count(text: str) -> int:
@@ -55,11 +58,12 @@ def length_stats(texts: Sequence[str], references: Sequence[str]) -> dict[str, A
     """Answer length in words vs the reference answers (ratio of medians; 1.0 is on target)."""
     lengths = [word_count(t) for t in texts]
     ref = [word_count(t) for t in references]
-    out: dict[str, Any] = {"mean_words": mean(lengths) if lengths else 0.0,
-                           "median_words": median(lengths) if lengths else 0.0,
-                           "reference_median_words": median(ref) if ref else None}
-    out["ratio"] = (out["median_words"] / out["reference_median_words"]
-                    if out["reference_median_words"] else None)
+    out: dict[str, Any] = {
+        "mean_words": mean(lengths) if lengths else 0.0,
+        "median_words": median(lengths) if lengths else 0.0,
+        "reference_median_words": median(ref) if ref else None,
+    }
+    out["ratio"] = out["median_words"] / out["reference_median_words"] if out["reference_median_words"] else None
     return out
 
 
@@ -69,7 +73,7 @@ def sentences(text: str) -> list[str]:
 
 def ngram_repeats(words: Sequence[str], n: int) -> int:
     """How often the most common n-gram occurs."""
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return max(grams.values(), default=0)
 
 
@@ -81,9 +85,12 @@ def repetition(text: str, sentence_limit: int = 3, ngram: int = 8, ngram_limit: 
     words = [w.lower() for w in WORD.findall(text)]
     top_ngram = ngram_repeats(words, ngram)
     distinct = len(set(words)) / len(words) if words else 1.0
-    return {"max_sentence_repeats": top_sentence, "max_ngram_repeats": top_ngram,
-            "distinct_word_ratio": distinct,
-            "loop": top_sentence > sentence_limit or top_ngram > ngram_limit}
+    return {
+        "max_sentence_repeats": top_sentence,
+        "max_ngram_repeats": top_ngram,
+        "distinct_word_ratio": distinct,
+        "loop": top_sentence > sentence_limit or top_ngram > ngram_limit,
+    }
 
 
 def loop_rate(texts: Sequence[str]) -> float:
@@ -98,10 +105,13 @@ def banned_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
 # General-ability probes: if the tuned model fails what the base model passes, it forgot.
 PROBES: tuple[dict[str, Any], ...] = (
     {"id": "greeting", "question": "Hello", "kind": "greeting"},
-    {"id": "arithmetic", "question": "What is 7 + 5? Reply with the number only.", "kind": "contains",
-     "expect": ["12", "twelve"]},
-    {"id": "off_domain", "question": "What is the capital of France?", "kind": "contains",
-     "expect": ["paris"]},
+    {
+        "id": "arithmetic",
+        "question": "What is 7 + 5? Reply with the number only.",
+        "kind": "contains",
+        "expect": ["12", "twelve"],
+    },
+    {"id": "off_domain", "question": "What is the capital of France?", "kind": "contains", "expect": ["paris"]},
 )
 # A sane reply to "Hello" greets back or offers help; a lecture on the training topic does neither.
 GREETING_WORDS = ("hello", "hi", "hey", "greetings", "welcome", "help", "nice to meet", "how can i", "what can i")
@@ -123,6 +133,7 @@ def judge_verdict(first: str | None, second: str | None) -> str:
     `first` is the winner label when A=tuned, B=base; `second` when A=base, B=tuned. Only an
     answer that wins in both positions wins; a split verdict is position bias, hence a tie.
     """
+
     def norm(label: str | None, a_is: str, b_is: str) -> str:
         label = (label or "").strip().lower()
         return a_is if label == "a" else b_is if label == "b" else "tie"
@@ -134,8 +145,13 @@ def judge_verdict(first: str | None, second: str | None) -> str:
 def judge_summary(verdicts: Sequence[str]) -> dict[str, Any]:
     counts = Counter(verdicts)
     n = len(verdicts)
-    return {"n": n, "tuned_wins": counts["tuned"], "base_wins": counts["base"], "ties": counts["tie"],
-            "tuned_win_rate": counts["tuned"] / n if n else None}
+    return {
+        "n": n,
+        "tuned_wins": counts["tuned"],
+        "base_wins": counts["base"],
+        "ties": counts["tie"],
+        "tuned_win_rate": counts["tuned"] / n if n else None,
+    }
 
 
 def json_safe(value: Any) -> Any:
@@ -149,10 +165,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def model_scores(answers: Sequence[str], references: Sequence[str], train_shares: dict[str, float],
-                 banned: Sequence[str]) -> dict[str, Any]:
+def model_scores(
+    answers: Sequence[str], references: Sequence[str], train_shares: dict[str, float], banned: Sequence[str]
+) -> dict[str, Any]:
     """Every text score of one model's answers, in one dict (eval.json and the report use it)."""
-    return {"format": format_compliance(answers, train_shares),
-            "length": length_stats(answers, references),
-            "loop_rate": loop_rate(answers),
-            "banned_rate": banned_rate(answers, banned)}
+    return {
+        "format": format_compliance(answers, train_shares),
+        "length": length_stats(answers, references),
+        "loop_rate": loop_rate(answers),
+        "banned_rate": banned_rate(answers, banned),
+    }

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.recipe.shared import render_system_prompt
 from engine.errors import RecipeError
+from engine.recipe.shared import render_system_prompt
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,14 @@ def find_tuned_model(run_dir: Path, prefer: str = "auto") -> TunedModel:
         if not base:
             raise RecipeError(f"{run_dir}: adapters found but resolved.json names no train.model")
         manifest = run_dir / "manifest.json"
-        recipe_path = (json.loads(manifest.read_text(encoding="utf-8")).get("recipe_path")
-                       if manifest.is_file() else None)
+        recipe_path = (
+            json.loads(manifest.read_text(encoding="utf-8")).get("recipe_path") if manifest.is_file() else None
+        )
         return TunedModel(base, adapters, Path(recipe_path).resolve().parent if recipe_path else None, "adapters")
     missing = {"auto": "neither model/ nor adapters/", "fused": "no model/", "adapters": "no adapters/"}[prefer]
-    raise RecipeError(f"{run_dir}: no tuned model ({missing} in the run folder); "
-                      "train it with `recipe run RECIPE` first")
+    raise RecipeError(
+        f"{run_dir}: no tuned model ({missing} in the run folder); train it with `recipe run RECIPE` first"
+    )
 
 
 def system_prompt(run_dir: Path) -> str | None:
@@ -57,8 +59,9 @@ def system_prompt(run_dir: Path) -> str | None:
         if first.strip():
             return next((m["content"] for m in json.loads(first)["messages"] if m["role"] == "system"), None)
     resolved = _resolved(run_dir)
-    return render_system_prompt((resolved.get("split") or {}).get("system_prompt"),
-                                (resolved.get("creator") or {}).get("name", ""))
+    return render_system_prompt(
+        (resolved.get("split") or {}).get("system_prompt"), (resolved.get("creator") or {}).get("name", "")
+    )
 
 
 def load_tuned(run_dir: Path, models_dir: Path, prefer: str = "auto") -> tuple[Any, Any, TunedModel]:
@@ -69,8 +72,16 @@ def load_tuned(run_dir: Path, models_dir: Path, prefer: str = "auto") -> tuple[A
     return model, tokenizer, tuned
 
 
-def stream_answer(model: Any, tokenizer: Any, question: str, system: str | None = None, max_tokens: int = 256,
-                  temperature: float = 0.0, seed: int = 0, repetition_penalty: float | None = None) -> Iterator[str]:
+def stream_answer(
+    model: Any,
+    tokenizer: Any,
+    question: str,
+    system: str | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int = 0,
+    repetition_penalty: float | None = None,
+) -> Iterator[str]:
     """Yield text pieces of the answer as mlx-lm generates them."""
     from engine.models.blas import import_mlx
 
@@ -82,16 +93,37 @@ def stream_answer(model: Any, tokenizer: Any, question: str, system: str | None 
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     mx.random.seed(seed)
     processors = make_logits_processors(repetition_penalty=repetition_penalty) if repetition_penalty else None
-    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,
-                                    sampler=make_sampler(temp=temperature), logits_processors=processors):
+    for response in stream_generate(
+        model,
+        tokenizer,
+        prompt,
+        max_tokens=max_tokens,
+        sampler=make_sampler(temp=temperature),
+        logits_processors=processors,
+    ):
         if response.text:
             yield response.text
 
 
-def ask(run_dir: Path, question: str, models_dir: Path, prefer: str = "auto", max_tokens: int | None = None,
-        temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+def ask(
+    run_dir: Path,
+    question: str,
+    models_dir: Path,
+    prefer: str = "auto",
+    max_tokens: int | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> Iterator[str]:
     """Load the run's tuned model and stream its answer (eval settings as defaults)."""
     ev = _resolved(run_dir).get("eval") or {}
     model, tokenizer, _ = load_tuned(run_dir, models_dir, prefer)
-    yield from stream_answer(model, tokenizer, question, system_prompt(run_dir),
-                             max_tokens or ev.get("max_tokens", 256), temperature, seed, ev.get("repetition_penalty"))
+    yield from stream_answer(
+        model,
+        tokenizer,
+        question,
+        system_prompt(run_dir),
+        max_tokens or ev.get("max_tokens", 256),
+        temperature,
+        seed,
+        ev.get("repetition_penalty"),
+    )

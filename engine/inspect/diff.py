@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine.data.plots import new_figure, save_png
 from engine.data.scores import json_safe
@@ -20,8 +20,15 @@ from engine.recipe.load import dotted
 # Tables whose `question` column defines "the dataset", most downstream first.
 DATASET_TABLES = ("split", "augment", "curate", "answers", "questions")
 # Train-step numbers worth a row (the chosen learning rate after a sweep, speed, size).
-TRAIN_KEYS = ("learning_rate", "train_examples", "valid_examples", "trained_tokens", "tokens_per_second",
-              "peak_memory_gb", "wall_time_s")
+TRAIN_KEYS = (
+    "learning_rate",
+    "train_examples",
+    "valid_examples",
+    "trained_tokens",
+    "tokens_per_second",
+    "peak_memory_gb",
+    "wall_time_s",
+)
 
 
 def flatten(value: Any, path: tuple = ()) -> dict[str, Any]:
@@ -36,8 +43,7 @@ def flatten(value: Any, path: tuple = ()) -> dict[str, Any]:
 def recipe_changes(a: dict, b: dict) -> list[dict[str, Any]]:
     """Keys whose value differs (absent on one side shows as None)."""
     fa, fb = flatten(a), flatten(b)
-    return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k)]
+    return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
 def headline_metrics(run: RunData) -> dict[str, Any]:
@@ -58,7 +64,7 @@ def headline_metrics(run: RunData) -> dict[str, Any]:
     return out
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -93,36 +99,52 @@ def dataset_diff(db_a: Path, db_b: Path, limit: int = 20) -> dict[str, Any]:
 
 
 def _shared_question_table(con: Any) -> str | None:
-    cols = con.execute("SELECT database_name, table_name, column_name FROM duckdb_columns() "
-                       "WHERE database_name IN ('a', 'b') AND column_name = 'question'").fetchall()
+    cols = con.execute(
+        "SELECT database_name, table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name IN ('a', 'b') AND column_name = 'question'"
+    ).fetchall()
     have = {(db, t) for db, t, _ in cols}
     return next((t for t in DATASET_TABLES if ("a", t) in have and ("b", t) in have), None)
 
 
 def _question_sets(con: Any, table: str, limit: int) -> dict[str, Any]:
     ok = "WHERE question IS NOT NULL" + _status_filter(con, table)
-    sql = (f'SELECT DISTINCT question FROM {{x}}."{table}" {ok} EXCEPT '
-           f'SELECT DISTINCT question FROM {{y}}."{table}" {ok} ORDER BY 1')
+    sql = (
+        f'SELECT DISTINCT question FROM {{x}}."{table}" {ok} EXCEPT '
+        f'SELECT DISTINCT question FROM {{y}}."{table}" {ok} ORDER BY 1'
+    )
     removed = [r[0] for r in con.execute(sql.format(x="a", y="b")).fetchall()]
     added = [r[0] for r in con.execute(sql.format(x="b", y="a")).fetchall()]
     count = f'SELECT count(DISTINCT question) FROM {{x}}."{table}" {ok}'
-    return {"table": table, "a_questions": con.execute(count.format(x="a")).fetchone()[0],
-            "b_questions": con.execute(count.format(x="b")).fetchone()[0],
-            "added_count": len(added), "removed_count": len(removed),
-            "added": added[:limit], "removed": removed[:limit]}
+    return {
+        "table": table,
+        "a_questions": con.execute(count.format(x="a")).fetchone()[0],
+        "b_questions": con.execute(count.format(x="b")).fetchone()[0],
+        "added_count": len(added),
+        "removed_count": len(removed),
+        "added": added[:limit],
+        "removed": removed[:limit],
+    }
 
 
 def _status_filter(con: Any, table: str) -> str:
-    has = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name IN ('a','b') "
-                      "AND table_name = ? AND column_name = 'status'", [table]).fetchone()[0]
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name IN ('a','b') "
+        "AND table_name = ? AND column_name = 'status'",
+        [table],
+    ).fetchone()[0]
     return " AND status = 'ok'" if has == 2 else ""
 
 
 def eval_pairs(a: dict, b: dict, setting: str = "greedy") -> list[dict[str, Any]]:
     """Tuned answers of both runs for the questions both runs asked."""
+
     def by_question(ev: dict) -> dict[str, str]:
-        return {it["question"]: (it.get("answers", {}).get(setting) or {}).get("tuned", "")
-                for it in ev.get("items", []) if "question" in it}
+        return {
+            it["question"]: (it.get("answers", {}).get(setting) or {}).get("tuned", "")
+            for it in ev.get("items", [])
+            if "question" in it
+        }
 
     qa, qb = by_question(a), by_question(b)
     return [{"question": q, "a": qa[q], "b": qb[q]} for q in qa if q in qb]
@@ -143,9 +165,14 @@ class RunDiff:
 
 def diff_runs(dir_a: Path, dir_b: Path) -> RunDiff:
     a, b = load_run(dir_a), load_run(dir_b)
-    return RunDiff(a.run_id, b.run_id, recipe_changes(a.resolved, b.resolved),
-                   metric_rows(headline_metrics(a), headline_metrics(b)),
-                   dataset_diff(dir_a / "data.duckdb", dir_b / "data.duckdb"), eval_pairs(a.eval, b.eval))
+    return RunDiff(
+        a.run_id,
+        b.run_id,
+        recipe_changes(a.resolved, b.resolved),
+        metric_rows(headline_metrics(a), headline_metrics(b)),
+        dataset_diff(dir_a / "data.duckdb", dir_b / "data.duckdb"),
+        eval_pairs(a.eval, b.eval),
+    )
 
 
 def _fmt(v: Any) -> str:
@@ -160,31 +187,41 @@ def _delta(v: Any) -> str:
 
 def render_markdown(d: RunDiff) -> str:
     lines = [f"# diff {d.a} → {d.b}", "", "## Recipe", ""]
-    lines += ["| key | A | B |", "|---|---|---|"] + [f"| `{r['key']}` | {_fmt(r['a'])} | {_fmt(r['b'])} |"
-                                                     for r in d.recipe] if d.recipe else ["(same recipe)"]
+    lines += (
+        ["| key | A | B |", "|---|---|---|"] + [f"| `{r['key']}` | {_fmt(r['a'])} | {_fmt(r['b'])} |" for r in d.recipe]
+        if d.recipe
+        else ["(same recipe)"]
+    )
     lines += ["", "## Metrics", "", "| metric | A | B | Δ |", "|---|---|---|---|"]
     lines += [f"| {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_delta(r['delta'])} |" for r in d.metrics]
     lines += ["", "## Dataset", ""] + _dataset_lines(d.dataset, "- ")
     if d.answers:
         lines += ["", "## Eval answers (tuned, greedy)"]
         for pair in d.answers:
-            lines += ["", f"**Q: {pair['question']}**", "",
-                      f"- A: {_one_line(pair['a'])}", f"- B: {_one_line(pair['b'])}"]
+            lines += [
+                "",
+                f"**Q: {pair['question']}**",
+                "",
+                f"- A: {_one_line(pair['a'])}",
+                f"- B: {_one_line(pair['b'])}",
+            ]
     return "\n".join(lines) + "\n"
 
 
 def _dataset_lines(ds: dict[str, Any], bullet: str) -> list[str]:
     if not ds.get("table"):
         return [ds.get("note", "no dataset")]
-    lines = [f"table `{ds['table']}`: {ds['a_questions']} → {ds['b_questions']} questions "
-             f"(+{ds['added_count']} added, -{ds['removed_count']} removed)"]
+    lines = [
+        f"table `{ds['table']}`: {ds['a_questions']} → {ds['b_questions']} questions "
+        f"(+{ds['added_count']} added, -{ds['removed_count']} removed)"
+    ]
     lines += [f"{bullet}+ {q}" for q in ds["added"]] + [f"{bullet}- {q}" for q in ds["removed"]]
     return lines
 
 
 def _one_line(text: str, width: int = 300) -> str:
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def render_text(d: RunDiff) -> str:
@@ -194,8 +231,12 @@ def render_text(d: RunDiff) -> str:
     lines += [f"  {r['metric']:<34} {_fmt(r['a']):>12} {_fmt(r['b']):>12} {_delta(r['delta']):>10}" for r in d.metrics]
     lines += ["", "dataset:"] + ["  " + x for x in _dataset_lines(d.dataset, "  ")]
     for pair in d.answers:
-        lines += ["", f"Q: {pair['question']}", f"  A: {_one_line(pair['a'], 200)}",
-                  f"  B: {_one_line(pair['b'], 200)}"]
+        lines += [
+            "",
+            f"Q: {pair['question']}",
+            f"  A: {_one_line(pair['a'], 200)}",
+            f"  B: {_one_line(pair['b'], 200)}",
+        ]
     return "\n".join(lines)
 
 
@@ -206,9 +247,15 @@ def plot_losses(runs: list[tuple[str, dict]], out: Path) -> Path:
         curves, color = loss_curves(metrics), f"C{i}"
         for name, style in (("train_loss", "-"), ("val_loss", "--")):
             if curves[name]:
-                xs, ys = zip(*curves[name])
-                ax.plot(xs, ys, style, color=color, marker="o" if name == "val_loss" else None,
-                        label=f"{label} {name.split('_')[0]}")
+                xs, ys = zip(*curves[name], strict=True)
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    color=color,
+                    marker="o" if name == "val_loss" else None,
+                    label=f"{label} {name.split('_')[0]}",
+                )
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()

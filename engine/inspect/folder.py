@@ -48,8 +48,13 @@ def read_json(path: Path) -> dict:
 
 
 def load_run(run_dir: Path) -> RunData:
-    return RunData(run_dir, read_manifest(run_dir), read_metrics(run_dir),
-                   read_json(run_dir / "resolved.json"), read_json(run_dir / "eval.json"))
+    return RunData(
+        run_dir,
+        read_manifest(run_dir),
+        read_metrics(run_dir),
+        read_json(run_dir / "resolved.json"),
+        read_json(run_dir / "eval.json"),
+    )
 
 
 def recipe_text(run_dir: Path, resolved: dict) -> str:

@@ -33,7 +33,7 @@ def loss_plot(metrics: dict) -> str | None:
     fig, ax = new_figure()
     for name, style in (("train_loss", "-"), ("val_loss", "--o")):
         if curves[name]:
-            xs, ys = zip(*curves[name])
+            xs, ys = zip(*curves[name], strict=True)
             ax.plot(xs, ys, style, label=name.replace("_", " "))
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
@@ -48,20 +48,28 @@ def dataset_lengths(db: Path) -> dict[str, list[int]]:
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_columns() "
-                                            "WHERE column_name = 'answer'").fetchall()}
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_columns() WHERE column_name = 'answer'").fetchall()
+        }
         table = next((t for t in ("split", "augment", "curate", "answers") if t in tables), None)
         if table is None:
             return {}
-        rows = con.execute(f'SELECT question, answer FROM "{table}" WHERE answer IS NOT NULL'
-                           + (" AND status = 'ok'" if _has_status(con, table) else "")).fetchall()
-    return {"question words": [len((q or "").split()) for q, _ in rows],
-            "answer words": [len((a or "").split()) for _, a in rows]}
+        rows = con.execute(
+            f'SELECT question, answer FROM "{table}" WHERE answer IS NOT NULL'
+            + (" AND status = 'ok'" if _has_status(con, table) else "")
+        ).fetchall()
+    return {
+        "question words": [len((q or "").split()) for q, _ in rows],
+        "answer words": [len((a or "").split()) for _, a in rows],
+    }
 
 
 def _has_status(con: Any, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'status'",
-                            [table]).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = 'status'", [table]
+        ).fetchone()[0]
+    )
 
 
 def histogram_plot(lengths: dict[str, list[int]]) -> str | None:
@@ -80,8 +88,10 @@ def _num(v: Any) -> str:
 
 
 def steps_section(run: RunData) -> str:
-    rows = [[html.escape(name), html.escape(str(s.get("status", ""))), _num(s.get("rows")), _num(s.get("seconds"))]
-            for name, s in run.manifest.get("steps", {}).items()]
+    rows = [
+        [html.escape(name), html.escape(str(s.get("status", ""))), _num(s.get("rows")), _num(s.get("seconds"))]
+        for name, s in run.manifest.get("steps", {}).items()
+    ]
     return "<h2>Steps</h2>" + _table(["step", "status", "rows", "seconds"], rows)
 
 
@@ -114,35 +124,53 @@ def answers_section(ev: dict) -> str:
     rows = []
     for it in ev.get("items", []):
         for setting, pair in (it.get("answers") or {}).items():
-            rows.append([html.escape(it.get("source", "")), html.escape(it.get("question", "")), html.escape(setting),
-                         f'<div class="ans">{html.escape(pair.get("base", ""))}</div>',
-                         f'<div class="ans">{html.escape(pair.get("tuned", ""))}</div>',
-                         f'<div class="ans">{html.escape(it.get("reference") or "")}</div>'])
+            rows.append(
+                [
+                    html.escape(it.get("source", "")),
+                    html.escape(it.get("question", "")),
+                    html.escape(setting),
+                    f'<div class="ans">{html.escape(pair.get("base", ""))}</div>',
+                    f'<div class="ans">{html.escape(pair.get("tuned", ""))}</div>',
+                    f'<div class="ans">{html.escape(it.get("reference") or "")}</div>',
+                ]
+            )
     if not rows:
         return ""
     return "<h2>Answers</h2>" + _table(["source", "question", "setting", "base", "tuned", "reference"], rows)
 
 
 def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -> str:
-    parts = [f"<h1>Run {html.escape(run.run_id)} — {html.escape(str(run.manifest.get('recipe', '')))}</h1>",
-             f"<p>status {html.escape(str(run.manifest.get('status', '?')))}, created "
-             f"{html.escape(str(run.manifest.get('created', '')))}</p>", steps_section(run)]
+    parts = [
+        f"<h1>Run {html.escape(run.run_id)} — {html.escape(str(run.manifest.get('recipe', '')))}</h1>",
+        f"<p>status {html.escape(str(run.manifest.get('status', '?')))}, created "
+        f"{html.escape(str(run.manifest.get('created', '')))}</p>",
+        steps_section(run),
+    ]
     hist = histogram_plot(lengths)
-    parts.append("<h2>Dataset</h2>" + _dataset_counts(run.metrics)
-                 + (img(hist, "dataset length histograms") if hist else "<p>No Q&amp;A data.</p>"))
+    parts.append(
+        "<h2>Dataset</h2>"
+        + _dataset_counts(run.metrics)
+        + (img(hist, "dataset length histograms") if hist else "<p>No Q&amp;A data.</p>")
+    )
     losses = loss_plot(run.metrics)
     parts.append("<h2>Training</h2>" + (img(losses, "loss curves") if losses else "<p>No training in this run.</p>"))
     parts += [eval_summary_section(run.eval), answers_section(run.eval)]
     parts.append(f"<h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre>")
     title = html.escape(f"recipe run {run.run_id}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
 
 
 def _dataset_counts(metrics: dict) -> str:
     """Counts the data steps put into their metrics (curate/augment/split), as one table."""
-    rows = [[html.escape(step), html.escape(k), _num(v)] for step in ("curate", "augment", "split")
-            for k, v in (metrics.get(step) or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    rows = [
+        [html.escape(step), html.escape(k), _num(v)]
+        for step in ("curate", "augment", "split")
+        for k, v in (metrics.get(step) or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
     return _table(["step", "count", "value"], rows) if rows else ""
 
 

@@ -47,8 +47,12 @@ def headline(manifest: dict, metrics: dict) -> dict[str, Any]:
     """The few numbers worth a column in `recipe runs`."""
     rows = {name: s.get("rows") for name, s in manifest.get("steps", {}).items()}
     train = metrics.get("train", {})
-    out = {"videos": rows.get("transcripts"), "qa": rows.get("answers"), "examples": rows.get("split"),
-           "best_val_loss": train.get("best_val_loss")}
+    out = {
+        "videos": rows.get("transcripts"),
+        "qa": rows.get("answers"),
+        "examples": rows.get("split"),
+        "best_val_loss": train.get("best_val_loss"),
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -56,9 +60,16 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
     found = []
     for manifest_path in sorted(runs_dir.glob("*/manifest.json")):
         manifest = read_manifest(manifest_path.parent)
-        found.append(RunInfo(manifest_path.parent.name, manifest_path.parent, manifest.get("recipe", "?"),
-                             manifest.get("created", ""), effective_status(manifest),
-                             headline(manifest, read_metrics(manifest_path.parent))))
+        found.append(
+            RunInfo(
+                manifest_path.parent.name,
+                manifest_path.parent,
+                manifest.get("recipe", "?"),
+                manifest.get("created", ""),
+                effective_status(manifest),
+                headline(manifest, read_metrics(manifest_path.parent)),
+            )
+        )
     return sorted(found, key=lambda r: r.created, reverse=True)
 
 
@@ -84,8 +95,9 @@ class GcResult:
 
 def garbage_collect(store_path: Path, runs_dir: Path, dry_run: bool = False) -> GcResult:
     """Drop step tables (and their artifact folders) that no run folder references."""
-    referenced = {s["table"] for info in list_runs(runs_dir)
-                  for s in read_manifest(info.path).get("steps", {}).values()}
+    referenced = {
+        s["table"] for info in list_runs(runs_dir) for s in read_manifest(info.path).get("steps", {}).values()
+    }
     before = _size(store_path)
     with Store(store_path) as store:
         unused = [e for e in store.catalog() if e["table_name"] not in referenced]
@@ -123,7 +135,7 @@ def _compact(store_path: Path) -> None:
     try:
         con = duckdb.connect(str(tmp))
         con.execute(f"ATTACH '{store_path}' AS old (READ_ONLY)")
-        new_name = con.execute("SELECT current_database()").fetchone()[0]
+        (new_name,) = con.execute("SELECT current_database()").fetchone() or ("",)
         con.execute(f'COPY FROM DATABASE old TO "{new_name}"')
         con.close()
         tmp.replace(store_path)
@@ -134,4 +146,3 @@ def _compact(store_path: Path) -> None:
 def _size(path: Path) -> int:
     wal = path.with_name(path.name + ".wal")
     return sum(p.stat().st_size for p in (path, wal) if p.exists())
-

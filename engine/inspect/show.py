@@ -13,9 +13,15 @@ from engine.inspect.runs import effective_status
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(run_dir)
-    return {"run_dir": str(run_dir), "manifest": manifest, "status": effective_status(manifest),
-            "metrics": read_metrics(run_dir), "problems": item_problems(run_dir),
-            "dataset": dataset_stats(run_dir), "eval": eval_summary(run_dir)}
+    return {
+        "run_dir": str(run_dir),
+        "manifest": manifest,
+        "status": effective_status(manifest),
+        "metrics": read_metrics(run_dir),
+        "problems": item_problems(run_dir),
+        "dataset": dataset_stats(run_dir),
+        "eval": eval_summary(run_dir),
+    }
 
 
 def dataset_stats(run_dir: Path) -> dict[str, Any]:
@@ -26,15 +32,20 @@ def dataset_stats(run_dir: Path) -> dict[str, Any]:
     import duckdb
 
     with duckdb.connect(str(db), read_only=True) as con:
-        cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() "
-                                          "WHERE table_name = 'split'").fetchall()}
+        cols = {
+            r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'split'").fetchall()
+        }
         if not {"split", "question", "answer"} <= cols:
             return {}
         where = "WHERE status = 'ok'" if "status" in cols else ""
-        rows = con.execute("SELECT split, count(*), avg(len(string_split(question, ' '))), "
-                           f"avg(len(string_split(answer, ' '))) FROM split {where} GROUP BY 1 ORDER BY 1").fetchall()
-    return {name: {"examples": n, "question_words": round(q or 0, 1), "answer_words": round(a or 0, 1)}
-            for name, n, q, a in rows}
+        rows = con.execute(
+            "SELECT split, count(*), avg(len(string_split(question, ' '))), "
+            f"avg(len(string_split(answer, ' '))) FROM split {where} GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return {
+        name: {"examples": n, "question_words": round(q or 0, 1), "answer_words": round(a or 0, 1)}
+        for name, n, q, a in rows
+    }
 
 
 def eval_summary(run_dir: Path) -> dict[str, Any]:
@@ -74,8 +85,11 @@ def _reason_kind(reason: str | None) -> str:
 
 def render_run(summary: dict[str, Any]) -> str:
     manifest = summary["manifest"]
-    lines = [f"run {manifest.get('run_id')}  recipe {manifest.get('recipe')}  status {summary['status']}",
-             f"folder {summary['run_dir']}", ""]
+    lines = [
+        f"run {manifest.get('run_id')}  recipe {manifest.get('recipe')}  status {summary['status']}",
+        f"folder {summary['run_dir']}",
+        "",
+    ]
     for name, step in manifest.get("steps", {}).items():
         seconds = f"{step['seconds']:.1f}s" if "seconds" in step else ""
         lines.append(f"  {name:<12} {step.get('status', ''):<8} {str(step.get('rows', '')):>7} rows  {seconds}")
@@ -95,8 +109,10 @@ def _dataset_lines(dataset: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "  dataset:"]
     for name, s in dataset.items():
-        lines.append(f"    {name:<6} {s['examples']:>6} examples  question {s['question_words']:.1f} words  "
-                     f"answer {s['answer_words']:.1f} words")
+        lines.append(
+            f"    {name:<6} {s['examples']:>6} examples  question {s['question_words']:.1f} words  "
+            f"answer {s['answer_words']:.1f} words"
+        )
     return lines
 
 
@@ -113,14 +129,16 @@ def _curation_lines(curate: dict[str, Any]) -> list[str]:
     coverage = curate.get("coverage") or {}
     if coverage:
         per_video = coverage.get("rows_per_video") or {}
-        lines.append(f"    videos   {coverage.get('videos_with_rows')}/{coverage.get('videos')} with rows, "
-                     f"median {_fmt(per_video.get('median'))} rows per video")
+        lines.append(
+            f"    videos   {coverage.get('videos_with_rows')}/{coverage.get('videos')} with rows, "
+            f"median {_fmt(per_video.get('median'))} rows per video"
+        )
     return lines
 
 
 def _eval_lines(ev: dict[str, Any]) -> list[str]:
     """Base vs tuned, one score per line; other summary numbers after."""
-    names = [k[len("tuned_"):] for k in ev if k.startswith("tuned_")]
+    names = [k[len("tuned_") :] for k in ev if k.startswith("tuned_")]
     if not ev:
         return []
     lines = ["", f"  eval: {'score':<22} {'base':>10} {'tuned':>10}"]

@@ -23,9 +23,9 @@ from engine.pipeline.hashing import digest
 from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
-    from engine.recipe.shared import LLMParams
     from engine.pipeline.progress import Progress
     from engine.pipeline.store import ItemCache
+    from engine.recipe.shared import LLMParams
 
 # Seconds of the first retry's backoff ceiling; tests lower it to keep fault runs fast.
 BACKOFF_BASE = 1.0
@@ -64,13 +64,27 @@ def _refused(error: BaseException) -> bool:
 class LLMClient:
     """Runs many requests with one model's settings; see the module docstring."""
 
-    def __init__(self, params: LLMParams, cache: ItemCache | None = None,
-                 metrics: dict | None = None, context: dict | None = None):
+    def __init__(
+        self,
+        params: LLMParams,
+        cache: ItemCache | None = None,
+        metrics: dict | None = None,
+        context: dict | None = None,
+    ):
         self.params = params
         self.cache = cache
         self.metrics = metrics if metrics is not None else {}
-        for name in ("calls", "cached", "prompt_tokens", "completion_tokens", "tokens",
-                     "cost", "failures", "retries", "reasks"):
+        for name in (
+            "calls",
+            "cached",
+            "prompt_tokens",
+            "completion_tokens",
+            "tokens",
+            "cost",
+            "failures",
+            "retries",
+            "reasks",
+        ):
             self.metrics.setdefault(name, 0)
         self.context = context or {}  # models_dir/base_dir for the local provider
 
@@ -80,8 +94,7 @@ class LLMClient:
         return provider_for(self.params.model)
 
     # -- public -------------------------------------------------------------------------
-    def run_many(self, requests: list[LLMRequest],
-                 progress: Progress | None = None) -> list[LLMResult]:
+    def run_many(self, requests: list[LLMRequest], progress: Progress | None = None) -> list[LLMResult]:
         """Results in request order; never raises for one bad request (it comes back not ok)."""
         if not requests:
             return []
@@ -122,8 +135,10 @@ class LLMClient:
         self._gave_up = 0
         results = list(await asyncio.gather(*(one(r) for r in requests)))
         if self._gave_up == len(results):
-            raise LLMUnavailable(f"{self.params.model}: all {len(results)} call(s) failed; "
-                                 f"last: {results[-1].reason}. Check the server/api_base and run again.")
+            raise LLMUnavailable(
+                f"{self.params.model}: all {len(results)} call(s) failed; "
+                f"last: {results[-1].reason}. Check the server/api_base and run again."
+            )
         return results
 
     async def _run_one(self, request: LLMRequest) -> LLMResult:
@@ -149,8 +164,7 @@ class LLMClient:
             reason = f"invalid JSON after {round_ + 1} attempt(s): {error}"
             if round_ < self.params.reask:
                 self.metrics["reasks"] += 1
-                messages = messages + [{"role": "assistant", "content": text},
-                                       followup_message(error)]
+                messages = messages + [{"role": "assistant", "content": text}, followup_message(error)]
         return LLMResult(request.id, False, None, text, reason, cached, usage)
 
     async def _complete(self, messages: list[dict]) -> tuple[str, bool, dict]:
@@ -175,7 +189,8 @@ class LLMClient:
                     raise LLMUnavailable(
                         f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
                         f"{_short(e)}). Check the model name and the API key in your environment "
-                        "(e.g. OPENAI_API_KEY); keys are never read from the recipe.") from e
+                        "(e.g. OPENAI_API_KEY); keys are never read from the recipe."
+                    ) from e
                 if not is_transient(e):
                     raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e
                 last = e
@@ -186,15 +201,19 @@ class LLMClient:
             self._count(usage)
             return text, False, usage
         self._gave_up += 1
-        raise CallFailed(f"gave up after {self.params.retries + 1} attempt(s): "
-                         f"{type(last).__name__}: {_short(last)}")
+        raise CallFailed(f"gave up after {self.params.retries + 1} attempt(s): {type(last).__name__}: {_short(last)}")
 
     async def _call(self, messages: list[dict]) -> tuple[str, dict]:
         litellm = load_litellm()
         p, provider = self.params, self.provider
-        kwargs: dict[str, Any] = dict(model=provider.litellm_model(p.model), messages=messages,
-                                      temperature=p.temperature, max_tokens=p.max_tokens,
-                                      num_retries=0, **provider.call_kwargs(p))
+        kwargs: dict[str, Any] = dict(
+            model=provider.litellm_model(p.model),
+            messages=messages,
+            temperature=p.temperature,
+            max_tokens=p.max_tokens,
+            num_retries=0,
+            **provider.call_kwargs(p),
+        )
         if p.api_base:
             kwargs["api_base"] = p.api_base
         deadline = provider.deadline(p)
@@ -222,8 +241,7 @@ def _usage(response: Any) -> dict:
         cost = float((getattr(response, "_hidden_params", None) or {}).get("response_cost") or 0.0)
     except (TypeError, ValueError):
         cost = 0.0
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "tokens": prompt + completion, "cost": cost}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "tokens": prompt + completion, "cost": cost}
 
 
 def _short(error: BaseException | None, limit: int = 300) -> str:

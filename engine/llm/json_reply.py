@@ -55,9 +55,10 @@ def parse(text: str, schema: dict) -> tuple[Any, str | None]:
 
 def followup_message(error: str) -> dict:
     """The user turn that re-asks after an invalid reply, quoting the validation error."""
-    return {"role": "user", "content": (
-        f"Your reply could not be used: {error}\n"
-        "Reply again with only the corrected JSON, no other text.")}
+    return {
+        "role": "user",
+        "content": (f"Your reply could not be used: {error}\nReply again with only the corrected JSON, no other text."),
+    }
 
 
 # -- JSON extraction ------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def _salvage_items(text: str, schema: dict) -> list[Any]:
         if not match:
             continue
         item: dict[str, Any] = {text_field: _unescape(match.group(1))}
-        if number_re is not None:
+        if number_re is not None and number_field is not None:
             number = number_re.search(fragment)
             item[number_field] = int(number.group(1)) if number else len(items) + 1
         if item not in items and validation_error(item, item_schema) is None:

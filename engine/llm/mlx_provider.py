@@ -2,9 +2,10 @@
 
 Registered as the litellm custom provider "mlx", so the LLM client treats a local model like
 any API; it reaches this module through engine.llm.providers (PLUGINS imports it on first use of
-an `mlx:` model, and the import registers MlxProvider). Generation is CPU/GPU bound and batched generation is far faster than one prompt at a
-time (FACTS: 8 prompts batched ~ 3.6x throughput), so concurrent requests are gathered into
-micro-batches: the first request waits a few milliseconds for company, and requests that
+an `mlx:` model, and the import registers MlxProvider). Generation is CPU/GPU bound and batched
+generation is far faster than one prompt at a time (FACTS: 8 prompts batched ~ 3.6x throughput),
+so concurrent requests are gathered into micro-batches: the first request waits a few
+milliseconds for company, and requests that
 arrive while a batch is generating form the next one.
 """
 
@@ -63,23 +64,29 @@ def load(spec: str, models_dir: Path, base_dir: Path | None) -> tuple[Any, Any]:
         return _models[key]
 
 
-def generate(spec: str, context: dict, conversations: list[list[dict]], max_tokens: int,
-             temperature: float) -> tuple[list[str], list[dict]]:
+def generate(
+    spec: str, context: dict, conversations: list[list[dict]], max_tokens: int, temperature: float
+) -> tuple[list[str], list[dict]]:
     """Blocking batched generation; returns texts and per-conversation token usage."""
     from engine.models.generate import chat_generate
 
     models_dir = context.get("models_dir") or Path("models")
     model, tokenizer = load(spec, models_dir, context.get("base_dir"))
     with _generate_lock:
-        texts = chat_generate(model, tokenizer, conversations, max_tokens=max_tokens,
-                              temperature=temperature, repetition_penalty=REPETITION_PENALTY,
-                              batch_size=BATCH_SIZE)
+        texts = chat_generate(
+            model,
+            tokenizer,
+            conversations,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            repetition_penalty=REPETITION_PENALTY,
+            batch_size=BATCH_SIZE,
+        )
     usages = []
-    for conv, text in zip(conversations, texts):
+    for conv, text in zip(conversations, texts, strict=True):
         prompt = sum(len(tokenizer.encode(str(m.get("content", "")))) for m in conv)
         completion = len(tokenizer.encode(text))
-        usages.append({"prompt_tokens": prompt, "completion_tokens": completion,
-                       "total_tokens": prompt + completion})
+        usages.append({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
     return texts, usages
 
 
@@ -110,14 +117,14 @@ class MicroBatcher:
             self.batch_sizes.append(len(batch))
             try:
                 texts, usages = await asyncio.to_thread(
-                    generate, self.spec, self.context, [m for m, _ in batch],
-                    self.max_tokens, self.temperature)
+                    generate, self.spec, self.context, [m for m, _ in batch], self.max_tokens, self.temperature
+                )
             except Exception as e:  # noqa: BLE001 - every waiting caller gets the error
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(e)
                 continue
-            for (_, future), text, usage in zip(batch, texts, usages):
+            for (_, future), text, usage in zip(batch, texts, usages, strict=True):
                 if not future.done():
                     future.set_result((text, usage))
 
@@ -140,14 +147,16 @@ def _make_handler() -> Any:
                 self.batchers[key] = MicroBatcher(spec, self.context, max_tokens, temperature)
             return self.batchers[key]
 
-        async def acompletion(self, model: str, messages: list, *args: Any,
-                              optional_params: dict | None = None, **kwargs: Any) -> Any:
+        async def acompletion(
+            self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any
+        ) -> Any:
             max_tokens, temperature = _settings(optional_params)
             text, usage = await self.batcher(model, max_tokens, temperature).submit(messages)
             return _response(litellm, model, text, usage)
 
-        def completion(self, model: str, messages: list, *args: Any,
-                       optional_params: dict | None = None, **kwargs: Any) -> Any:
+        def completion(
+            self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any
+        ) -> Any:
             max_tokens, temperature = _settings(optional_params)
             texts, usages = generate(model, self.context, [messages], max_tokens, temperature)
             return _response(litellm, model, texts[0], usages[0])
@@ -162,17 +171,18 @@ def _settings(optional_params: dict | None) -> tuple[int, float]:
 
 def _response(litellm: Any, model: str, text: str, usage: dict) -> Any:
     return litellm.ModelResponse(
-        model=f"{PROVIDER}/{model}", created=int(time.time()),
-        choices=[{"index": 0, "finish_reason": "stop",
-                  "message": {"role": "assistant", "content": text}}],
-        usage=usage)
+        model=f"{PROVIDER}/{model}",
+        created=int(time.time()),
+        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        usage=usage,
+    )
 
 
 class MlxProvider:
     """The engine.llm.providers.Provider of `mlx:<spec>` models."""
 
     def litellm_model(self, model: str) -> str:
-        return f"{PROVIDER}/{model[len(PREFIX):]}"
+        return f"{PROVIDER}/{model[len(PREFIX) :]}"
 
     def cache_settings(self) -> dict:
         return generation_settings()  # local decoding choices change replies too

@@ -38,9 +38,11 @@ def ensure_fast_blas() -> str | None:
                 found = path
                 break
         if found is None:
-            log.warning("OpenBLAS not found: MLX on CPU will be ~20x slower (a LoRA step ~50 s instead "
-                        "of ~2.4 s). Fix: apt-get install libopenblas0-pthread (or set RECIPE_BLAS "
-                        "to a libblas.so.3)")
+            log.warning(
+                "OpenBLAS not found: MLX on CPU will be ~20x slower (a LoRA step ~50 s instead "
+                "of ~2.4 s). Fix: apt-get install libopenblas0-pthread (or set RECIPE_BLAS "
+                "to a libblas.so.3)"
+            )
     _state["blas"] = found
     return found
 

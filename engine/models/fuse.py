@@ -10,8 +10,15 @@ from typing import Any
 from engine.models.blas import import_mlx
 from engine.models.resolve import flat_parameters
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "chat_template.jinja", "chat_template.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 def fused_model(base: Path, adapters: Path) -> Any:
@@ -53,8 +60,10 @@ def fuse_to_folder(base: Path | str, adapters: Path, out: Path, dtype: str = "fl
     model = fused_model(base_dir, adapters)
     out.mkdir(parents=True, exist_ok=True)
     target = getattr(mx, dtype)
-    weights = {k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) else v
-               for k, v in flat_parameters(model.parameters())}
+    weights = {
+        k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) else v
+        for k, v in flat_parameters(model.parameters())
+    }
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "pt"})
     config = load_config(base_dir)
     for key in ("quantization", "quantization_config"):

@@ -20,9 +20,16 @@ def _sampling(temperature: float, repetition_penalty: float | None) -> tuple[Any
     return sampler, processors
 
 
-def chat_generate(model: Any, tokenizer: Any, conversations: list[list[dict]], max_tokens: int,
-                  temperature: float = 0.0, seed: int = 0, repetition_penalty: float | None = None,
-                  batch_size: int = 8) -> list[str]:
+def chat_generate(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict]],
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    repetition_penalty: float | None = None,
+    batch_size: int = 8,
+) -> list[str]:
     """One reply per conversation, in order. Greedy at temperature 0; seeded otherwise."""
     mx = import_mlx()
     from mlx_lm.generate import batch_generate
@@ -40,8 +47,15 @@ def chat_generate(model: Any, tokenizer: Any, conversations: list[list[dict]], m
     replies: list[str] = []
     step = max(1, batch_size)
     for start in range(0, len(prompts), step):
-        chunk = prompts[start:start + step]
-        out = batch_generate(model, tokenizer, chunk, max_tokens=max_tokens,
-                             prefill_batch_size=len(chunk), completion_batch_size=len(chunk), **extra)
+        chunk = prompts[start : start + step]
+        out = batch_generate(
+            model,
+            tokenizer,
+            chunk,
+            max_tokens=max_tokens,
+            prefill_batch_size=len(chunk),
+            completion_batch_size=len(chunk),
+            **extra,
+        )
         replies.extend(text.strip() for text in out.texts)
     return replies

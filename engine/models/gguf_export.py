@@ -16,10 +16,17 @@ from engine.errors import RecipeError, UnsupportedArchitecture
 from engine.models.blas import import_mlx
 
 SUPPORTED = ("llama", "mistral")
-_LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-          "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-          "mlp.down_proj": "ffn_down"}
+_LAYER = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
 _TOP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 NORMAL, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 3, 4, 5, 6
 
@@ -88,13 +95,21 @@ def vocab_metadata(tok: dict, vocab_size: int) -> dict[str, Any]:
         scores = [-float(rank.get(t, len(merges))) if ty == NORMAL else 0.0 for t, ty in pairs]
         types = [BYTE if t.startswith("<0x") and len(t) == 6 and ty == NORMAL else ty for t, ty in pairs]
         return {"model": "llama", "pre": "default", "tokens": tokens, "types": types, "scores": scores}
-    return {"model": "gpt2", "pre": _pre_name(tok.get("pre_tokenizer")), "tokens": tokens, "types": types,
-            "merges": merges}
+    return {
+        "model": "gpt2",
+        "pre": _pre_name(tok.get("pre_tokenizer")),
+        "tokens": tokens,
+        "types": types,
+        "merges": merges,
+    }
 
 
 def _special_ids(folder: Path, tokens: list[str]) -> dict[str, Any]:
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")) \
-        if (folder / "tokenizer_config.json").exists() else {}
+    config = (
+        json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        if (folder / "tokenizer_config.json").exists()
+        else {}
+    )
     index = {t: i for i, t in enumerate(tokens)}
 
     def token_id(key: str) -> int | None:
@@ -105,9 +120,14 @@ def _special_ids(folder: Path, tokens: list[str]) -> dict[str, Any]:
     template = config.get("chat_template")
     if not template and (folder / "chat_template.jinja").exists():
         template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    return {"bos": token_id("bos_token"), "eos": token_id("eos_token"), "unk": token_id("unk_token"),
-            "pad": token_id("pad_token"), "add_bos": bool(config.get("add_bos_token", False)),
-            "chat_template": template if isinstance(template, str) else None}
+    return {
+        "bos": token_id("bos_token"),
+        "eos": token_id("eos_token"),
+        "unk": token_id("unk_token"),
+        "pad": token_id("pad_token"),
+        "add_bos": bool(config.get("add_bos_token", False)),
+        "chat_template": template if isinstance(template, str) else None,
+    }
 
 
 def _add_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
@@ -121,8 +141,12 @@ def _add_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
     if "scores" in meta:
         writer.add_token_scores(meta["scores"])
     special = _special_ids(folder, meta["tokens"])
-    for key, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                     ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+    for key, add in (
+        ("bos", writer.add_bos_token_id),
+        ("eos", writer.add_eos_token_id),
+        ("unk", writer.add_unk_token_id),
+        ("pad", writer.add_pad_token_id),
+    ):
         if special[key] is not None:
             add(special[key])
     writer.add_add_bos_token(special["add_bos"])
@@ -171,9 +195,13 @@ def export_gguf(folder: Path, out: Path, kind: str = "q8_0", name: str | None = 
     if arch not in SUPPORTED:
         raise UnsupportedArchitecture(
             f"GGUF export supports llama-family models ({', '.join(SUPPORTED)}); this model is {arch!r}. "
-            "The fused HF folder model/ is still written: convert it with llama.cpp's convert_hf_to_gguf.py")
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+            "The fused HF folder model/ is still written: convert it with llama.cpp's convert_hf_to_gguf.py"
+        )
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[kind]
     writer = gguf.GGUFWriter(str(out), "llama")
     _add_params(writer, config, name or folder.name, int(file_type))
     _add_tokenizer(writer, folder, config["vocab_size"])

@@ -24,10 +24,15 @@ from engine.pipeline.hashing import digest_file
 log = logging.getLogger("engine.models")
 SUPPORTED_ARCHS = ("llama",)
 _LAYER_MAP = {
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 _TOP_MAP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
@@ -95,8 +100,7 @@ def _read_with_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from gguf.quants import dequantize
 
     reader = GGUFReader(str(path))
-    meta = {name: _plain(field.contents()) for name, field in reader.fields.items()
-            if not name.startswith("GGUF.")}
+    meta = {name: _plain(field.contents()) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
     weights = {}
     for t in reader.tensors:
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))
@@ -127,15 +131,18 @@ def hf_name(name: str) -> str | None:
 def config_from_metadata(meta: dict[str, Any], has_output: bool) -> dict[str, Any]:
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
-        raise RecipeError(f"GGUF architecture {arch!r} is not supported for import "
-                          f"(supported: {', '.join(SUPPORTED_ARCHS)}); use an MLX/HF folder instead")
+        raise RecipeError(
+            f"GGUF architecture {arch!r} is not supported for import "
+            f"(supported: {', '.join(SUPPORTED_ARCHS)}); use an MLX/HF folder instead"
+        )
 
     def get(key: str, default: Any = None) -> Any:
         return meta.get(f"{arch}.{key}", default)
 
     heads = int(get("attention.head_count"))
     config = {
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
         "hidden_size": int(get("embedding_length")),
         "num_hidden_layers": int(get("block_count")),
         "intermediate_size": int(get("feed_forward_length")),
@@ -178,5 +185,6 @@ def convert_gguf(path: Path, out: Path) -> None:
     mx.save_safetensors(str(out / "model.safetensors"), converted, metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     write_tokenizer(meta, out)
-    (out / "source.json").write_text(json.dumps({"gguf": str(path), "name": meta.get("general.name")}),
-                                     encoding="utf-8")
+    (out / "source.json").write_text(
+        json.dumps({"gguf": str(path), "name": meta.get("general.name")}), encoding="utf-8"
+    )

@@ -15,8 +15,10 @@ from engine.errors import RecipeError
 
 CONTROL, USER_DEFINED = 3, 4
 # Llama 3's pre-tokenizer split (GGUF pre "llama-bpe"); GPT-2's own regex is ByteLevel's default.
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _bpe_tokenizer(meta: dict[str, Any]):
@@ -25,16 +27,23 @@ def _bpe_tokenizer(meta: dict[str, Any]):
     tokens = meta["tokenizer.ggml.tokens"]
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
     pre = meta.get("tokenizer.ggml.pre", "default")
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                               ignore_merges=pre == "llama-bpe"))
+    tok = Tokenizer(
+        models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=pre == "llama-bpe")
+    )
     if pre == "smollm":  # SmolLM splits digits one by one before the GPT-2 byte-level regex
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
     elif pre == "llama-bpe":
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     else:
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
@@ -62,14 +71,23 @@ def _spm_tokenizer(meta: dict[str, Any]):
     tokens = meta["tokenizer.ggml.tokens"]
     scores = meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
     unk = meta.get("tokenizer.ggml.unknown_token_id")
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_spm_merges(tokens, scores),
-                               unk_token=tokens[int(unk)] if unk is not None else None,
-                               byte_fallback=True, fuse_unk=True))
+    tok = Tokenizer(
+        models.BPE(
+            vocab={t: i for i, t in enumerate(tokens)},
+            merges=_spm_merges(tokens, scores),
+            unk_token=tokens[int(unk)] if unk is not None else None,
+            byte_fallback=True,
+            fuse_unk=True,
+        )
+    )
     prefix = meta.get("tokenizer.ggml.add_space_prefix", True)
     tok.normalizer = normalizers.Sequence(
-        ([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-                                    + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+        ([normalizers.Prepend("▁")] if prefix else []) + [normalizers.Replace(" ", "▁")]
+    )
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+        + ([decoders.Strip(" ", 1, 0)] if prefix else [])
+    )
     return tok
 
 
@@ -109,8 +127,10 @@ def tokenizer_config(meta: dict[str, Any]) -> dict[str, Any]:
 
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": token("bos"), "eos_token": token("eos"),
-        "unk_token": token("unknown"), "pad_token": token("padding"),
+        "bos_token": token("bos"),
+        "eos_token": token("eos"),
+        "unk_token": token("unknown"),
+        "pad_token": token("padding"),
         "add_bos_token": adds_bos(meta),
         "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
@@ -129,8 +149,10 @@ def write_tokenizer(meta: dict[str, Any], out: Path) -> None:
 
         bos = meta["tokenizer.ggml.tokens"][int(meta.get("tokenizer.ggml.bos_token_id", 1))]
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-            special_tokens=[(bos, int(meta.get("tokenizer.ggml.bos_token_id", 1)))])
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
+            special_tokens=[(bos, int(meta.get("tokenizer.ggml.bos_token_id", 1)))],
+        )
     tok.save(str(out / "tokenizer.json"))
     config = tokenizer_config(meta)
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -20,7 +20,7 @@ def assistant_spans(tokenizer: Any, conversation: list[dict]) -> tuple[list[int]
         if message.get("role") != "assistant":
             continue
         start = len(tokenizer.apply_chat_template(conversation[:i], add_generation_prompt=True, tokenize=True))
-        end = len(tokenizer.apply_chat_template(conversation[:i + 1], tokenize=True))
+        end = len(tokenizer.apply_chat_template(conversation[: i + 1], tokenize=True))
         spans.append((start, end))
     return tokens, spans
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-CHATML = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-          '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-          '<|im_start|>assistant\n')
-LLAMA3 = ('{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}'
-          '{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}'
-          '<|start_header_id|>assistant<|end_header_id|>\n\n')
+CHATML = (
+    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "<|im_start|>assistant\n"
+)
+LLAMA3 = (
+    "{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
+    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
 
 
 def ollama_template(chat_template: str | None) -> tuple[str | None, list[str]]:
@@ -25,8 +29,7 @@ def _quoted(text: str) -> str:
     return '"""' + text.replace('"""', '\\"\\"\\"') + '"""'
 
 
-def modelfile(gguf_name: str, chat_template: str | None, system: str | None,
-              temperature: float | None = None) -> str:
+def modelfile(gguf_name: str, chat_template: str | None, system: str | None, temperature: float | None = None) -> str:
     template, stops = ollama_template(chat_template)
     lines = [f"FROM ./{gguf_name}"]
     if template:

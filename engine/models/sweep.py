@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError
+from engine.models.settings import TrainSettings as Train
 from engine.models.train import TrainResult, train_adapter
 
 
@@ -22,29 +22,51 @@ class SweepResult:
     def summary(self, fraction: float) -> dict:
         return {
             "learning_rates": [t.learning_rate for t in self.trials],
-            "fraction": fraction, "trial_iters": self.trial_iters, "chosen": self.chosen,
-            "trials": [{"learning_rate": t.learning_rate, "final_val_loss": t.final_val_loss,
-                        "train_loss": t.train, "val_loss": t.val, "wall_time_s": round(t.wall_time_s, 2)}
-                       for t in self.trials],
+            "fraction": fraction,
+            "trial_iters": self.trial_iters,
+            "chosen": self.chosen,
+            "trials": [
+                {
+                    "learning_rate": t.learning_rate,
+                    "final_val_loss": t.final_val_loss,
+                    "train_loss": t.train,
+                    "val_loss": t.val,
+                    "wall_time_s": round(t.wall_time_s, 2),
+                }
+                for t in self.trials
+            ],
         }
 
 
 def pick_best(trials: list[TrainResult]) -> float:
     """The learning rate with the lowest final validation loss (non-finite losses never win)."""
-    scored = [(t.final_val_loss, t.learning_rate) for t in trials
-              if t.final_val_loss is not None and math.isfinite(t.final_val_loss)]
+    scored = [
+        (t.final_val_loss, t.learning_rate)
+        for t in trials
+        if t.final_val_loss is not None and math.isfinite(t.final_val_loss)
+    ]
     if not scored:
-        raise RecipeError("learning-rate sweep: no trial produced a finite validation loss; "
-                          "check the validation set (needs at least batch_size examples)")
+        raise RecipeError(
+            "learning-rate sweep: no trial produced a finite validation loss; "
+            "check the validation set (needs at least batch_size examples)"
+        )
     return min(scored)[1]
 
 
-def sweep(model_path: Path | str, train: list[dict], valid: list[dict], cfg: Train, iters: int,
-          on_trial: Callable[[TrainResult], None] | None = None) -> SweepResult:
+def sweep(
+    model_path: Path | str,
+    train: list[dict],
+    valid: list[dict],
+    cfg: Train,
+    iters: int,
+    on_trial: Callable[[TrainResult], None] | None = None,
+) -> SweepResult:
     """Train each learning rate for `sweep_fraction` of `iters`; return the trials and the winner."""
     if len(valid) < cfg.batch_size:
-        raise RecipeError(f"a learning-rate sweep needs a validation set of at least batch_size="
-                          f"{cfg.batch_size} examples (it has {len(valid)}); raise split.valid")
+        raise RecipeError(
+            f"a learning-rate sweep needs a validation set of at least batch_size="
+            f"{cfg.batch_size} examples (it has {len(valid)}); raise split.valid"
+        )
     trial_iters = max(1, round(iters * cfg.sweep_fraction))
     result = SweepResult(chosen=cfg.learning_rates[0], trial_iters=trial_iters)
     with tempfile.TemporaryDirectory(prefix="lr-sweep-") as tmp:  # trial adapters are thrown away

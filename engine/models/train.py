@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.models.settings import TrainSettings as Train
 from engine.errors import RecipeError
 from engine.models.blas import import_mlx
+from engine.models.settings import TrainSettings as Train
 
 
 @dataclass
@@ -37,8 +37,10 @@ class TrainResult:
         best = min(self.val, key=lambda r: r["loss"]) if self.val else None
         tps = [r["tokens_per_second"] for r in self.train]
         return {
-            "learning_rate": self.learning_rate, "iters": self.iters,
-            "train_loss": self.train, "val_loss": self.val,
+            "learning_rate": self.learning_rate,
+            "iters": self.iters,
+            "train_loss": self.train,
+            "val_loss": self.val,
             "final_train_loss": self.train[-1]["loss"] if self.train else None,
             "final_val_loss": self.final_val_loss,
             "best_val_loss": best["loss"] if best else None,
@@ -88,10 +90,18 @@ def adapter_config(cfg: Train, learning_rate: float, iters: int) -> dict[str, An
     return {
         "fine_tune_type": cfg.fine_tune_type,
         "num_layers": cfg.lora.layers,
-        "lora_parameters": {"rank": cfg.lora.rank, "scale": cfg.lora.scale, "dropout": cfg.lora.dropout,
-                            "keys": list(cfg.lora.keys) if cfg.lora.keys else None},
-        "learning_rate": learning_rate, "iters": iters, "batch_size": cfg.batch_size,
-        "max_seq_length": cfg.max_seq_length, "mask_prompt": cfg.mask_prompt, "seed": cfg.seed,
+        "lora_parameters": {
+            "rank": cfg.lora.rank,
+            "scale": cfg.lora.scale,
+            "dropout": cfg.lora.dropout,
+            "keys": list(cfg.lora.keys) if cfg.lora.keys else None,
+        },
+        "learning_rate": learning_rate,
+        "iters": iters,
+        "batch_size": cfg.batch_size,
+        "max_seq_length": cfg.max_seq_length,
+        "mask_prompt": cfg.mask_prompt,
+        "seed": cfg.seed,
     }
 
 
@@ -100,18 +110,26 @@ def _callback(result: TrainResult, on_report: Callable[[dict], None] | None) -> 
 
     class Capture(TrainingCallback):
         def on_train_loss_report(self, info: dict) -> None:
-            row = {"iteration": int(info["iteration"]), "loss": float(info["train_loss"]),
-                   "learning_rate": float(info["learning_rate"]),
-                   "tokens_per_second": float(info["tokens_per_second"]),
-                   "trained_tokens": int(info["trained_tokens"]),
-                   "peak_memory_gb": float(info["peak_memory"])}
+            row = {
+                "iteration": int(info["iteration"]),
+                "loss": float(info["train_loss"]),
+                "learning_rate": float(info["learning_rate"]),
+                "tokens_per_second": float(info["tokens_per_second"]),
+                "trained_tokens": int(info["trained_tokens"]),
+                "peak_memory_gb": float(info["peak_memory"]),
+            }
             result.train.append(row)
             if on_report:
                 on_report(row)
 
         def on_val_loss_report(self, info: dict) -> None:
-            result.val.append({"iteration": int(info["iteration"]), "loss": float(info["val_loss"]),
-                               "time_s": float(info["val_time"])})
+            result.val.append(
+                {
+                    "iteration": int(info["iteration"]),
+                    "loss": float(info["val_loss"]),
+                    "time_s": float(info["val_time"]),
+                }
+            )
 
     return Capture()
 
@@ -120,16 +138,28 @@ def _datasets(tokenizer: Any, train: list[dict], valid: list[dict], cfg: Train) 
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
 
     if len(train) < cfg.batch_size:
-        raise RecipeError(f"train.batch_size is {cfg.batch_size} but the training set has only "
-                          f"{len(train)} examples; lower batch_size or add data")
-    val = CacheDataset(ChatDataset(valid, tokenizer, mask_prompt=cfg.mask_prompt)) \
-        if len(valid) >= cfg.batch_size else None
+        raise RecipeError(
+            f"train.batch_size is {cfg.batch_size} but the training set has only "
+            f"{len(train)} examples; lower batch_size or add data"
+        )
+    val = (
+        CacheDataset(ChatDataset(valid, tokenizer, mask_prompt=cfg.mask_prompt))
+        if len(valid) >= cfg.batch_size
+        else None
+    )
     return CacheDataset(ChatDataset(train, tokenizer, mask_prompt=cfg.mask_prompt)), val
 
 
-def train_adapter(model_path: Path | str, train: list[dict], valid: list[dict], cfg: Train,
-                  adapter_dir: Path, learning_rate: float, iters: int,
-                  on_report: Callable[[dict], None] | None = None) -> TrainResult:
+def train_adapter(
+    model_path: Path | str,
+    train: list[dict],
+    valid: list[dict],
+    cfg: Train,
+    adapter_dir: Path,
+    learning_rate: float,
+    iters: int,
+    on_report: Callable[[dict], None] | None = None,
+) -> TrainResult:
     """Train one adapter into `adapter_dir` (adapter_config.json + adapters.safetensors)."""
     mx = import_mlx()
     import mlx.optimizers as optim
@@ -150,26 +180,42 @@ def train_adapter(model_path: Path | str, train: list[dict], valid: list[dict], 
         raise RecipeError(f"train.lora.layers is {cfg.lora.layers} but the model has {len(model.layers)} blocks")
     model.freeze()
     config = adapter_config(cfg, learning_rate, iters)
-    linear_to_lora_layers(model, cfg.lora.layers, config["lora_parameters"],
-                          use_dora=cfg.fine_tune_type == "dora")
+    linear_to_lora_layers(model, cfg.lora.layers, config["lora_parameters"], use_dora=cfg.fine_tune_type == "dora")
     result = TrainResult(learning_rate=learning_rate, iters=iters)
     result.trainable_parameters = sum(v.size for _, v in flat_parameters(model.trainable_parameters()))
     train_set, val_set = _datasets(tokenizer, train, valid, cfg)
     adapter_dir.mkdir(parents=True, exist_ok=True)
     (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    args = TrainingArgs(batch_size=cfg.batch_size, iters=iters, val_batches=cfg.val_batches,
-                        steps_per_report=min(cfg.steps_per_report, iters),
-                        steps_per_eval=cfg.steps_per_eval, steps_per_save=iters + 1,
-                        max_seq_length=cfg.max_seq_length, grad_checkpoint=cfg.grad_checkpoint,
-                        grad_accumulation_steps=cfg.grad_accumulation,
-                        adapter_file=str(adapter_dir / "adapters.safetensors"))
+    args = TrainingArgs(
+        batch_size=cfg.batch_size,
+        iters=iters,
+        val_batches=cfg.val_batches,
+        steps_per_report=min(cfg.steps_per_report, iters),
+        steps_per_eval=cfg.steps_per_eval,
+        steps_per_save=iters + 1,
+        max_seq_length=cfg.max_seq_length,
+        grad_checkpoint=cfg.grad_checkpoint,
+        grad_accumulation_steps=cfg.grad_accumulation,
+        adapter_file=str(adapter_dir / "adapters.safetensors"),
+    )
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
-    tuner_train(model=model, optimizer=optimizer, train_dataset=train_set, val_dataset=val_set,
-                args=args, training_callback=_callback(result, on_report))
+    tuner_train(
+        model=model,
+        optimizer=optimizer,
+        train_dataset=train_set,
+        val_dataset=val_set,
+        args=args,
+        training_callback=_callback(result, on_report),
+    )
     if val_set is not None:  # the trainer's last evaluation runs before the last step
         tic = time.perf_counter()
-        loss = evaluate(model=model, dataset=val_set, batch_size=cfg.batch_size,
-                        num_batches=cfg.val_batches, max_seq_length=cfg.max_seq_length)
+        loss = evaluate(
+            model=model,
+            dataset=val_set,
+            batch_size=cfg.batch_size,
+            num_batches=cfg.val_batches,
+            max_seq_length=cfg.max_seq_length,
+        )
         result.val.append({"iteration": iters, "loss": float(loss), "time_s": time.perf_counter() - tic})
     result.wall_time_s = time.perf_counter() - started
     return result

@@ -24,8 +24,9 @@ def setup_console(debug: bool = False, quiet: bool = False) -> None:
     from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False,
-                          rich_tracebacks=debug, markup=False)
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, show_time=False, rich_tracebacks=debug, markup=False
+    )
     handler.setLevel(level)
     handler.set_name(CONSOLE_HANDLER)
     logger.addHandler(handler)

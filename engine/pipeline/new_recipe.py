@@ -67,8 +67,14 @@ def default_from() -> Path:
     raise RecipeError("no recipe to start from; pass --from RECIPE")
 
 
-def new_recipe(name: str, channel: str, source: Path | None = None, creator: str | None = None,
-               out_dir: Path = Path("recipes"), force: bool = False) -> NewRecipe:
+def new_recipe(
+    name: str,
+    channel: str,
+    source: Path | None = None,
+    creator: str | None = None,
+    out_dir: Path = Path("recipes"),
+    force: bool = False,
+) -> NewRecipe:
     """Write out_dir/<name>.yaml from `source` for the channel; returns the path and what to check."""
     if not NAME_PATTERN.match(name):
         raise RecipeError(f"recipe name '{name}' must be letters, digits, '_', '.', '-' (e.g. jane_doe)")
@@ -116,10 +122,10 @@ def rewrite(data: Any, name: str, channel: str, creator: str) -> list[str]:
     return [".".join(map(str, p)) for p, _ in checks]
 
 
-def _replace_strings(node: Any, mapping: dict, path: tuple) -> list[tuple]:
+def _replace_strings(node: Any, mapping: dict[Any, str | None], path: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     """Replace old creator name/handle inside string values (keeping ruamel's string styles)."""
     pairs = [(old, new) for old, new in mapping.items() if old and new]
-    hits: list[tuple] = []
+    hits: list[tuple[Any, ...]] = []
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
     for key, value in list(items):
         if isinstance(value, str) and path[:1] not in (("creator",), ("sources",)):
@@ -135,7 +141,7 @@ def _replace_strings(node: Any, mapping: dict, path: tuple) -> list[tuple]:
     return [tuple(p for p in hit if not isinstance(p, int)) for hit in hits]
 
 
-def _get(data: Any, path: tuple) -> Any:
+def _get(data: Any, path: tuple[Any, ...]) -> Any:
     for key in path:
         if not isinstance(data, dict) or key not in data:
             return None
@@ -143,7 +149,7 @@ def _get(data: Any, path: tuple) -> Any:
     return data
 
 
-def _comment(data: Any, path: tuple, why: str) -> None:
+def _comment(data: Any, path: tuple[Any, ...], why: str) -> None:
     parent = _get(data, path[:-1]) if len(path) > 1 else data
     parent.yaml_set_comment_before_after_key(path[-1], before=f"CHECK: {why}", indent=2 * (len(path) - 1))
 
@@ -163,9 +169,11 @@ def _strip_leading_comments(text: str) -> str:
 
 
 def _header(source: Path, channel: str) -> str:
-    return ("# yaml-language-server: $schema=../schemas/recipe.schema.json\n#\n"
-            f"# Made by `recipe new` from {source} for {channel}.\n"
-            "# Review every field marked CHECK, then: recipe validate <this file>\n")
+    return (
+        "# yaml-language-server: $schema=../schemas/recipe.schema.json\n#\n"
+        f"# Made by `recipe new` from {source} for {channel}.\n"
+        "# Review every field marked CHECK, then: recipe validate <this file>\n"
+    )
 
 
 def _write_validated(out: Path, text: str) -> None:

@@ -7,9 +7,10 @@ run folder and a changed field invalidates exactly the steps downstream of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import RecipeError
 from engine.pipeline.hashing import digest
@@ -67,8 +68,13 @@ def select_steps(until: str | None) -> list[ModuleType]:
     return chosen
 
 
-def make_plan(recipe: Recipe, store: Store, context_for: Callable[[str], Any], until: str | None = None,
-              force: tuple[str, ...] = ()) -> Plan:
+def make_plan(
+    recipe: Recipe,
+    store: Store,
+    context_for: Callable[[str], Any],
+    until: str | None = None,
+    force: tuple[str, ...] = (),
+) -> Plan:
     """Key every step; `force` marks those steps and everything downstream as to run."""
     order = step_order()
     unknown = [f for f in force if f not in order]
@@ -84,15 +90,28 @@ def make_plan(recipe: Recipe, store: Store, context_for: Callable[[str], Any], u
     return Plan(recipe, tuple(planned))
 
 
-def _plan_step(module: ModuleType, recipe: Recipe, store: Store, context_for: Callable[[str], Any],
-               keys: dict[str, str], dirty: set[str]) -> PlannedStep:
+def _plan_step(
+    module: ModuleType,
+    recipe: Recipe,
+    store: Store,
+    context_for: Callable[[str], Any],
+    keys: dict[str, str],
+    dirty: set[str],
+) -> PlannedStep:
     config = module.config(recipe)
     fingerprint = None
     if hasattr(module, "fingerprint"):  # reads the outside world: files, a channel listing
         fingerprint = module.fingerprint(context_for(module.NAME), config)
     upstream = {dep: keys[dep] for dep in module.DEPENDS}
-    key = digest({"step": module.NAME, "version": module.VERSION, "config": config,
-                  "upstream": upstream, "inputs": digest(fingerprint)})
+    key = digest(
+        {
+            "step": module.NAME,
+            "version": module.VERSION,
+            "config": config,
+            "upstream": upstream,
+            "inputs": digest(fingerprint),
+        }
+    )
     if any(dep in dirty for dep in module.DEPENDS):
         dirty.add(module.NAME)
     cached = module.NAME not in dirty and store.has(key)

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import Field, create_model
 
+import engine.steps
 from engine.recipe import load
 from engine.recipe.load import RecipeSpec
 from engine.recipe.section import Section
 from engine.recipe.shared import LLM, LLMOverride, RecipeBase
-import engine.steps
 from engine.steps import available_steps
 
 SCHEMA_FILE = Path("schemas") / "recipe.schema.json"  # committed copy for editors, relative to the repo
@@ -39,16 +39,19 @@ def _spec_for(modules: tuple[str, ...]) -> RecipeSpec:
 
 
 def build_model(steps: list[ModuleType]) -> type[RecipeBase]:
-    fields: dict[str, Any] = {"llm": (_llm_model(steps), Field(default_factory=_llm_model(steps),
-                                                               description=LLM.__doc__))}
+    fields: dict[str, Any] = {
+        "llm": (_llm_model(steps), Field(default_factory=_llm_model(steps), description=LLM.__doc__))
+    }
     for step in steps:
         if getattr(step, "SECTION", None) is None:
             continue
         if hasattr(step, "SECTION_FIELD"):  # e.g. sources: a required list, not a section object
             fields[step.SECTION] = step.SECTION_FIELD
         else:
-            fields[step.SECTION] = (step.Settings, Field(default_factory=step.Settings,
-                                                         description=step.Settings.__doc__))
+            fields[step.SECTION] = (
+                step.Settings,
+                Field(default_factory=step.Settings, description=step.Settings.__doc__),
+            )
     return create_model("Recipe", __base__=RecipeBase, __doc__=RecipeBase.__doc__, **fields)
 
 
@@ -56,11 +59,17 @@ def build_model(steps: list[ModuleType]) -> type[RecipeBase]:
 def _llm_model_for(passes: tuple[tuple[str, str], ...]) -> type[LLM]:
     overrides: dict[str, Any] = {
         name: (LLMOverride | None, Field(None, description=f"Override for the `{name}` pass ({step} step)."))
-        for name, step in passes}
-    passes_model = create_model("Passes", __base__=Section, __doc__="Overrides per pass, e.g. a cheaper model "
-                                                                    "for paraphrases.", **overrides)
-    return create_model("LLM", __base__=LLM, __doc__=LLM.__doc__,
-                        passes=(passes_model, Field(default_factory=passes_model, description=passes_model.__doc__)))
+        for name, step in passes
+    }
+    passes_model = create_model(
+        "Passes", __base__=Section, __doc__="Overrides per pass, e.g. a cheaper model for paraphrases.", **overrides
+    )
+    return create_model(
+        "LLM",
+        __base__=LLM,
+        __doc__=LLM.__doc__,
+        passes=(passes_model, Field(default_factory=passes_model, description=passes_model.__doc__)),
+    )
 
 
 def _llm_model(steps: list[ModuleType]) -> type[LLM]:
@@ -68,6 +77,7 @@ def _llm_model(steps: list[ModuleType]) -> type[LLM]:
 
 
 # -- the recipe API the CLI, the runner and tests use ------------------------------------------
+
 
 def load_recipe(path: str | Path) -> Any:
     """Read, validate and type a recipe file; raises RecipeInvalid with every problem."""

@@ -60,10 +60,17 @@ class RunFolder:
         write_json(self.path / "resolved.json", resolved(plan.recipe))
         previous = self._read_manifest()
         self.manifest = {
-            "run_id": plan.run_id, "run_hash": plan.run_hash, "recipe": plan.recipe.name,
-            "recipe_path": str(recipe_path), "store": store, "status": "running", "pid": os.getpid(),
-            "created": previous.get("created", now()), "updated": now(),
-            "versions": versions(), "platform": f"{sys.platform}-{platform.machine()}",
+            "run_id": plan.run_id,
+            "run_hash": plan.run_hash,
+            "recipe": plan.recipe.name,
+            "recipe_path": str(recipe_path),
+            "store": store,
+            "status": "running",
+            "pid": os.getpid(),
+            "created": previous.get("created", now()),
+            "updated": now(),
+            "versions": versions(),
+            "platform": f"{sys.platform}-{platform.machine()}",
             "steps": {s.name: self._step_entry(s, previous) for s in plan.steps},
         }
         self._save()
@@ -78,8 +85,12 @@ class RunFolder:
     @staticmethod
     def _step_entry(step: PlannedStep, previous: dict[str, Any]) -> dict[str, Any]:
         old = previous.get("steps", {}).get(step.name, {})
-        entry = {"key": step.key, "table": table_name(step.name, step.key), "upstream": step.upstream,
-                 "status": "cached" if step.cached else "pending"}
+        entry = {
+            "key": step.key,
+            "table": table_name(step.name, step.key),
+            "upstream": step.upstream,
+            "status": "cached" if step.cached else "pending",
+        }
         if step.cached and old.get("key") == step.key:
             entry.update({k: old[k] for k in ("rows", "seconds") if k in old})
         return entry

@@ -9,6 +9,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import StepFailed
 from engine.pipeline.logs import run_log
@@ -18,6 +19,8 @@ from engine.pipeline.run_folder import RunFolder
 from engine.pipeline.store import Store, table_name
 from engine.recipe.shared import RecipeBase as Recipe
 from engine.steps.base import RunOptions, StepContext
+
+DEFAULT_OPTIONS = RunOptions()  # frozen, so one shared default is safe
 
 log = logging.getLogger("engine.pipeline.runner")
 
@@ -65,8 +68,13 @@ class RunResult:
         return [s.name for s in self.steps if s.status == "ran"]
 
 
-def plan_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str | None = None,
-                force: tuple[str, ...] = (), options: RunOptions = RunOptions()) -> Plan:
+def plan_recipe(
+    recipe_path: str | Path,
+    paths: Paths | None = None,
+    until: str | None = None,
+    force: tuple[str, ...] = (),
+    options: RunOptions = DEFAULT_OPTIONS,
+) -> Plan:
     """Key every step and say which are cached, without running anything."""
     paths = paths or Paths.resolve()
     recipe = load_recipe(recipe_path)
@@ -74,17 +82,23 @@ def plan_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str 
         return _plan(recipe, store, paths, until, force, options)
 
 
-def _plan(recipe: Recipe, store: Store, paths: Paths, until: str | None, force: tuple[str, ...],
-          options: RunOptions) -> Plan:
+def _plan(
+    recipe: Recipe, store: Store, paths: Paths, until: str | None, force: tuple[str, ...], options: RunOptions
+) -> Plan:
     def context_for(name: str) -> StepContext:
         return _context(True, name, recipe, store, paths, options)
 
     return make_plan(recipe, store, context_for, until=until, force=force)
 
 
-def run_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str | None = None,
-               force: tuple[str, ...] = (), options: RunOptions = RunOptions(),
-               wait: bool = False) -> RunResult:
+def run_recipe(
+    recipe_path: str | Path,
+    paths: Paths | None = None,
+    until: str | None = None,
+    force: tuple[str, ...] = (),
+    options: RunOptions = DEFAULT_OPTIONS,
+    wait: bool = False,
+) -> RunResult:
     """Run every step of the recipe whose table is missing; returns what happened."""
     paths = paths or Paths.resolve()
     recipe = load_recipe(recipe_path)
@@ -96,8 +110,7 @@ def run_recipe(recipe_path: str | Path, paths: Paths | None = None, until: str |
             return _execute_plan(plan, store, folder, paths, options)
 
 
-def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths,
-                  options: RunOptions) -> RunResult:
+def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, options: RunOptions) -> RunResult:
     result = RunResult(folder.path, plan.run_hash, "running")
     log.info("run %s: %d steps, %d cached", plan.run_id, len(plan.steps), sum(s.cached for s in plan.steps))
     for step in plan.steps:
@@ -127,11 +140,21 @@ def _refresh_report(run_dir: Path) -> None:
         log.warning("report.html could not be written: %s (try `recipe report %s`)", e, run_dir.name)
 
 
-def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder, paths: Paths,
-                  options: RunOptions) -> StepOutcome:
+def _execute_step(
+    step: PlannedStep, plan: Plan, store: Store, folder: RunFolder, paths: Paths, options: RunOptions
+) -> StepOutcome:
     folder.step_started(step)
-    ctx = _context(False, step.name, plan.recipe, store, paths, options, key=step.key,
-                   run_dir=folder.path, fingerprint=step.fingerprint)
+    ctx = _context(
+        False,
+        step.name,
+        plan.recipe,
+        store,
+        paths,
+        options,
+        key=step.key,
+        run_dir=folder.path,
+        fingerprint=step.fingerprint,
+    )
     ctx.upstream_dirs = {dep: paths.artifacts / table_name(dep, key) for dep, key in step.upstream.items()}
     inputs = {dep: store.table(key) for dep, key in step.upstream.items()}
     log.info("%s: running (%s)", step.name, step.key[:16])
@@ -153,17 +176,35 @@ def _execute_step(step: PlannedStep, plan: Plan, store: Store, folder: RunFolder
     return StepOutcome(step.name, step.key, "ran", len(rows), seconds)
 
 
-def _context(plan_ctx: bool, name: str, recipe: Recipe, store: Store, paths: Paths, options: RunOptions,
-             key: str = "", run_dir: Path | None = None, fingerprint=None) -> StepContext:
+def _context(
+    plan_ctx: bool,
+    name: str,
+    recipe: Recipe,
+    store: Store,
+    paths: Paths,
+    options: RunOptions,
+    key: str = "",
+    run_dir: Path | None = None,
+    fingerprint: Any = None,
+) -> StepContext:
     """A step's context; planning gets one too (fingerprints may use item caches)."""
     work_dir = paths.artifacts / (f".plan-{name}" if plan_ctx else f".tmp-{name}-{key[:16]}-{os.getpid()}")
     if not plan_ctx:  # planning only reads; a running step gets a fresh, empty folder
         if work_dir.exists():
             shutil.rmtree(work_dir)  # leftovers of a killed attempt are never trusted
         work_dir.mkdir(parents=True)
-    return StepContext(step=name, key=key, store=store, work_dir=work_dir, base_dir=recipe.base_dir,
-                       run_dir=run_dir or paths.runs_dir, models_dir=paths.models, options=options,
-                       fingerprint=fingerprint, log=logging.getLogger(f"engine.steps.{name}"))
+    return StepContext(
+        step=name,
+        key=key,
+        store=store,
+        work_dir=work_dir,
+        base_dir=recipe.base_dir,
+        run_dir=run_dir or paths.runs_dir,
+        models_dir=paths.models,
+        options=options,
+        fingerprint=fingerprint,
+        log=logging.getLogger(f"engine.steps.{name}"),
+    )
 
 
 def _publish_artifacts(work_dir: Path, final: Path) -> None:

@@ -127,8 +127,9 @@ class Store:
             raise KeyError(key)
         return Table(self, entry["table_name"])
 
-    def write_step(self, step: str, key: str, columns: dict[str, str], rows: Iterable[Row],
-                   meta: dict[str, Any]) -> Table:
+    def write_step(
+        self, step: str, key: str, columns: dict[str, str], rows: Iterable[Row], meta: dict[str, Any]
+    ) -> Table:
         """Materialise rows as the table of (step, key) atomically, with its catalog row."""
         final = table_name(step, key)
         tmp = f"_tmp_{final}_{os.getpid()}"
@@ -143,8 +144,7 @@ class Store:
             os.unlink(ndjson)
         return Table(self, final)
 
-    def _create_from_jsonl(self, tmp: str, final: str, columns: dict[str, str], ndjson: str,
-                           count: int) -> None:
+    def _create_from_jsonl(self, tmp: str, final: str, columns: dict[str, str], ndjson: str, count: int) -> None:
         ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
         spec = "{" + ", ".join(f"'{c}': '{t}'" for c, t in columns.items()) + "}"
         self.con.execute("BEGIN TRANSACTION")
@@ -153,7 +153,9 @@ class Store:
         if count:
             self.con.execute(
                 f"INSERT INTO \"{tmp}\" SELECT * FROM read_json(?, format='newline_delimited', "
-                f"columns={spec}, maximum_object_size=268435456)", [ndjson])
+                f"columns={spec}, maximum_object_size=268435456)",
+                [ndjson],
+            )
         self.con.execute(f'DROP TABLE IF EXISTS "{final}"')
         self.con.execute(f'ALTER TABLE "{tmp}" RENAME TO "{final}"')
 
@@ -161,9 +163,18 @@ class Store:
         self.con.execute(f"DELETE FROM {CATALOG} WHERE key = ?", [key])
         self.con.execute(
             f"INSERT INTO {CATALOG} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [key, step, final, canonical_json(meta.get("config")), json.dumps(meta.get("upstream")),
-             count, meta.get("seconds", 0.0), json.dumps(meta.get("metrics") or {}, default=str),
-             __version__])
+            [
+                key,
+                step,
+                final,
+                canonical_json(meta.get("config")),
+                json.dumps(meta.get("upstream")),
+                count,
+                meta.get("seconds", 0.0),
+                json.dumps(meta.get("metrics") or {}, default=str),
+                __version__,
+            ],
+        )
         self.con.execute("COMMIT")
 
     def query(self, sql: str, params: Iterable[Any] | None = None) -> list[Row]:
@@ -232,8 +243,7 @@ class ItemCache:
 
     def __init__(self, store: Store, table: str):
         self.store, self.table = store, table
-        store.execute(f'CREATE TABLE IF NOT EXISTS "{table}" '
-                      "(key VARCHAR PRIMARY KEY, value JSON, created TIMESTAMP)")
+        store.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (key VARCHAR PRIMARY KEY, value JSON, created TIMESTAMP)')
 
     def get(self, key: str) -> Any | None:
         rows = self.store.execute(f'SELECT value FROM "{self.table}" WHERE key = ?', [key])
@@ -242,13 +252,13 @@ class ItemCache:
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         if not keys:
             return {}
-        rows = self.store.execute(
-            f'SELECT key, value FROM "{self.table}" WHERE list_contains(?, key)', [keys])
+        rows = self.store.execute(f'SELECT key, value FROM "{self.table}" WHERE list_contains(?, key)', [keys])
         return {k: json.loads(v) for k, v in rows}
 
     def put(self, key: str, value: Any) -> None:
-        self.store.execute(f'INSERT OR REPLACE INTO "{self.table}" VALUES (?, ?, now())',
-                           [key, json.dumps(value, ensure_ascii=False)])
+        self.store.execute(
+            f'INSERT OR REPLACE INTO "{self.table}" VALUES (?, ?, now())', [key, json.dumps(value, ensure_ascii=False)]
+        )
 
     def delete(self, key: str) -> None:
         self.store.execute(f'DELETE FROM "{self.table}" WHERE key = ?', [key])

@@ -24,6 +24,7 @@ from engine.recipe.shared import RecipeBase
 
 PathTuple = tuple[Any, ...]
 
+
 @dataclass(frozen=True)
 class Located:
     """Plain data plus where each key/item of it sits in the file (1-based line, col)."""
@@ -114,6 +115,7 @@ def _typed(located: Located, spec: RecipeSpec) -> tuple[RecipeBase | None, list[
 
 # -- YAML with positions ---------------------------------------------------------------------
 
+
 def parse_yaml(text: str, file: str) -> Located:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -134,7 +136,7 @@ def parse_yaml(text: str, file: str) -> Located:
     return Located(data, positions, file)
 
 
-def _plain(node: Any, path: PathTuple, positions: dict) -> Any:
+def _plain(node: Any, path: PathTuple, positions: dict[PathTuple, tuple[int, int]]) -> Any:
     """ruamel nodes -> plain Python, recording each key's and item's position."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -170,6 +172,7 @@ def _scalar(value: Any) -> Any:
 
 
 # -- schema validation -----------------------------------------------------------------------
+
 
 def schema_problems(located: Located, spec: RecipeSpec) -> list[Problem]:
     problems = []
@@ -217,7 +220,7 @@ def _readable(error: Any) -> str:
         return f"{error.instance!r} is not a valid {error.validator_value}{_format_detail(error)}"
     if error.validator == "const":
         return f"{error.instance!r} should be {error.validator_value!r}"
-    return error.message
+    return str(error.message)
 
 
 def _format_detail(error: Any) -> str:
@@ -244,6 +247,7 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 # -- rules the schema cannot express ---------------------------------------------------------
 
+
 def cross_field_problems(located: Located, recipe: RecipeBase, spec: RecipeSpec) -> list[Problem]:
     problems = check_prompts(located, recipe)
     for check in spec.checks:  # each step's own rules (engine.steps.*.check)
@@ -262,8 +266,12 @@ def check_prompts(located: Located, recipe: RecipeBase) -> list[Problem]:
             continue
         allowed, required = set(declared["allowed"]), set(declared["required"])
         for unknown in sorted(used - allowed):
-            problems.append(located.problem(
-                path, f"unknown placeholder {{{unknown}}}; allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}"))
+            problems.append(
+                located.problem(
+                    path,
+                    f"unknown placeholder {{{unknown}}}; allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}",
+                )
+            )
         for missing in sorted(required - used):
             problems.append(located.problem(path, f"must contain the placeholder {{{missing}}}"))
     return problems

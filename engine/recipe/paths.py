@@ -22,5 +22,6 @@ def local_transcript_files(base_dir: Path, pattern: str) -> list[Path]:
         candidates = [Path(p) for p in glob.glob(str(root), recursive=True) if Path(p).is_file()]
     else:
         candidates = [root] if root.is_file() else []
-    return sorted(p for p in candidates
-                  if p.suffix.lower() in TRANSCRIPT_SUFFIXES and not p.name.endswith(".meta.json"))
+    return sorted(
+        p for p in candidates if p.suffix.lower() in TRANSCRIPT_SUFFIXES and not p.name.endswith(".meta.json")
+    )

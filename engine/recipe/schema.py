@@ -65,6 +65,7 @@ def _tagged_union(node: dict[str, Any]) -> dict[str, Any]:
         **rest,
         "required": [tag],
         "properties": {tag: {"enum": list(mapping), "description": f"Kind: {', '.join(mapping)}."}},
-        "allOf": [{"if": {"properties": {tag: {"const": value}}}, "then": {"$ref": ref}}
-                  for value, ref in mapping.items()],
+        "allOf": [
+            {"if": {"properties": {tag: {"const": value}}}, "then": {"$ref": ref}} for value, ref in mapping.items()
+        ],
     }

@@ -24,7 +24,7 @@ class Section(BaseModel):
     (concurrency, timeouts, rate limits): the canonical hash leaves them out of step keys.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=False)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     UNKEYED: ClassVar[frozenset[str]] = frozenset()
 
@@ -33,12 +33,19 @@ class Section(BaseModel):
         return {name: getattr(self, name) for name in type(self).model_fields if name not in self.UNKEYED}
 
 
-def prompt_field(default: str | None, *, allowed: set[str], required: set[str] = frozenset(),  # type: ignore[assignment]
-                 description: str) -> Any:
+def prompt_field(
+    default: str | None,
+    *,
+    allowed: frozenset[str] | set[str],
+    required: frozenset[str] | set[str] = frozenset(),
+    description: str,
+) -> Any:
     """A prompt template field: its placeholders are documented and checked at load time."""
     names = " ".join("{" + a + "}" for a in sorted(allowed))
-    return Field(default, description=f"{description} Placeholders: {names}.",
-                 json_schema_extra={PLACEHOLDERS_KEY: {"allowed": sorted(allowed), "required": sorted(required)}})
+    declared: dict[str, Any] = {"allowed": sorted(allowed), "required": sorted(required)}
+    return Field(
+        default, description=f"{description} Placeholders: {names}.", json_schema_extra={PLACEHOLDERS_KEY: declared}
+    )
 
 
 def placeholders(template: str) -> set[str]:
@@ -50,7 +57,9 @@ def placeholders(template: str) -> set[str]:
     return names
 
 
-def prompt_fields(section: BaseModel, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str, dict[str, list[str]]]]:
+def prompt_fields(
+    section: BaseModel, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], str, dict[str, list[str]]]]:
     """(path, template, {allowed, required}) of every prompt set anywhere under `section`."""
     for name, info in type(section).model_fields.items():
         value = getattr(section, name)

@@ -19,8 +19,9 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.split()) * TOKENS_PER_WORD)
 
 
-def chunk_segments(segments: list[dict], mode: str = "whole", window_tokens: int = 6000,
-                   overlap_tokens: int = 300) -> list[dict]:
+def chunk_segments(
+    segments: list[dict], mode: str = "whole", window_tokens: int = 6000, overlap_tokens: int = 300
+) -> list[dict]:
     """Pieces {text, segments, start, end}; one piece when it fits or mode is `whole`."""
     words = [(w, i) for i, seg in enumerate(segments) for w in seg["text"].split()]
     window = max(1, int(window_tokens / TOKENS_PER_WORD))
@@ -41,6 +42,10 @@ def _piece(segments: list[dict], words: list[tuple[str, int]], begin: int, end: 
     if not words:
         return {"text": "", "segments": list(segments), "start": 0.0, "end": 0.0}
     first, last = words[begin][1], words[end - 1][1]
-    covered = segments[first:last + 1]
-    return {"text": " ".join(w for w, _ in words[begin:end]), "segments": covered,
-            "start": covered[0]["start"], "end": covered[-1]["start"] + covered[-1]["duration"]}
+    covered = segments[first : last + 1]
+    return {
+        "text": " ".join(w for w, _ in words[begin:end]),
+        "segments": covered,
+        "start": covered[0]["start"],
+        "end": covered[-1]["start"] + covered[-1]["duration"],
+    }

@@ -23,10 +23,15 @@ from engine.retry import RateLimiter, call_with_retries
 from engine.sources.formats import parse_text
 from engine.sources.youtube import YtdlpLogger, error_availability, short_error, transient_by_text, ytdlp_class
 
-API_CATEGORY = {"TranscriptsDisabled": "transcripts disabled", "NoTranscriptFound": "no transcript",
-                "VideoUnavailable": "unavailable", "AgeRestricted": "age-restricted",
-                "InvalidVideoId": "invalid video id", "PoTokenRequired": "po token required",
-                "YouTubeDataUnparsable": "unparsable response"}
+API_CATEGORY = {
+    "TranscriptsDisabled": "transcripts disabled",
+    "NoTranscriptFound": "no transcript",
+    "VideoUnavailable": "unavailable",
+    "AgeRestricted": "age-restricted",
+    "InvalidVideoId": "invalid video id",
+    "PoTokenRequired": "po token required",
+    "YouTubeDataUnparsable": "unparsable response",
+}
 UNREACHABLE = ("members-only", "private", "unavailable", "live")  # yt-dlp would fail the same way
 SUB_FORMATS = ("json3", "vtt")
 log = logging.getLogger("engine.sources.youtube")
@@ -61,8 +66,16 @@ class TranscriptFetcher:
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> TranscriptFetcher:
-        return cls(tuple(cfg.languages), cfg.prefer_manual, cfg.fallback_ytdlp, cfg.requests_per_second,
-                   cfg.retries, cfg.backoff, cfg.timeout, **kwargs)
+        return cls(
+            tuple(cfg.languages),
+            cfg.prefer_manual,
+            cfg.fallback_ytdlp,
+            cfg.requests_per_second,
+            cfg.retries,
+            cfg.backoff,
+            cfg.timeout,
+            **kwargs,
+        )
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """One rate-limited request, retried with backoff while it fails transiently.
@@ -70,6 +83,7 @@ class TranscriptFetcher:
         Transient failures that outlast the retries become a FetchFailed that is not permanent:
         this run records the video as failed, the next one asks again.
         """
+
         def counted() -> Any:
             self.requests += 1
             return fn()
@@ -79,8 +93,9 @@ class TranscriptFetcher:
             self.delays.append(delay)
 
         try:
-            return call_with_retries(counted, is_transient, self.retries, self.backoff, self.sleep,
-                                     self.limiter, self.rng, on_retry)
+            return call_with_retries(
+                counted, is_transient, self.retries, self.backoff, self.sleep, self.limiter, self.rng, on_retry
+            )
         except Exception as e:
             if is_transient(e):  # still transient: the retries ran out
                 raise FetchFailed(_transient_category(e), _short(e), permanent=False) from None
@@ -95,10 +110,12 @@ class TranscriptFetcher:
             try:
                 return self._via_ytdlp(video_id)
             except FetchFailed as second:
-                raise FetchFailed(second.category if first.permanent else first.category,
-                                  f"youtube-transcript-api: {first.reason}; yt-dlp: {second.reason}",
-                                  first.permanent and second.permanent,
-                                  first.availability or second.availability) from None
+                raise FetchFailed(
+                    second.category if first.permanent else first.category,
+                    f"youtube-transcript-api: {first.reason}; yt-dlp: {second.reason}",
+                    first.permanent and second.permanent,
+                    first.availability or second.availability,
+                ) from None
 
     # -- youtube-transcript-api ----------------------------------------------------------------
 
@@ -111,10 +128,13 @@ class TranscriptFetcher:
             raise
         except Exception as e:  # noqa: BLE001 - the library's many error types become one recorded reason
             raise _api_failure(e) from None
-        segments = [{"start": float(s["start"]), "duration": float(s.get("duration") or 0.0), "text": s["text"]}
-                    for s in fetched.to_raw_data()]
-        return Fetched(segments, "generated" if fetched.is_generated else "manual",
-                       fetched.language_code, "youtube-transcript-api")
+        segments = [
+            {"start": float(s["start"]), "duration": float(s.get("duration") or 0.0), "text": s["text"]}
+            for s in fetched.to_raw_data()
+        ]
+        return Fetched(
+            segments, "generated" if fetched.is_generated else "manual", fetched.language_code, "youtube-transcript-api"
+        )
 
     def _client(self) -> Any:
         if self._api is None:
@@ -139,9 +159,16 @@ class TranscriptFetcher:
     # -- yt-dlp subtitles ----------------------------------------------------------------------
 
     def _via_ytdlp(self, video_id: str) -> Fetched:
-        opts = {"skip_download": True, "writesubtitles": True, "writeautomaticsub": True, "quiet": True,
-                "no_warnings": True, "subtitleslangs": list(self.languages), "socket_timeout": self.timeout,
-                "logger": YtdlpLogger()}
+        opts = {
+            "skip_download": True,
+            "writesubtitles": True,
+            "writeautomaticsub": True,
+            "quiet": True,
+            "no_warnings": True,
+            "subtitleslangs": list(self.languages),
+            "socket_timeout": self.timeout,
+            "logger": YtdlpLogger(),
+        }
         url = f"https://www.youtube.com/watch?v={video_id}"
         try:
             with ytdlp_class()(opts) as ydl:
@@ -152,8 +179,9 @@ class TranscriptFetcher:
             raise
         except Exception as e:  # noqa: BLE001 - yt-dlp's many error types become one recorded reason
             label = error_availability(str(e))
-            raise FetchFailed(label or "yt-dlp error", _short(e), permanent=label != "live",
-                              availability=label) from None
+            raise FetchFailed(
+                label or "yt-dlp error", _short(e), permanent=label != "live", availability=label
+            ) from None
         try:
             text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else str(raw)
             segments = parse_text(Path(f"{video_id}.{track['ext']}"), text, track["ext"])
@@ -187,6 +215,7 @@ def _blocked_is_transient(fn: Callable[[], Any]) -> Callable[[], Any]:
     The library turns YouTube's 429 (and its bot check) into RequestBlocked/IpBlocked, which
     carry no status: we know they mean "try again later", so we say so with our marker.
     """
+
     def call() -> Any:
         try:
             return fn()

@@ -72,8 +72,7 @@ def parse_text(path: Path, text: str, fmt: str) -> list[dict]:
     elif fmt in ("json", "json3"):
         segments = _parse_json(path, text)
     else:
-        segments = [{"start": 0.0, "duration": 0.0, "text": p.strip()}
-                    for p in re.split(r"\n\s*\n", text) if p.strip()]
+        segments = [{"start": 0.0, "duration": 0.0, "text": p.strip()} for p in re.split(r"\n\s*\n", text) if p.strip()]
     if not any(s["text"].strip() for s in segments):
         raise MalformedTranscript(path, "no text in any segment")
     return segments
@@ -86,18 +85,27 @@ def _parse_json(path: Path, text: str) -> list[dict]:
         raise MalformedTranscript(path, f"invalid JSON ({e})") from None
     if isinstance(data, dict) and "events" in data:  # yt-dlp json3
         # events without segs are window/style events; "\n" segs are line breaks of rolling captions
-        return [{"start": e.get("tStartMs", 0) / 1000, "duration": e.get("dDurationMs", 0) / 1000,
-                 "text": "".join(s.get("utf8", "") for s in e["segs"]).replace("\n", " ")}
-                for e in data["events"] if isinstance(e, dict) and e.get("segs")]
+        return [
+            {
+                "start": e.get("tStartMs", 0) / 1000,
+                "duration": e.get("dDurationMs", 0) / 1000,
+                "text": "".join(s.get("utf8", "") for s in e["segs"]).replace("\n", " "),
+            }
+            for e in data["events"]
+            if isinstance(e, dict) and e.get("segs")
+        ]
     if isinstance(data, list) and all(isinstance(s, dict) and "text" in s and "start" in s for s in data):
         # youtube-transcript-api's to_raw_data(): [{text, start, duration}]
-        return [{"start": float(s["start"]), "duration": float(s.get("duration") or 0), "text": str(s["text"])}
-                for s in data]
+        return [
+            {"start": float(s["start"]), "duration": float(s.get("duration") or 0), "text": str(s["text"])}
+            for s in data
+        ]
     raise MalformedTranscript(path, "unknown JSON transcript shape")
 
 
-def clean_segments(segments: list[dict], strip_cues: bool, merge_overlaps: bool,
-                   normalize_whitespace: bool) -> list[dict]:
+def clean_segments(
+    segments: list[dict], strip_cues: bool, merge_overlaps: bool, normalize_whitespace: bool
+) -> list[dict]:
     out: list[dict] = []
     for seg in segments:
         text = CUE.sub("", seg["text"]) if strip_cues else seg["text"]

@@ -18,9 +18,11 @@ class LocalSource(Section):
     type: Literal["local"] = Field(description="Read transcript files from disk.")
     path: str = Field(description="A directory, a file or a glob, relative to the recipe file (e.g. `demo/*.vtt`).")
     format: Literal["auto", "txt", "md", "vtt", "srt", "json", "json3"] = Field(
-        "auto", description="File format; `auto` picks by extension (.txt .md .vtt .srt .json .json3).")
-    sidecar: bool = Field(True, description="Read `<file>.meta.json` (title, url, upload_date) next to each file "
-                                            "when present.")
+        "auto", description="File format; `auto` picks by extension (.txt .md .vtt .srt .json .json3)."
+    )
+    sidecar: bool = Field(
+        True, description="Read `<file>.meta.json` (title, url, upload_date) next to each file when present."
+    )
 
 
 Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
@@ -30,22 +32,31 @@ class YoutubeSource(Section):
     """A YouTube channel, playlist or list of videos, listed with yt-dlp."""
 
     type: Literal["youtube"] = Field(description="List videos with yt-dlp.")
-    url: str | None = Field(None, description="Channel (`https://www.youtube.com/@Handle`), playlist or video URL; "
-                                              "null when only `videos` is given.")
-    videos: tuple[str, ...] = Field((), description="Video URLs or 11-character ids, instead of (or as well as) "
-                                                    "`url`.")
-    max_videos: int | None = Field(None, ge=1, description="Keep at most this many videos (newest first); "
-                                                           "null for all.")
-    title_include: tuple[Regex, ...] = Field((), description="Keep only videos whose title matches one of these "
-                                                           "regexes.")
-    title_exclude: tuple[Regex, ...] = Field((), description="Drop videos whose title matches any of these regexes "
-                                                           "(e.g. `(?i)members`).")
+    url: str | None = Field(
+        None,
+        description="Channel (`https://www.youtube.com/@Handle`), playlist or video URL; "
+        "null when only `videos` is given.",
+    )
+    videos: tuple[str, ...] = Field((), description="Video URLs or 11-character ids, instead of (or as well as) `url`.")
+    max_videos: int | None = Field(
+        None, ge=1, description="Keep at most this many videos (newest first); null for all."
+    )
+    title_include: tuple[Regex, ...] = Field(
+        (), description="Keep only videos whose title matches one of these regexes."
+    )
+    title_exclude: tuple[Regex, ...] = Field(
+        (), description="Drop videos whose title matches any of these regexes (e.g. `(?i)members`)."
+    )
     min_duration: float | None = Field(None, ge=0, description="Drop videos shorter than this many seconds (shorts).")
     max_duration: float | None = Field(None, ge=0, description="Drop videos longer than this many seconds.")
-    after: str | None = Field(None, description="Keep videos uploaded on or after this date (YYYY-MM-DD).",
-                              json_schema_extra={"format": "date"})
-    before: str | None = Field(None, description="Keep videos uploaded before this date (YYYY-MM-DD).",
-                               json_schema_extra={"format": "date"})
+    after: str | None = Field(
+        None,
+        description="Keep videos uploaded on or after this date (YYYY-MM-DD).",
+        json_schema_extra={"format": "date"},
+    )
+    before: str | None = Field(
+        None, description="Keep videos uploaded before this date (YYYY-MM-DD).", json_schema_extra={"format": "date"}
+    )
     exclude_ids: tuple[str, ...] = Field((), description="Video ids to leave out (guest interviews, trailers).")
 
 
@@ -76,12 +87,14 @@ class TranscriptSettings(Section):
 
     languages: tuple[str, ...] = Field(("en",), min_length=1, description="Preferred languages, best first.")
     prefer_manual: bool = Field(True, description="Prefer manually created captions over auto-generated ones.")
-    fallback_ytdlp: bool = Field(True, description="When youtube-transcript-api fails, try yt-dlp subtitles "
-                                                   "(vtt/json3).")
+    fallback_ytdlp: bool = Field(
+        True, description="When youtube-transcript-api fails, try yt-dlp subtitles (vtt/json3)."
+    )
     clean: Clean = Field(default_factory=Clean, description=Clean.__doc__)
     requests_per_second: float = Field(1.0, gt=0, description="Politeness limit on YouTube requests.")
-    retries: int = Field(4, ge=0, description="Retries on network errors and HTTP 429, with exponential backoff "
-                                              "and jitter.")
+    retries: int = Field(
+        4, ge=0, description="Retries on network errors and HTTP 429, with exponential backoff and jitter."
+    )
     backoff: float = Field(2.0, ge=0, description="First backoff in seconds; doubles each retry.")
     timeout: float = Field(30, gt=0, description="Seconds before one request is abandoned.")
     chunking: Chunking = Field(default_factory=Chunking, description=Chunking.__doc__)

@@ -38,8 +38,9 @@ def cache_state(hit: dict[str, Any] | None, retry_failed: bool) -> str | None:
     return None if (transient, forced) == (0, 0) else f"{transient}/{forced}"
 
 
-def cache_states(cache: Any, video_ids: list[str], languages: tuple[str, ...], prefer_manual: bool,
-                 retry_failed: bool) -> dict[str, str | None]:
+def cache_states(
+    cache: Any, video_ids: list[str], languages: tuple[str, ...], prefer_manual: bool, retry_failed: bool
+) -> dict[str, str | None]:
     """cache_state of many videos at once (one query), for the sources fingerprint."""
     keys = {cache_key(v, languages, prefer_manual): v for v in video_ids}
     hits = cache.get_many(list(keys))

@@ -21,9 +21,14 @@ from engine.retry import call_with_retries
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 ID_IN_URL = re.compile(r"(?:v=|youtu\.be/|/shorts/|/live/|/embed/)([A-Za-z0-9_-]{11})")
-CHANNEL_ROOT = re.compile(r"^(https?://(?:www\.|m\.)?youtube\.com/(?:@[^/?#]+|channel/[^/?#]+|c/[^/?#]+|user/[^/?#]+))/?$")
-PLACEHOLDER_TITLES = {"[private video]": "private", "[deleted video]": "unavailable",
-                      "[unavailable video]": "unavailable"}
+CHANNEL_ROOT = re.compile(
+    r"^(https?://(?:www\.|m\.)?youtube\.com/(?:@[^/?#]+|channel/[^/?#]+|c/[^/?#]+|user/[^/?#]+))/?$"
+)
+PLACEHOLDER_TITLES = {
+    "[private video]": "private",
+    "[deleted video]": "unavailable",
+    "[unavailable video]": "unavailable",
+}
 SKIPPED = ("members-only", "private", "unavailable", "live")
 # Worth remembering across runs; a live stream becomes an ordinary video once it ends.
 PERSISTENT = ("members-only", "private", "unavailable")
@@ -34,12 +39,21 @@ ERROR_AVAILABILITY = (
     (re.compile(r"members[- ]only|channel's members|join this channel", re.I), "members-only"),
     (re.compile(r"private video|video is private", re.I), "private"),
     (re.compile(r"live event will begin|premieres in|is live|live stream", re.I), "live"),
-    (re.compile(r"video unavailable|has been removed|no longer available|terminated|"
-                r"not available in your country|sign in to confirm your age", re.I), "unavailable"),
+    (
+        re.compile(
+            r"video unavailable|has been removed|no longer available|terminated|"
+            r"not available in your country|sign in to confirm your age",
+            re.I,
+        ),
+        "unavailable",
+    ),
 )
 # yt-dlp failures whose message is all that says "try again later" (see transient_by_text).
-TRANSIENT_TEXT = re.compile(r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connection (reset|refused|aborted)|"
-                            r"network is unreachable|Remote end closed", re.I)
+TRANSIENT_TEXT = re.compile(
+    r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connection (reset|refused|aborted)|"
+    r"network is unreachable|Remote end closed",
+    re.I,
+)
 T = TypeVar("T")
 
 
@@ -84,6 +98,7 @@ def transient_by_text(fn: Callable[[], T]) -> Callable[[], T]:
     yt-dlp often reports a 429, a 5xx or a timeout as a DownloadError whose message is all that
     is left of the cause; is_transient decides from classes and statuses, so we mark these here.
     """
+
     def call() -> T:
         try:
             return fn()
@@ -133,10 +148,16 @@ def _upload_date(entry: dict) -> str | None:
 def to_entry(raw: dict, source_url: str) -> dict:
     vid = raw.get("id") or video_id(str(raw.get("url") or ""))
     duration = raw.get("duration")
-    return {"id": vid, "title": str(raw.get("title") or vid), "duration": float(duration) if duration else None,
-            "upload_date": _upload_date(raw), "exact_date": bool(raw.get("upload_date")),
-            "availability": availability(raw),
-            "url": f"https://www.youtube.com/watch?v={vid}", "source_url": source_url}
+    return {
+        "id": vid,
+        "title": str(raw.get("title") or vid),
+        "duration": float(duration) if duration else None,
+        "upload_date": _upload_date(raw),
+        "exact_date": bool(raw.get("upload_date")),
+        "availability": availability(raw),
+        "url": f"https://www.youtube.com/watch?v={vid}",
+        "source_url": source_url,
+    }
 
 
 def flatten(info: dict) -> Iterable[dict]:
@@ -158,8 +179,14 @@ def flatten(info: dict) -> Iterable[dict]:
 class Lister:
     """Lists sources through one YoutubeDL per call, with retries on transient failures."""
 
-    def __init__(self, retries: int = 4, backoff: float = 2.0, timeout: float = 30.0,
-                 sleep: Callable[[float], None] | None = None, limiter: Any = None):
+    def __init__(
+        self,
+        retries: int = 4,
+        backoff: float = 2.0,
+        timeout: float = 30.0,
+        sleep: Callable[[float], None] | None = None,
+        limiter: Any = None,
+    ):
         import time
 
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
@@ -168,33 +195,50 @@ class Lister:
         self.delays: list[float] = []
 
     def options(self, dates: bool) -> dict:
-        opts: dict[str, Any] = {"extract_flat": "in_playlist", "skip_download": True, "quiet": True,
-                                "no_warnings": True, "socket_timeout": self.timeout, "ignoreerrors": False,
-                                "logger": YtdlpLogger()}
+        opts: dict[str, Any] = {
+            "extract_flat": "in_playlist",
+            "skip_download": True,
+            "quiet": True,
+            "no_warnings": True,
+            "socket_timeout": self.timeout,
+            "ignoreerrors": False,
+            "logger": YtdlpLogger(),
+        }
         if dates:  # flat listings carry no dates unless yt-dlp parses the "3 weeks ago" text
             opts["extractor_args"] = {"youtubetab": {"approximate_date": [""]}}
         return opts
 
     def extract(self, url: str, dates: bool = False) -> dict:
         """extract_info(url, download=False), retried with backoff on transient errors."""
+
         def once() -> dict:
             with ytdlp_class()(self.options(dates)) as ydl:
                 return ydl.extract_info(url, download=False) or {}
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            log.warning("listing %s: %s; retry %d/%d in %.1fs", url, short_error(error), attempt + 1,
-                        self.retries, delay)
+            log.warning(
+                "listing %s: %s; retry %d/%d in %.1fs", url, short_error(error), attempt + 1, self.retries, delay
+            )
             self.delays.append(delay)
 
-        return call_with_retries(transient_by_text(once), is_transient, self.retries, self.backoff, self.sleep,
-                                 self.limiter, on_retry=on_retry)
+        return call_with_retries(
+            transient_by_text(once),
+            is_transient,
+            self.retries,
+            self.backoff,
+            self.sleep,
+            self.limiter,
+            on_retry=on_retry,
+        )
 
     def list_url(self, url: str, dates: bool = False) -> list[dict]:
         try:
             info = self.extract(listing_url(url), dates)
         except Exception as e:
-            raise RecipeError(f"could not list {url}: {short_error(e)}; check the URL and your network, "
-                              "then run the same command again") from e
+            raise RecipeError(
+                f"could not list {url}: {short_error(e)}; check the URL and your network, "
+                "then run the same command again"
+            ) from e
         return [to_entry(raw, url) for raw in flatten(info)]
 
     def list_video(self, ref: str) -> dict:

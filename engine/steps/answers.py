@@ -24,14 +24,28 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "answers"
 VERSION = 2
 DEPENDS = ("questions", "transcripts")
-COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
-           "answer": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
-           "prompt_digest": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "video_id": "VARCHAR",
+    "title": "VARCHAR",
+    "question": "VARCHAR",
+    "answer": "VARCHAR",
+    "tags": "VARCHAR[]",
+    "model": "VARCHAR",
+    "prompt_digest": "VARCHAR",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
-SCHEMA = {"type": "array", "minItems": 1, "items": {
-    "type": "object", "required": ["number", "answer"],
-    "properties": {"number": {"type": "integer", "minimum": 1},
-                   "answer": {"type": "string", "minLength": 1}}}}
+SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["number", "answer"],
+        "properties": {"number": {"type": "integer", "minimum": 1}, "answer": {"type": "string", "minLength": 1}},
+    },
+}
 
 
 SECTION = None  # its settings are the prompts and `llm.passes.answers`
@@ -66,14 +80,14 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
                 break
             if round_:
                 ctx.metrics["followups"] = ctx.metrics.get("followups", 0) + len(units)
-            requests = [_request(cfg, texts[key], qs, f"{key[0]}#{key[1]}#r{round_}#{i}")
-                        for i, (key, qs) in enumerate(units)]
-            for (_, qs), result in zip(units, client.run_many(requests)):
+            requests = [
+                _request(cfg, texts[key], qs, f"{key[0]}#{key[1]}#r{round_}#{i}") for i, (key, qs) in enumerate(units)
+            ]
+            for (_, qs), result in zip(units, client.run_many(requests), strict=True):
                 got = _match(qs, result, reasons)
                 answers.update(got)
                 bar.advance(len(got))
-    rows = [_row(cfg, q, answers, reasons, (q["video_id"], q["chunk"]) in texts)
-            for qs in groups.values() for q in qs]
+    rows = [_row(cfg, q, answers, reasons, (q["video_id"], q["chunk"]) in texts) for qs in groups.values() for q in qs]
     _summarise(ctx, rows, len(groups))
     return rows
 
@@ -105,10 +119,15 @@ def numbered(questions: list[dict]) -> str:
 
 def _messages(cfg: Config, chunk: dict, questions: list[dict]) -> list[dict]:
     user = cfg.prompts["answers"].format(
-        creator=cfg.creator, title=chunk["title"] or chunk["video_id"],
-        transcript=chunk["text"], questions=numbered(questions))
-    return [{"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
-            {"role": "user", "content": user}]
+        creator=cfg.creator,
+        title=chunk["title"] or chunk["video_id"],
+        transcript=chunk["text"],
+        questions=numbered(questions),
+    )
+    return [
+        {"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
+        {"role": "user", "content": user},
+    ]
 
 
 def _match(questions: list[dict], result: LLMResult, reasons: dict[str, str]) -> dict[str, str]:
@@ -177,13 +196,21 @@ def _row(cfg: Config, q: dict, answers: dict, reasons: dict, has_text: bool) -> 
         status, reason = "failed", "transcript chunk not available"
     else:
         status, reason = "failed", f"unanswered after follow-ups: {reasons.get(q['id'], 'unknown')}"
-    return {"id": q["id"], "video_id": q["video_id"], "title": q["title"], "question": q["question"],
-            "answer": answer, "tags": list(q["tags"] or []), "model": cfg.llm.model,
-            "prompt_digest": digest(cfg.prompts)[:16], "status": status, "reason": reason}
+    return {
+        "id": q["id"],
+        "video_id": q["video_id"],
+        "title": q["title"],
+        "question": q["question"],
+        "answer": answer,
+        "tags": list(q["tags"] or []),
+        "model": cfg.llm.model,
+        "prompt_digest": digest(cfg.prompts)[:16],
+        "status": status,
+        "reason": reason,
+    }
 
 
 def _summarise(ctx: Any, rows: list[dict], groups: int) -> None:
     status = Counter(r["status"] for r in rows)
     ctx.metrics.update(groups=groups, answered=status["ok"], failed=status["failed"])
-    ctx.log.info("answers: %d answered, %d failed across %d transcript chunks",
-                 status["ok"], status["failed"], groups)
+    ctx.log.info("answers: %d answered, %d failed across %d transcript chunks", status["ok"], status["failed"], groups)

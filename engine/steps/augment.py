@@ -23,17 +23,35 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "augment"
 VERSION = 2
 DEPENDS = ("curate",)
-COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR",
-           "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "tags": "VARCHAR[]",
-           "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "origin_id": "VARCHAR",
+    "video_id": "VARCHAR",
+    "title": "VARCHAR",
+    "kind": "VARCHAR",
+    "question": "VARCHAR",
+    "answer": "VARCHAR",
+    "tags": "VARCHAR[]",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
 PARAPHRASES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 ANSWER = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string", "minLength": 1}}}
 TEXT = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}}
 
 # Prompts name languages, recipes store codes: the common ones get their English name.
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
-                  "pt": "Portuguese", "nl": "Dutch", "ja": "Japanese", "zh": "Chinese"}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ja": "Japanese",
+    "zh": "Chinese",
+}
 
 
 SECTION = "augment"
@@ -43,16 +61,16 @@ LLM_PASSES = ("augment",)
 class BackTranslation(Section):
     """Paraphrase questions through a pivot language."""
 
-    enabled: bool = Field(False, description='Translate each question to `pivot` and back.')
-    pivot: str = Field("French", description='Pivot language name, e.g. French.')
+    enabled: bool = Field(False, description="Translate each question to `pivot` and back.")
+    pivot: str = Field("French", description="Pivot language name, e.g. French.")
 
 
 class AugmentSettings(Section):
     """More training rows from the curated ones; augmented rows stay with their video's split."""
 
-    paraphrases: int = Field(0, ge=0, le=10, description='Paraphrases per question (0: none).')
-    short_answers: bool = Field(False, description='Add a short variant of each answer.')
-    long_answers: bool = Field(False, description='Add a long variant of each answer.')
+    paraphrases: int = Field(0, ge=0, le=10, description="Paraphrases per question (0: none).")
+    short_answers: bool = Field(False, description="Add a short variant of each answer.")
+    long_answers: bool = Field(False, description="Add a long variant of each answer.")
     back_translation: BackTranslation = Field(default_factory=BackTranslation, description=BackTranslation.__doc__)
 
 
@@ -67,6 +85,11 @@ class Config:
     language: str | None = None
     prompts: Mapping[str, str] | None = None
     llm: LLMParams | None = None
+
+    def prompt(self, name: str) -> str:
+        if self.prompts is None:
+            raise ValueError(f"augment: no prompts in the config, yet {name!r} was asked for")
+        return self.prompts[name]
 
 
 def config(recipe: Recipe) -> Config:
@@ -101,12 +124,22 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     return rows
 
 
-def _row(origin: dict, kind: str, question: str, answer: str, n: int = 0,
-         status: str = "ok", reason: str | None = None) -> dict:
+def _row(
+    origin: dict, kind: str, question: str, answer: str, n: int = 0, status: str = "ok", reason: str | None = None
+) -> dict:
     rid = origin["id"] if kind == "original" else digest([origin["id"], kind, n])[:16]
-    return {"id": rid, "origin_id": origin["id"], "video_id": origin["video_id"], "title": origin.get("title"),
-            "kind": kind, "question": question, "answer": answer, "tags": list(origin.get("tags") or []),
-            "status": status, "reason": reason}
+    return {
+        "id": rid,
+        "origin_id": origin["id"],
+        "video_id": origin["video_id"],
+        "title": origin.get("title"),
+        "kind": kind,
+        "question": question,
+        "answer": answer,
+        "tags": list(origin.get("tags") or []),
+        "status": status,
+        "reason": reason,
+    }
 
 
 def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], schema: dict) -> list[Any]:
@@ -119,14 +152,20 @@ def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], sche
 
 
 def _paraphrases(ctx: Any, client: Any, cfg: Config, origins: list[dict], n: int) -> list[dict]:
-    template = cfg.prompts["paraphrase"]
-    results = _ask(ctx, client, "paraphrasing", [
-        (o["id"], template.format(question=o["question"], n=n)) for o in origins], PARAPHRASES)
+    template = cfg.prompt("paraphrase")
+    results = _ask(
+        ctx,
+        client,
+        "paraphrasing",
+        [(o["id"], template.format(question=o["question"], n=n)) for o in origins],
+        PARAPHRASES,
+    )
     rows = []
-    for origin, result in zip(origins, results):
+    for origin, result in zip(origins, results, strict=True):
         if not result.ok:
-            rows.append(_row(origin, "paraphrase", "", origin["answer"], 0, "failed",
-                             f"paraphrase failed: {result.reason}"))
+            rows.append(
+                _row(origin, "paraphrase", "", origin["answer"], 0, "failed", f"paraphrase failed: {result.reason}")
+            )
             continue
         seen = {normalise(origin["question"])}
         fresh = []
@@ -141,39 +180,68 @@ def _paraphrases(ctx: Any, client: Any, cfg: Config, origins: list[dict], n: int
 
 
 def _answer_variants(ctx: Any, client: Any, cfg: Config, origins: list[dict], kind: str) -> list[dict]:
-    template = cfg.prompts[kind]
-    results = _ask(ctx, client, f"{kind} answers", [
-        (f"{o['id']}:{kind}", template.format(creator=cfg.creator, question=o["question"], answer=o["answer"]))
-        for o in origins], ANSWER)
+    template = cfg.prompt(kind)
+    results = _ask(
+        ctx,
+        client,
+        f"{kind} answers",
+        [
+            (f"{o['id']}:{kind}", template.format(creator=cfg.creator, question=o["question"], answer=o["answer"]))
+            for o in origins
+        ],
+        ANSWER,
+    )
     rows = []
-    for origin, result in zip(origins, results):
+    for origin, result in zip(origins, results, strict=True):
         if result.ok:
             rows.append(_row(origin, kind, origin["question"], result.value["answer"].strip()))
         else:
-            rows.append(_row(origin, kind, origin["question"], "", 0, "failed",
-                             f"{kind} answer failed: {result.reason}"))
+            rows.append(
+                _row(origin, kind, origin["question"], "", 0, "failed", f"{kind} answer failed: {result.reason}")
+            )
     return rows
 
 
 def _back_translate(ctx: Any, client: Any, cfg: Config, origins: list[dict], pivot: str) -> list[dict]:
-    template = cfg.prompts["translate"]
-    home = LANGUAGE_NAMES.get(cfg.language.split("-")[0].lower(), cfg.language)
-    there = _ask(ctx, client, f"translating to {pivot}", [
-        (f"{o['id']}:to", template.format(language=pivot, text=o["question"])) for o in origins], TEXT)
-    todo = [(o, r.value["text"]) for o, r in zip(origins, there) if r.ok]
-    back = _ask(ctx, client, f"translating back to {home}", [
-        (f"{o['id']}:back", template.format(language=home, text=text)) for o, text in todo], TEXT)
-    returned = {o["id"]: r for (o, _), r in zip(todo, back)}
+    template = cfg.prompt("translate")
+    language = cfg.language or "en"
+    home = LANGUAGE_NAMES.get(language.split("-")[0].lower(), language)
+    there = _ask(
+        ctx,
+        client,
+        f"translating to {pivot}",
+        [(f"{o['id']}:to", template.format(language=pivot, text=o["question"])) for o in origins],
+        TEXT,
+    )
+    todo = [(o, r.value["text"]) for o, r in zip(origins, there, strict=True) if r.ok]
+    back = _ask(
+        ctx,
+        client,
+        f"translating back to {home}",
+        [(f"{o['id']}:back", template.format(language=home, text=text)) for o, text in todo],
+        TEXT,
+    )
+    returned = {o["id"]: r for (o, _), r in zip(todo, back, strict=True)}
     rows = []
-    for origin, first in zip(origins, there):
+    for origin, first in zip(origins, there, strict=True):
         result = returned.get(origin["id"])
         if not first.ok or result is None or not result.ok:
             why = first.reason if not first.ok else (result.reason if result else "no result")
-            rows.append(_row(origin, "back_translation", "", origin["answer"], 0, "failed",
-                             f"back-translation failed: {why}"))
+            rows.append(
+                _row(origin, "back_translation", "", origin["answer"], 0, "failed", f"back-translation failed: {why}")
+            )
         elif normalise(result.value["text"]) == normalise(origin["question"]):
-            rows.append(_row(origin, "back_translation", result.value["text"], origin["answer"], 0,
-                             "skipped", "back-translation identical to the question"))
+            rows.append(
+                _row(
+                    origin,
+                    "back_translation",
+                    result.value["text"],
+                    origin["answer"],
+                    0,
+                    "skipped",
+                    "back-translation identical to the question",
+                )
+            )
         else:
             rows.append(_row(origin, "back_translation", result.value["text"].strip(), origin["answer"]))
     return rows
@@ -183,8 +251,11 @@ def _summarise(ctx: Any, rows: list[dict]) -> None:
     from collections import Counter
 
     ok = [r for r in rows if r["status"] == "ok"]
-    ctx.metrics.update(rows=len(ok), originals=sum(r["kind"] == "original" for r in ok),
-                       augmented=sum(r["kind"] != "original" for r in ok),
-                       failed=sum(r["status"] == "failed" for r in rows),
-                       skipped=sum(r["status"] == "skipped" for r in rows),
-                       kinds=dict(Counter(r["kind"] for r in ok)))
+    ctx.metrics.update(
+        rows=len(ok),
+        originals=sum(r["kind"] == "original" for r in ok),
+        augmented=sum(r["kind"] != "original" for r in ok),
+        failed=sum(r["status"] == "failed" for r in rows),
+        skipped=sum(r["status"] == "skipped" for r in rows),
+        kinds=dict(Counter(r["kind"] for r in ok)),
+    )

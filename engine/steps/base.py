@@ -33,11 +33,12 @@ from typing import Any, Protocol
 
 from engine.pipeline.progress import Progress
 from engine.pipeline.store import ItemCache, Store, Table
-from engine.recipe.shared import RecipeBase as Recipe
+from engine.recipe.shared import RecipeBase
 
 STATUS_COLUMNS = {"status": "VARCHAR", "reason": "VARCHAR"}
 
 Inputs = dict[str, Table]  # upstream step name -> its table
+Recipe = RecipeBase  # what config(recipe) reads: shared sections typed, step sections by attribute
 
 
 @dataclass(frozen=True)

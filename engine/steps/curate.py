@@ -22,12 +22,26 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "curate"
 VERSION = 2
 DEPENDS = ("answers",)
-COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "title": "VARCHAR", "question": "VARCHAR",
-           "answer": "VARCHAR", "tags": "VARCHAR[]", "score": "DOUBLE", "quality": "DOUBLE",
-           "duplicate_of": "VARCHAR", "similarity": "DOUBLE", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "video_id": "VARCHAR",
+    "title": "VARCHAR",
+    "question": "VARCHAR",
+    "answer": "VARCHAR",
+    "tags": "VARCHAR[]",
+    "score": "DOUBLE",
+    "quality": "DOUBLE",
+    "duplicate_of": "VARCHAR",
+    "similarity": "DOUBLE",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
-SCORE_SCHEMA = {"type": "object", "required": ["score"],
-                "properties": {"score": {"type": "number", "minimum": 0, "maximum": 100}}}
+SCORE_SCHEMA = {
+    "type": "object",
+    "required": ["score"],
+    "properties": {"score": {"type": "number", "minimum": 0, "maximum": 100}},
+}
 
 
 SECTION = "filters"
@@ -49,8 +63,9 @@ def config(recipe: Recipe) -> Config:
     filters: Filters = recipe.filters
     if not filters.llm_score.enabled:
         return Config(filters, recipe.creator.language)
-    return Config(filters, recipe.creator.language, recipe.prompts.score, recipe.llm.for_pass("score"),
-                  recipe.creator.name)
+    return Config(
+        filters, recipe.creator.language, recipe.prompts.score, recipe.llm.for_pass("score"), recipe.creator.name
+    )
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
@@ -81,9 +96,20 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
 
 def _base(r: dict) -> dict:
     q = quality.heuristic_score(r["question"] or "", r["answer"] or "")
-    return {"id": r["id"], "video_id": r["video_id"], "title": r.get("title"), "question": r["question"] or "",
-            "answer": r["answer"] or "", "tags": list(r.get("tags") or []), "score": None, "quality": q,
-            "duplicate_of": None, "similarity": None, "status": "ok", "reason": None}
+    return {
+        "id": r["id"],
+        "video_id": r["video_id"],
+        "title": r.get("title"),
+        "question": r["question"] or "",
+        "answer": r["answer"] or "",
+        "tags": list(r.get("tags") or []),
+        "score": None,
+        "quality": q,
+        "duplicate_of": None,
+        "similarity": None,
+        "status": "ok",
+        "reason": None,
+    }
 
 
 def _drop(row: dict, reason: str | None, status: str = "dropped") -> None:
@@ -109,11 +135,22 @@ def _score(ctx: StepContext, cfg: Config, rows: list[dict]) -> None:
 
     assert cfg.score_prompt is not None and cfg.score_llm is not None  # config() sets both when scoring
     prompt = cfg.score_prompt
-    requests = [LLMRequest(r["id"], [{"role": "user", "content": prompt.format(
-        question=r["question"], answer=r["answer"], creator=cfg.creator)}], SCORE_SCHEMA) for r in rows]
+    requests = [
+        LLMRequest(
+            r["id"],
+            [
+                {
+                    "role": "user",
+                    "content": prompt.format(question=r["question"], answer=r["answer"], creator=cfg.creator),
+                }
+            ],
+            SCORE_SCHEMA,
+        )
+        for r in rows
+    ]
     with ctx.progress(len(requests), "scoring answers") as bar:
         results = client_for(ctx, cfg.score_llm).run_many(requests, bar)
-    for row, result in zip(rows, results):
+    for row, result in zip(rows, results, strict=True):
         if result.ok:
             row["score"] = float(result.value["score"])
         else:  # one bad call never fails the run: the row is marked and stays auditable
@@ -122,14 +159,22 @@ def _score(ctx: StepContext, cfg: Config, rows: list[dict]) -> None:
 
 def _dedup(ctx: Any, workers: int, cfg: Any, rows: list[dict]) -> None:
     started = time.perf_counter()
-    dups = find_duplicates([r["question"] for r in rows], [_rank(r) for r in rows],
-                           scorer=cfg.scorer, threshold=cfg.threshold, workers=workers)
+    dups = find_duplicates(
+        [r["question"] for r in rows],
+        [_rank(r) for r in rows],
+        scorer=cfg.scorer,
+        threshold=cfg.threshold,
+        workers=workers,
+    )
     for d in dups:
         row, kept = rows[d.index], rows[d.kept]
         row.update(status="dropped", reason="duplicate", duplicate_of=kept["id"], similarity=d.similarity)
-    ctx.metrics["dedup"] = {"compared": len(rows), "duplicates": len(dups),
-                            "groups": len({d.group for d in dups}),
-                            "seconds": round(time.perf_counter() - started, 3)}
+    ctx.metrics["dedup"] = {
+        "compared": len(rows),
+        "duplicates": len(dups),
+        "groups": len({d.group for d in dups}),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def _keep_top(rows: list[dict], keep_top: float) -> None:
@@ -147,8 +192,13 @@ def _keep_top(rows: list[dict], keep_top: float) -> None:
 def _summarise(ctx: Any, rows: list[dict], stages: dict[str, int]) -> None:
     kept = _live(rows)
     stats = dataset_stats(rows, kept)
-    ctx.metrics.update(kept=len(kept), dropped=stats["dropped"], duplicates=stats["reasons"].get("duplicate", 0),
-                       stages=stages, **{k: v for k, v in stats.items() if k not in ("rows", "kept", "dropped")})
+    ctx.metrics.update(
+        kept=len(kept),
+        dropped=stats["dropped"],
+        duplicates=stats["reasons"].get("duplicate", 0),
+        stages=stages,
+        **{k: v for k, v in stats.items() if k not in ("rows", "kept", "dropped")},
+    )
     plot = length_histograms(ctx.work_dir / "plots" / "curated_lengths.png", "curated Q&A lengths", kept)
     if plot:
         ctx.metrics["plots"] = [str(plot.relative_to(ctx.work_dir))]

@@ -29,9 +29,20 @@ NAME = "evaluate"
 VERSION = 2
 # train: its adapters stand in for the fused model when export.fuse is false.
 DEPENDS = ("split", "train", "export")
-COLUMNS = {"id": "VARCHAR", "source": "VARCHAR", "question": "VARCHAR", "setting": "VARCHAR",
-           "base": "VARCHAR", "tuned": "VARCHAR", "reference": "VARCHAR", "base_loop": "BOOLEAN",
-           "tuned_loop": "BOOLEAN", "verdict": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "source": "VARCHAR",
+    "question": "VARCHAR",
+    "setting": "VARCHAR",
+    "base": "VARCHAR",
+    "tuned": "VARCHAR",
+    "reference": "VARCHAR",
+    "base_loop": "BOOLEAN",
+    "tuned_loop": "BOOLEAN",
+    "verdict": "VARCHAR",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 BATCH = 8  # prompts generated together (mlx-lm batch_generate: ~3.6x one stream on CPU)
 MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stable mean, bounded time
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"]}
@@ -44,8 +55,7 @@ LLM_PASSES = ("judge",)
 class EvalSettings(Section):
     """Base vs tuned evaluation."""
 
-    questions: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), description="Questions both models "
-                                                                                       "answer.")
+    questions: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), description="Questions both models answer.")
     heldout: int = Field(5, ge=0, description="Held-out Q&A rows (test split, else valid) also answered.")
     max_tokens: int = Field(256, ge=1, description="Most tokens per answer.")
     sampled: bool = Field(True, description="Also answer with seeded sampling (temperature 0.7), besides greedy.")
@@ -72,9 +82,14 @@ class Config:
 
 def config(recipe: Recipe) -> Config:
     judge = recipe.eval.judge
-    return Config(recipe.eval, recipe.train.model, recipe.filters.banned_phrases, recipe.creator.name,
-                  recipe.prompts.judge if judge else None, recipe.llm.for_pass("judge") if judge else None)
-
+    return Config(
+        recipe.eval,
+        recipe.train.model,
+        recipe.filters.banned_phrases,
+        recipe.creator.name,
+        recipe.prompts.judge if judge else None,
+        recipe.llm.for_pass("judge") if judge else None,
+    )
 
 
 def split_turns(messages: list[dict]) -> tuple[list[dict], str, str]:
@@ -90,8 +105,9 @@ def build_items(cfg: Config, data_dir: Path) -> tuple[list[dict], list[list[dict
     train = read_jsonl(data_dir / "train.jsonl")
     heldout = read_jsonl(data_dir / "test.jsonl") or read_jsonl(data_dir / "valid.jsonl")
     heldout = [h for h in heldout if any(m["role"] == "assistant" for m in h["messages"])]
-    train_answers = [split_turns(r["messages"])[2] for r in train
-                     if any(m["role"] == "assistant" for m in r["messages"])]
+    train_answers = [
+        split_turns(r["messages"])[2] for r in train if any(m["role"] == "assistant" for m in r["messages"])
+    ]
     system = next((m for r in train[:1] for m in r["messages"] if m["role"] == "system"), None)
     prefix = [system] if system else []
     ev = cfg.eval
@@ -100,17 +116,27 @@ def build_items(cfg: Config, data_dir: Path) -> tuple[list[dict], list[list[dict
         prompt, question, reference = split_turns(row["messages"])
         items.append(_item("heldout", question, prompt, reference))
     if ev.probes:
-        items += [_item("probe", p["question"], prefix + [{"role": "user", "content": p["question"]}], probe=p)
-                  for p in scores.PROBES]
+        items += [
+            _item("probe", p["question"], prefix + [{"role": "user", "content": p["question"]}], probe=p)
+            for p in scores.PROBES
+        ]
     for n, it in enumerate(items):  # the position keeps ids unique when a question repeats
         it["id"] = digest([it["source"], it["question"], n])[:16]
     return items, [h["messages"] for h in heldout[:MAX_LOSS_ROWS]], train_answers
 
 
-def _item(source: str, question: str, messages: list[dict], reference: str | None = None,
-          probe: dict | None = None) -> dict:
-    return {"id": "", "source": source, "question": question,
-            "messages": messages, "reference": reference, "probe": probe, "answers": {}}
+def _item(
+    source: str, question: str, messages: list[dict], reference: str | None = None, probe: dict | None = None
+) -> dict:
+    return {
+        "id": "",
+        "source": source,
+        "question": question,
+        "messages": messages,
+        "reference": reference,
+        "probe": probe,
+        "answers": {},
+    }
 
 
 def settings(cfg: Config) -> dict[str, float]:
@@ -118,8 +144,9 @@ def settings(cfg: Config) -> dict[str, float]:
     return {"greedy": 0.0, **({"sampled": ev.temperature} if ev.sampled and ev.temperature > 0 else {})}
 
 
-def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: Config,
-               adapters: Path | None = None) -> dict:
+def answer_all(
+    ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: Config, adapters: Path | None = None
+) -> dict:
     """Load one model, answer every item in every setting, score held-out loss, free the model."""
     from engine.models.generate import chat_generate
     from engine.models.loss import conversation_loss
@@ -134,11 +161,18 @@ def answer_all(ctx: Any, role: str, spec: str, items: list[dict], loss_convs: li
         todo = [it for it in items if name == "greedy" or it["source"] != "probe"]  # probes: greedy only
         with ctx.progress(len(todo), f"{role} answers ({name})") as bar:
             for start in range(0, len(todo), BATCH):  # one batch at a time so the bar moves
-                chunk = todo[start:start + BATCH]
-                replies = chat_generate(model, tokenizer, [it["messages"] for it in chunk], ev.max_tokens,
-                                        temperature=temperature, seed=ev.seed + start,
-                                        repetition_penalty=ev.repetition_penalty, batch_size=BATCH)
-                for it, reply in zip(chunk, replies):
+                chunk = todo[start : start + BATCH]
+                replies = chat_generate(
+                    model,
+                    tokenizer,
+                    [it["messages"] for it in chunk],
+                    ev.max_tokens,
+                    temperature=temperature,
+                    seed=ev.seed + start,
+                    repetition_penalty=ev.repetition_penalty,
+                    batch_size=BATCH,
+                )
+                for it, reply in zip(chunk, replies, strict=True):
                     it["answers"].setdefault(name, {})[role] = reply
                 bar.advance(len(chunk))
     loss = conversation_loss(model, tokenizer, loss_convs) if loss_convs else None
@@ -166,15 +200,18 @@ def tuned_model(ctx: Any, cfg: Config) -> tuple[str, Path | None]:
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     items, loss_convs, train_answers = build_items(cfg, ctx.upstream_dir("split") / "data")
     tuned_spec, adapters = tuned_model(ctx, cfg)
-    losses = {"base": answer_all(ctx, "base", cfg.base_model, items, loss_convs, cfg),
-              "tuned": answer_all(ctx, "tuned", tuned_spec, items, loss_convs, cfg, adapters)}
+    losses = {
+        "base": answer_all(ctx, "base", cfg.base_model, items, loss_convs, cfg),
+        "tuned": answer_all(ctx, "tuned", tuned_spec, items, loss_convs, cfg, adapters),
+    }
     doc = evaluation(items, losses, train_answers, cfg)
     if cfg.eval.judge:
         doc["judge"] = run_judge(ctx, items, cfg)
         doc["summary"].update(judge_summary_fields(doc["judge"]))
     doc = scores.json_safe(doc)
-    (ctx.work_dir / "eval.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False),
-                                            encoding="utf-8")
+    (ctx.work_dir / "eval.json").write_text(
+        json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8"
+    )
     ctx.metrics.update(doc["summary"])
     return table_rows(items)
 
@@ -185,14 +222,19 @@ def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: C
     answered = [it for it in items if it["source"] != "probe"]
     per_setting = {}
     for name in settings(cfg):
-        per_setting[name] = {role: scores.model_scores([it["answers"][name][role] for it in answered],
-                                                       train_answers, shares, cfg.banned)
-                             for role in ("base", "tuned")}
+        per_setting[name] = {
+            role: scores.model_scores([it["answers"][name][role] for it in answered], train_answers, shares, cfg.banned)
+            for role in ("base", "tuned")
+        }
     probes = probe_results(items)
-    doc = {"settings": {"eval": cfg.eval.model_dump(mode="json"), "base_model": cfg.base_model},
-           "train_format_shares": shares, "loss": {r: losses[r]["loss"] for r in losses},
-           "scores": per_setting, "probes": probes,
-           "items": [{k: it[k] for k in ("id", "source", "question", "reference", "answers")} for it in items]}
+    doc = {
+        "settings": {"eval": cfg.eval.model_dump(mode="json"), "base_model": cfg.base_model},
+        "train_format_shares": shares,
+        "loss": {r: losses[r]["loss"] for r in losses},
+        "scores": per_setting,
+        "probes": probes,
+        "items": [{k: it[k] for k in ("id", "source", "question", "reference", "answers")} for it in items],
+    }
     doc["summary"] = summary(doc, len(answered))
     return doc
 
@@ -200,8 +242,11 @@ def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: C
 def probe_results(items: list[dict]) -> dict:
     out: dict[str, Any] = {}
     for role in ("base", "tuned"):
-        results = [{"id": it["probe"]["id"], "passed": scores.probe_passes(it["probe"], it["answers"]["greedy"][role])}
-                   for it in items if it["source"] == "probe"]
+        results = [
+            {"id": it["probe"]["id"], "passed": scores.probe_passes(it["probe"], it["answers"]["greedy"][role])}
+            for it in items
+            if it["source"] == "probe"
+        ]
         out[role] = {"passed": sum(r["passed"] for r in results), "total": len(results), "items": results}
     return out
 
@@ -225,10 +270,11 @@ def summary(doc: dict, answered: int) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def run_judge(ctx: Any, items: list[dict], cfg: Config) -> dict:
+def run_judge(ctx: StepContext, items: list[dict], cfg: Config) -> dict:
     """Pairwise judge on greedy answers, asked in both orders so position bias cancels out."""
     from engine.llm.client import LLMRequest, client_for
 
+    assert cfg.judge_prompt is not None and cfg.judge_llm is not None  # config() sets both when judging
     judged = [it for it in items if it["source"] != "probe"]
     requests = []
     for it in judged:
@@ -247,13 +293,20 @@ def run_judge(ctx: Any, items: list[dict], cfg: Config) -> dict:
         it["verdict"] = scores.judge_verdict(first.value["winner"], second.value["winner"])
         verdicts.append(it["verdict"])
     failed = len(judged) - len(verdicts)
-    return {**scores.judge_summary(verdicts), "failed": failed,
-            "items": [{"id": it["id"], "verdict": it["verdict"]} for it in judged]}
+    return {
+        **scores.judge_summary(verdicts),
+        "failed": failed,
+        "items": [{"id": it["id"], "verdict": it["verdict"]} for it in judged],
+    }
 
 
 def judge_summary_fields(judge: dict) -> dict[str, Any]:
-    fields = {"judge_tuned_wins": judge["tuned_wins"], "judge_base_wins": judge["base_wins"],
-              "judge_ties": judge["ties"], "judge_failed": judge["failed"]}
+    fields = {
+        "judge_tuned_wins": judge["tuned_wins"],
+        "judge_base_wins": judge["base_wins"],
+        "judge_ties": judge["ties"],
+        "judge_failed": judge["failed"],
+    }
     if judge["tuned_win_rate"] is not None:
         fields["judge_tuned_win_rate"] = judge["tuned_win_rate"]
     return fields
@@ -265,11 +318,20 @@ def table_rows(items: list[dict]) -> list[dict]:
         for setting, pair in it["answers"].items():
             judged = setting == "greedy" and "verdict" in it
             failed = judged and it["verdict"] == "failed"
-            rows.append({"id": it["id"], "source": it["source"], "question": it["question"], "setting": setting,
-                         "base": pair["base"], "tuned": pair["tuned"], "reference": it["reference"],
-                         "base_loop": scores.repetition(pair["base"])["loop"],
-                         "tuned_loop": scores.repetition(pair["tuned"])["loop"],
-                         "verdict": it["verdict"] if judged else None,
-                         "status": "failed" if failed else "ok",
-                         "reason": f"judge: {it.get('judge_reason')}" if failed else None})
+            rows.append(
+                {
+                    "id": it["id"],
+                    "source": it["source"],
+                    "question": it["question"],
+                    "setting": setting,
+                    "base": pair["base"],
+                    "tuned": pair["tuned"],
+                    "reference": it["reference"],
+                    "base_loop": scores.repetition(pair["base"])["loop"],
+                    "tuned_loop": scores.repetition(pair["tuned"])["loop"],
+                    "verdict": it["verdict"] if judged else None,
+                    "status": "failed" if failed else "ok",
+                    "reason": f"judge: {it.get('judge_reason')}" if failed else None,
+                }
+            )
     return rows

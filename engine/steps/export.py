@@ -24,8 +24,14 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "export"
 VERSION = 2  # 2: the recipe name written into the GGUF keys the step
 DEPENDS = ("train",)
-COLUMNS = {"artifact": "VARCHAR", "path": "VARCHAR", "bytes": "BIGINT", "seconds": "DOUBLE",
-           "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "artifact": "VARCHAR",
+    "path": "VARCHAR",
+    "bytes": "BIGINT",
+    "seconds": "DOUBLE",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
 
 SECTION = "export"
@@ -41,8 +47,11 @@ class GGUF(Section):
 class ExportSettings(Section):
     """What the run folder gets after training."""
 
-    fuse: bool = Field(True, description="Fuse the adapter into the base (dequantised) in `model/`, HF layout with "
-                                         "tokenizer and chat template.")
+    fuse: bool = Field(
+        True,
+        description="Fuse the adapter into the base (dequantised) in `model/`, HF layout with "
+        "tokenizer and chat template.",
+    )
     gguf: GGUF = Field(default_factory=GGUF, description=GGUF.__doc__)
     modelfile: bool = Field(True, description="Write an Ollama `Modelfile` next to the GGUF.")
 
@@ -53,14 +62,18 @@ Settings = ExportSettings
 @dataclass(frozen=True)
 class Config:
     export: ExportSettings
-    model: str            # the base model the adapter was trained on
-    system: str | None    # the training system prompt, for the Modelfile
-    name: str             # the recipe's name, written into the GGUF metadata
+    model: str  # the base model the adapter was trained on
+    system: str | None  # the training system prompt, for the Modelfile
+    name: str  # the recipe's name, written into the GGUF metadata
 
 
 def config(recipe: Recipe) -> Config:
-    return Config(recipe.export, recipe.train.model,
-                  render_system_prompt(recipe.split.system_prompt, recipe.creator.name), recipe.name)
+    return Config(
+        recipe.export,
+        recipe.train.model,
+        render_system_prompt(recipe.split.system_prompt, recipe.creator.name),
+        recipe.name,
+    )
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> Any:
@@ -75,9 +88,14 @@ def _size(path: Path) -> int:
 
 
 def _row(artifact: str, path: Path | None, started: float, status: str = "ok", reason: str | None = None) -> dict:
-    return {"artifact": artifact, "path": path.name if path else None,
-            "bytes": _size(path) if path and path.exists() else 0,
-            "seconds": round(time.perf_counter() - started, 2), "status": status, "reason": reason}
+    return {
+        "artifact": artifact,
+        "path": path.name if path else None,
+        "bytes": _size(path) if path and path.exists() else 0,
+        "seconds": round(time.perf_counter() - started, 2),
+        "status": status,
+        "reason": reason,
+    }
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
@@ -100,8 +118,11 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
         started = time.perf_counter()
         if export.fuse or export.gguf.enabled:
             fuse_to_folder(Path(base), adapters, fused)
-        rows.append(_row("model", fused, started) if export.fuse
-                    else _row("model", None, started, "skipped", "export.fuse is false"))
+        rows.append(
+            _row("model", fused, started)
+            if export.fuse
+            else _row("model", None, started, "skipped", "export.fuse is false")
+        )
         gguf_path = ctx.work_dir / "model.gguf"
         started = time.perf_counter()
         if not export.gguf.enabled:
@@ -130,8 +151,9 @@ def _modelfile(ctx: Any, export: Any, fused: Path, gguf_path: Path, system: str 
     if not gguf_path.exists():
         return _row("modelfile", None, started, "skipped", "no model.gguf to point at")
     config_path = fused / "tokenizer_config.json"
-    template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template") \
-        if config_path.exists() else None
+    template = (
+        json.loads(config_path.read_text(encoding="utf-8")).get("chat_template") if config_path.exists() else None
+    )
     path = ctx.work_dir / "Modelfile"
     path.write_text(render(gguf_path.name, template, system), encoding="utf-8")
     return _row("modelfile", path, started)

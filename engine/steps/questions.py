@@ -28,23 +28,69 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "questions"
 VERSION = 2
 DEPENDS = ("transcripts",)
-COLUMNS = {"id": "VARCHAR", "video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR",
-           "question": "VARCHAR", "tags": "VARCHAR[]", "model": "VARCHAR",
-           "prompt_digest": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "video_id": "VARCHAR",
+    "chunk": "INTEGER",
+    "title": "VARCHAR",
+    "question": "VARCHAR",
+    "tags": "VARCHAR[]",
+    "model": "VARCHAR",
+    "prompt_digest": "VARCHAR",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
-SCHEMA = {"type": "array", "minItems": 1, "items": {
-    "type": "object", "required": ["question"],
-    "properties": {"question": {"type": "string", "minLength": 5},
-                   "tags": {"type": "array", "items": {"type": "string"}}}}}
-STANDALONE_SCHEMA = {"type": "object", "required": ["standalone"],
-                     "properties": {"standalone": {"type": "boolean"}}}
+SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["question"],
+        "properties": {
+            "question": {"type": "string", "minLength": 5},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+STANDALONE_SCHEMA = {"type": "object", "required": ["standalone"], "properties": {"standalone": {"type": "boolean"}}}
 
-_INTERROGATIVE = {"what", "why", "how", "when", "where", "who", "whom", "whose", "which", "is",
-                  "are", "was", "were", "can", "could", "do", "does", "did", "should", "would",
-                  "will", "may", "might", "must", "has", "have", "shall", "am"}
-_POINTERS = re.compile(r"\b(?:this|the|that|these|your|his|her|their)\s+(?:video|videos|talk|"
-                       r"transcript|lecture|episode|clip|podcast|presentation|speaker|presenter|"
-                       r"narrator|host)\b", re.I)
+_INTERROGATIVE = {
+    "what",
+    "why",
+    "how",
+    "when",
+    "where",
+    "who",
+    "whom",
+    "whose",
+    "which",
+    "is",
+    "are",
+    "was",
+    "were",
+    "can",
+    "could",
+    "do",
+    "does",
+    "did",
+    "should",
+    "would",
+    "will",
+    "may",
+    "might",
+    "must",
+    "has",
+    "have",
+    "shall",
+    "am",
+}
+_POINTERS = re.compile(
+    r"\b(?:this|the|that|these|your|his|her|their)\s+(?:video|videos|talk|"
+    r"transcript|lecture|episode|clip|podcast|presentation|speaker|presenter|"
+    r"narrator|host)\b",
+    re.I,
+)
 _TITLES = {"dr", "prof", "mr", "mrs", "ms", "sir", "md", "phd"}
 
 
@@ -58,10 +104,12 @@ class QuestionsSettings(Section):
     min_per_video: int = Field(5, ge=1, description="Fewest questions asked for per video.")
     max_per_video: int = Field(15, ge=1, description="Most questions kept per video.")
     tags: bool = Field(True, description="Ask for topic tags per question.")
-    drop_creator_mentions: bool = Field(True, description="Drop questions naming the creator, 'this video' or "
-                                                          "'the transcript'.")
-    standalone_check: bool = Field(False, description="Ask the LLM whether each question stands alone and drop "
-                                                      "those that do not.")
+    drop_creator_mentions: bool = Field(
+        True, description="Drop questions naming the creator, 'this video' or 'the transcript'."
+    )
+    standalone_check: bool = Field(
+        False, description="Ask the LLM whether each question stands alone and drop those that do not."
+    )
 
 
 Settings = QuestionsSettings
@@ -83,8 +131,11 @@ def config(recipe: Recipe) -> Config:
 def check(recipe: Recipe, located: Located) -> list[Problem]:
     q = recipe.questions
     if q.min_per_video > q.max_per_video:
-        return [located.problem(("questions", "min_per_video"),
-                                f"{q.min_per_video} is more than max_per_video ({q.max_per_video})")]
+        return [
+            located.problem(
+                ("questions", "min_per_video"), f"{q.min_per_video} is more than max_per_video ({q.max_per_video})"
+            )
+        ]
     return []
 
 
@@ -99,20 +150,34 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     per_video = Counter(c["video_id"] for c in chunks)
     prompt_digest = digest(cfg.prompts)[:16]
     model = cfg.llm.model
-    requests = [LLMRequest(f"{c['video_id']}#{c['chunk']}", _messages(cfg, c, per_video[c["video_id"]]), SCHEMA)
-                for c in chunks]
+    requests = [
+        LLMRequest(f"{c['video_id']}#{c['chunk']}", _messages(cfg, c, per_video[c["video_id"]]), SCHEMA) for c in chunks
+    ]
     client = client_for(ctx, cfg.llm)
     with ctx.progress(len(requests), "asking for questions") as bar:
         results = client.run_many(requests, bar)
     rows: list[dict] = []
     seen: dict[str, set] = defaultdict(set)
-    for chunk, result in zip(chunks, results):
-        base = {"video_id": chunk["video_id"], "chunk": chunk["chunk"], "title": chunk["title"],
-                "model": model, "prompt_digest": prompt_digest}
+    for chunk, result in zip(chunks, results, strict=True):
+        base = {
+            "video_id": chunk["video_id"],
+            "chunk": chunk["chunk"],
+            "title": chunk["title"],
+            "model": model,
+            "prompt_digest": prompt_digest,
+        }
         if not result.ok:
             ctx.log.warning("questions failed for %s: %s", result.id, result.reason)
-            rows.append({**base, "id": digest([result.id, "failed"])[:16], "question": None,
-                         "tags": [], "status": "failed", "reason": result.reason})
+            rows.append(
+                {
+                    **base,
+                    "id": digest([result.id, "failed"])[:16],
+                    "question": None,
+                    "tags": [],
+                    "status": "failed",
+                    "reason": result.reason,
+                }
+            )
             continue
         for item in result.value:
             rows.append(_row(base, item, q, cfg.creator, seen[chunk["video_id"]]))
@@ -129,10 +194,16 @@ def _messages(cfg: Config, chunk: dict, chunks_of_video: int) -> list[dict]:
     n_min = max(1, math.ceil(q.min_per_video / chunks_of_video))
     n_max = max(n_min, math.ceil(q.max_per_video / chunks_of_video))
     user = cfg.prompts["questions"].format(
-        creator=cfg.creator, title=chunk["title"] or chunk["video_id"], transcript=chunk["text"],
-        min_questions=n_min, max_questions=n_max)
-    return [{"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
-            {"role": "user", "content": user}]
+        creator=cfg.creator,
+        title=chunk["title"] or chunk["video_id"],
+        transcript=chunk["text"],
+        min_questions=n_min,
+        max_questions=n_max,
+    )
+    return [
+        {"role": "system", "content": cfg.prompts["system"].format(creator=cfg.creator)},
+        {"role": "user", "content": user},
+    ]
 
 
 def _row(base: dict, item: dict, q: Any, creator: str, seen: set) -> dict:
@@ -143,15 +214,21 @@ def _row(base: dict, item: dict, q: Any, creator: str, seen: set) -> dict:
     if reason is None and key in seen:
         reason = "duplicate question"
     seen.add(key)
-    return {**base, "id": key, "question": question, "tags": tags,
-            "status": "dropped" if reason else "ok", "reason": reason}
+    return {
+        **base,
+        "id": key,
+        "question": question,
+        "tags": tags,
+        "status": "dropped" if reason else "ok",
+        "reason": reason,
+    }
 
 
 def normalise_question(text: str) -> str:
     """One line, no list marker or quotes; a clear question gets its missing '?'."""
     text = " ".join(str(text).split())
     text = re.sub(r"^(?:Q(?:uestion)?\s*\d*\s*[:.)-]\s*|\d{1,3}\s*[.)]\s*|[-*•]\s+)", "", text)
-    text = text.strip().strip('"\'“”').strip()
+    text = text.strip().strip("\"'“”").strip()
     words = text.split()
     if words and not text.endswith("?") and words[0].lower() in _INTERROGATIVE:
         text = text.rstrip(".!") + "?"
@@ -187,12 +264,18 @@ def _standalone_check(ctx: Any, cfg: Config, rows: list[dict]) -> None:
     """Ask the model whether each kept question stands alone; a failed check keeps it."""
     keep = [r for r in rows if r["status"] == "ok"]
     template = cfg.prompts["standalone"]
-    requests = [LLMRequest(r["id"], [{"role": "user", "content": template.format(
-        question=r["question"], creator=cfg.creator)}], STANDALONE_SCHEMA) for r in keep]
+    requests = [
+        LLMRequest(
+            r["id"],
+            [{"role": "user", "content": template.format(question=r["question"], creator=cfg.creator)}],
+            STANDALONE_SCHEMA,
+        )
+        for r in keep
+    ]
     with ctx.progress(len(requests), "standalone check") as bar:
         results = client_for(ctx, cfg.llm).run_many(requests, bar)
     unchecked = 0
-    for row, result in zip(keep, results):
+    for row, result in zip(keep, results, strict=True):
         if not result.ok:
             unchecked += 1
         elif not result.value["standalone"]:
@@ -203,7 +286,11 @@ def _standalone_check(ctx: Any, cfg: Config, rows: list[dict]) -> None:
 def _summarise(ctx: Any, rows: list[dict], chunks: int) -> None:
     status = Counter(r["status"] for r in rows)
     dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")
-    ctx.metrics.update(chunks=chunks, questions=status["ok"], dropped=dict(dropped),
-                       failed_chunks=status["failed"])
-    ctx.log.info("questions: %d kept from %d chunks, %d dropped, %d chunks failed",
-                 status["ok"], chunks, sum(dropped.values()), status["failed"])
+    ctx.metrics.update(chunks=chunks, questions=status["ok"], dropped=dict(dropped), failed_chunks=status["failed"])
+    ctx.log.info(
+        "questions: %d kept from %d chunks, %d dropped, %d chunks failed",
+        status["ok"],
+        chunks,
+        sum(dropped.values()),
+        status["failed"],
+    )

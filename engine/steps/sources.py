@@ -31,14 +31,24 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "sources"
 VERSION = 3
 DEPENDS: tuple[str, ...] = ()
-COLUMNS = {"video_id": "VARCHAR", "source": "VARCHAR", "title": "VARCHAR", "url": "VARCHAR",
-           "path": "VARCHAR", "format": "VARCHAR", "digest": "VARCHAR", "duration": "DOUBLE",
-           "upload_date": "VARCHAR", "availability": "VARCHAR", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "video_id": "VARCHAR",
+    "source": "VARCHAR",
+    "title": "VARCHAR",
+    "url": "VARCHAR",
+    "path": "VARCHAR",
+    "format": "VARCHAR",
+    "digest": "VARCHAR",
+    "duration": "DOUBLE",
+    "upload_date": "VARCHAR",
+    "availability": "VARCHAR",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 SECTION = "sources"
 Settings = tuple[Source, ...]
 # A list, not a section object, and required: a recipe without sources has nothing to learn from.
-SECTION_FIELD = (Settings, Field(min_length=1, description="Where the videos come from; several sources "
-                                                           "are combined."))
+SECTION_FIELD = (Settings, Field(min_length=1, description="Where the videos come from; several sources are combined."))
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,13 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     for i, source in enumerate(recipe.sources):
         if source.type == "local" and not local_transcript_files(recipe.base_dir, source.path):
             shown = Path(source.path) if Path(source.path).is_absolute() else recipe.base_dir / source.path
-            problems.append(located.problem(
-                ("sources", i, "path"),
-                f"no transcript files at {shown} (.txt .md .vtt .srt .json .json3); check the path, "
-                "which is relative to the recipe file"))
+            problems.append(
+                located.problem(
+                    ("sources", i, "path"),
+                    f"no transcript files at {shown} (.txt .md .vtt .srt .json .json3); check the path, "
+                    "which is relative to the recipe file",
+                )
+            )
         if source.type == "youtube":
             problems.extend(_youtube_problems(located, source, i))
     return problems
@@ -108,8 +121,16 @@ def _local_listing(base_dir: Path, source: Any, ctx: Any) -> list[dict]:
     entries = []
     for path in local_transcript_files(base_dir, source.path):
         meta = _sidecar(path, ctx) if source.sidecar else {}
-        entries.append({"kind": "local", "id": str(meta.get("video_id") or path.stem), "path": str(path),
-                        "digest": digest_file(path), "format": source.format, "meta": meta})
+        entries.append(
+            {
+                "kind": "local",
+                "id": str(meta.get("video_id") or path.stem),
+                "path": str(path),
+                "digest": digest_file(path),
+                "format": source.format,
+                "meta": meta,
+            }
+        )
     return entries
 
 
@@ -126,8 +147,9 @@ def _sidecar(path: Path, ctx: Any) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _youtube_listing(source: YoutubeSource, lister: Lister, ctx: StepContext,
-                     transcripts: TranscriptSettings) -> list[dict]:
+def _youtube_listing(
+    source: YoutubeSource, lister: Lister, ctx: StepContext, transcripts: TranscriptSettings
+) -> list[dict]:
     known = ctx.item_cache(STATUS_CACHE)
     retry = ctx.options.retry_failed
     entries = lister.list_url(source.url, dates=bool(source.after or source.before)) if source.url else []
@@ -147,8 +169,7 @@ def _youtube_listing(source: YoutubeSource, lister: Lister, ctx: StepContext,
 def transcript_states(ctx: StepContext, video_ids: list[str], cfg: TranscriptSettings) -> dict[str, str | None]:
     """Each video's cached transcript outcome: part of the key, so a transient failure (or
     --retry-failed) reruns the transcripts step while an unchanged channel reuses everything."""
-    return cache_states(ctx.item_cache(CACHE), video_ids, cfg.languages, cfg.prefer_manual,
-                        ctx.options.retry_failed)
+    return cache_states(ctx.item_cache(CACHE), video_ids, cfg.languages, cfg.prefer_manual, ctx.options.retry_failed)
 
 
 def _known_status(entry: dict, known: Any, retry: bool) -> dict:
@@ -170,7 +191,10 @@ def _stable(entry: dict) -> dict:
     """The fields that define downstream work. Approximate dates ("3 weeks ago") would change the
     hash every day, so only exact upload dates are kept (filters already used the approximate ones)."""
     keep = ("id", "title", "duration", "availability", "url", "source_url", "status", "reason")
-    return {**{k: entry.get(k) for k in keep}, "upload_date": entry.get("upload_date") if entry.get("exact_date") else None}
+    return {
+        **{k: entry.get(k) for k in keep},
+        "upload_date": entry.get("upload_date") if entry.get("exact_date") else None,
+    }
 
 
 def _mark_duplicates(listing: list[dict]) -> list[dict]:
@@ -192,17 +216,37 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
 
 def _local_row(item: dict) -> dict:
     path, meta = Path(item["path"]), item["meta"]
-    return {"video_id": item["id"], "source": "local", "title": meta.get("title") or path.stem.replace("_", " "),
-            "url": meta.get("url"), "path": str(path), "format": item["format"], "digest": item["digest"],
-            "duration": None, "upload_date": meta.get("upload_date"), "availability": None,
-            "status": item.get("status", "ok"), "reason": item.get("reason")}
+    return {
+        "video_id": item["id"],
+        "source": "local",
+        "title": meta.get("title") or path.stem.replace("_", " "),
+        "url": meta.get("url"),
+        "path": str(path),
+        "format": item["format"],
+        "digest": item["digest"],
+        "duration": None,
+        "upload_date": meta.get("upload_date"),
+        "availability": None,
+        "status": item.get("status", "ok"),
+        "reason": item.get("reason"),
+    }
 
 
 def _youtube_row(item: dict) -> dict:
-    return {"video_id": item["id"], "source": "youtube", "title": item["title"], "url": item["url"],
-            "path": None, "format": None, "digest": None, "duration": item["duration"],
-            "upload_date": item["upload_date"], "availability": item["availability"],
-            "status": item["status"], "reason": item["reason"]}
+    return {
+        "video_id": item["id"],
+        "source": "youtube",
+        "title": item["title"],
+        "url": item["url"],
+        "path": None,
+        "format": None,
+        "digest": None,
+        "duration": item["duration"],
+        "upload_date": item["upload_date"],
+        "availability": item["availability"],
+        "status": item["status"],
+        "reason": item["reason"],
+    }
 
 
 def _summarise(ctx: Any, rows: list[dict]) -> None:
@@ -210,7 +254,12 @@ def _summarise(ctx: Any, rows: list[dict]) -> None:
     skipped = Counter(r["availability"] for r in rows if r["status"] == "skipped")
     dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")
     ctx.metrics.update(videos=len(rows), ok=status["ok"], skipped=dict(skipped), dropped=dict(dropped))
-    ctx.log.info("sources: %d videos, %d to transcribe, %d skipped%s, %d dropped by filters, %d failed",
-                 len(rows), status["ok"], status["skipped"], format_counts(skipped), status["dropped"],
-                 status["failed"])
-
+    ctx.log.info(
+        "sources: %d videos, %d to transcribe, %d skipped%s, %d dropped by filters, %d failed",
+        len(rows),
+        status["ok"],
+        status["skipped"],
+        format_counts(skipped),
+        status["dropped"],
+        status["failed"],
+    )

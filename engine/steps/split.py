@@ -27,9 +27,17 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "split"
 VERSION = 2
 DEPENDS = ("augment",)
-COLUMNS = {"id": "VARCHAR", "origin_id": "VARCHAR", "video_id": "VARCHAR", "split": "VARCHAR",
-           "kind": "VARCHAR", "question": "VARCHAR", "answer": "VARCHAR", "status": "VARCHAR",
-           "reason": "VARCHAR"}
+COLUMNS = {
+    "id": "VARCHAR",
+    "origin_id": "VARCHAR",
+    "video_id": "VARCHAR",
+    "split": "VARCHAR",
+    "kind": "VARCHAR",
+    "question": "VARCHAR",
+    "answer": "VARCHAR",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 SPLITS = ("train", "valid", "test")
 
 
@@ -42,11 +50,14 @@ class SplitSettings(Section):
     valid: float = Field(0.15, ge=0, lt=1, description="Share of videos for validation.")
     test: float = Field(0.0, ge=0, lt=1, description="Share of videos held out for evaluation.")
     by: Literal["video", "tag", "random"] = Field(
-        "video", description="`video`: no video in two splits; `tag`: stratified by first tag, still grouped by "
-                             "video; `random`: rows.")
+        "video",
+        description="`video`: no video in two splits; `tag`: stratified by first tag, still grouped by "
+        "video; `random`: rows.",
+    )
     seed: int = Field(42, ge=0, description="Seed of the shuffle.")
-    system_prompt: str | None = prompt_field(None, allowed={"creator"},
-                                             description="System message in every training example; null for none.")
+    system_prompt: str | None = prompt_field(
+        None, allowed={"creator"}, description="System message in every training example; null for none."
+    )
 
 
 Settings = SplitSettings
@@ -67,8 +78,13 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     total = split.valid + split.test
     if total >= 1:
         where = ("split", "test") if located.has(("split", "test")) else ("split", "valid")
-        return [located.problem(where, f"valid + test = {total:g} leaves nothing to train on; keep the sum below 1 "
-                                       "(e.g. valid: 0.1, test: 0.1)")]
+        return [
+            located.problem(
+                where,
+                f"valid + test = {total:g} leaves nothing to train on; keep the sum below 1 "
+                "(e.g. valid: 0.1, test: 0.1)",
+            )
+        ]
     return []
 
 
@@ -80,9 +96,19 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     for r in rows:
         side = assign.get(r["origin_id"])
         status, reason = ("ok", None) if side else ("skipped", "origin not in the dataset")
-        out.append({"id": r["id"], "origin_id": r["origin_id"], "video_id": r["video_id"], "split": side,
-                    "kind": r["kind"], "question": r["question"], "answer": r["answer"],
-                    "status": status, "reason": reason})
+        out.append(
+            {
+                "id": r["id"],
+                "origin_id": r["origin_id"],
+                "video_id": r["video_id"],
+                "split": side,
+                "kind": r["kind"],
+                "question": r["question"],
+                "answer": r["answer"],
+                "status": status,
+                "reason": reason,
+            }
+        )
     _write_jsonl(ctx, out, cfg)
     _summarise(ctx, out)
     return out
@@ -95,12 +121,12 @@ def assign_splits(originals: list[dict], cfg: Any, log: Any = None) -> dict[str,
         if cfg.by != "random" and originals and log is not None:
             log.warning("split: only one video, splitting its rows instead (valid shares the video)")
         ids = sorted(r["id"] for r in originals)
-        return dict(zip(ids, _allocate(ids, cfg)))
+        return dict(zip(ids, _allocate(ids, cfg), strict=True))
     if cfg.by == "tag":
         videos = _stratified_order(originals, videos, cfg.seed)
     else:
         random.Random(cfg.seed).shuffle(videos)
-    by_video = dict(zip(videos, _allocate(videos, cfg, shuffle=False)))
+    by_video = dict(zip(videos, _allocate(videos, cfg, shuffle=False), strict=True))
     return {r["id"]: by_video[r["video_id"]] for r in originals}
 
 

@@ -24,9 +24,17 @@ from engine.steps.base import Inputs, Recipe, StepContext
 NAME = "train"
 VERSION = 3  # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config
 DEPENDS = ("split",)
-COLUMNS = {"run": "VARCHAR", "learning_rate": "DOUBLE", "iters": "INTEGER", "final_train_loss": "DOUBLE",
-           "final_val_loss": "DOUBLE", "chosen": "BOOLEAN", "wall_time_s": "DOUBLE",
-           "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMNS = {
+    "run": "VARCHAR",
+    "learning_rate": "DOUBLE",
+    "iters": "INTEGER",
+    "final_train_loss": "DOUBLE",
+    "final_val_loss": "DOUBLE",
+    "chosen": "BOOLEAN",
+    "wall_time_s": "DOUBLE",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 
 
 SECTION = "train"
@@ -44,8 +52,11 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
         return [located.problem(("train", "iters"), "set `iters` or `epochs` (both are null)")]
     schedule = train.lr_schedule
     if schedule.name == "cosine" and train.iters and schedule.warmup >= train.iters:
-        return [located.problem(("train", "lr_schedule", "warmup"),
-                                f"warmup ({schedule.warmup}) must be below iters ({train.iters})")]
+        return [
+            located.problem(
+                ("train", "lr_schedule", "warmup"), f"warmup ({schedule.warmup}) must be below iters ({train.iters})"
+            )
+        ]
     return []
 
 
@@ -88,13 +99,21 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
                 bar.advance(report["iteration"] - last[0])
                 last[0] = report["iteration"]
 
-            result = train_adapter(model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters,
-                                   on_report=advance)
+            result = train_adapter(
+                model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
+            )
     rows.append(_row("final", result, True))
     summary = result.summary()
-    ctx.metrics.update({"model": cfg.model, "model_path": str(model_path), "train_examples": len(train),
-                        "valid_examples": len(valid), **summary,
-                        "wall_time_s": round(time.perf_counter() - started, 2)})
+    ctx.metrics.update(
+        {
+            "model": cfg.model,
+            "model_path": str(model_path),
+            "train_examples": len(train),
+            "valid_examples": len(valid),
+            **summary,
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
+    )
     if sweep_summary:
         ctx.metrics["sweep"] = sweep_summary
     plot_losses(summary, sweep_summary, ctx.work_dir / "loss.png")
@@ -104,10 +123,17 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
 def _row(name: str, result: Any, chosen: bool) -> dict:
     s = result.summary()
     finite = all(math.isfinite(r["loss"]) for r in result.train + result.val)
-    return {"run": name, "learning_rate": result.learning_rate, "iters": result.iters,
-            "final_train_loss": s["final_train_loss"], "final_val_loss": s["final_val_loss"],
-            "chosen": chosen, "wall_time_s": round(result.wall_time_s, 2),
-            "status": "ok" if finite else "failed", "reason": None if finite else "non-finite loss"}
+    return {
+        "run": name,
+        "learning_rate": result.learning_rate,
+        "iters": result.iters,
+        "final_train_loss": s["final_train_loss"],
+        "final_val_loss": s["final_val_loss"],
+        "chosen": chosen,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "status": "ok" if finite else "failed",
+        "reason": None if finite else "non-finite loss",
+    }
 
 
 def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
@@ -118,8 +144,13 @@ def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
         ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], marker="o", label=label)
     for trial in (sweep_summary or {}).get("trials", []):
         points = trial["val_loss"]
-        ax.plot([p["iteration"] for p in points], [p["loss"] for p in points], linestyle="--",
-                alpha=0.6, label=f"sweep lr {trial['learning_rate']:g} (val)")
+        ax.plot(
+            [p["iteration"] for p in points],
+            [p["loss"] for p in points],
+            linestyle="--",
+            alpha=0.6,
+            label=f"sweep lr {trial['learning_rate']:g} (val)",
+        )
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(f"LoRA training (lr {summary['learning_rate']:g})")

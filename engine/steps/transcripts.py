@@ -23,11 +23,21 @@ from engine.steps.base import Inputs, StepContext
 NAME = "transcripts"
 VERSION = 3
 DEPENDS = ("sources",)
-COLUMNS = {"video_id": "VARCHAR", "chunk": "INTEGER", "title": "VARCHAR", "kind": "VARCHAR",
-           "language": "VARCHAR", "via": "VARCHAR", "text": "VARCHAR",
-           "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
-           "start_time": "DOUBLE", "end_time": "DOUBLE", "words": "INTEGER", "status": "VARCHAR",
-           "reason": "VARCHAR"}
+COLUMNS = {
+    "video_id": "VARCHAR",
+    "chunk": "INTEGER",
+    "title": "VARCHAR",
+    "kind": "VARCHAR",
+    "language": "VARCHAR",
+    "via": "VARCHAR",
+    "text": "VARCHAR",
+    "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
+    "start_time": "DOUBLE",
+    "end_time": "DOUBLE",
+    "words": "INTEGER",
+    "status": "VARCHAR",
+    "reason": "VARCHAR",
+}
 SECTION = "transcripts"
 Settings = TranscriptSettings
 Config = TranscriptSettings  # the section is everything this step uses
@@ -90,49 +100,123 @@ def _youtube(ctx: Any, video: dict, cfg: Any, fetcher: list) -> dict:
         if e.availability in PERSISTENT:  # the next listing skips it without asking YouTube again
             _remember_status(ctx, video, e)
         return result
-    result = {"status": "ok", "segments": got.segments, "kind": got.kind, "language": got.language,
-              "via": got.via, **history}
+    result = {
+        "status": "ok",
+        "segments": got.segments,
+        "kind": got.kind,
+        "language": got.language,
+        "via": got.via,
+        **history,
+    }
     cache.put(key, result)  # committed at once: a killed run keeps every finished video
     return {**result, "how": "fetched"}
 
 
 def _remember_status(ctx: Any, video: dict, error: FetchFailed) -> None:
-    entry = {"id": video["video_id"], "title": video["title"], "duration": video["duration"],
-             "upload_date": video["upload_date"], "availability": error.availability, "url": video["url"],
-             "source_url": video["url"], "error": error.reason}
+    entry = {
+        "id": video["video_id"],
+        "title": video["title"],
+        "duration": video["duration"],
+        "upload_date": video["upload_date"],
+        "availability": error.availability,
+        "url": video["url"],
+        "source_url": video["url"],
+        "error": error.reason,
+    }
     ctx.item_cache(STATUS_CACHE).put(video["video_id"], {"entry": entry})
 
 
 def _failure(status: str, category: str, reason: str, how: str) -> dict:
-    return {"status": status, "category": category, "reason": f"{category}: {reason}" if reason else category,
-            "segments": [], "kind": None, "language": None, "via": None, "how": how}
+    return {
+        "status": status,
+        "category": category,
+        "reason": f"{category}: {reason}" if reason else category,
+        "segments": [],
+        "kind": None,
+        "language": None,
+        "via": None,
+        "how": how,
+    }
 
 
 def _rows(video: dict, got: dict, cfg: Any) -> list[dict]:
-    base = {"video_id": video["video_id"], "title": video["title"], "kind": got["kind"],
-            "language": got["language"], "via": got["via"]}
+    base = {
+        "video_id": video["video_id"],
+        "title": video["title"],
+        "kind": got["kind"],
+        "language": got["language"],
+        "via": got["via"],
+    }
     if got["status"] != "ok":
-        return [{**base, "chunk": 0, "text": "", "segments": [], "start_time": None, "end_time": None,
-                 "words": 0, "status": got["status"], "reason": got["reason"]}]
+        return [
+            {
+                **base,
+                "chunk": 0,
+                "text": "",
+                "segments": [],
+                "start_time": None,
+                "end_time": None,
+                "words": 0,
+                "status": got["status"],
+                "reason": got["reason"],
+            }
+        ]
     c = cfg.clean
     segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
     if not segments:
-        return [{**base, "chunk": 0, "text": "", "segments": [], "start_time": None, "end_time": None,
-                 "words": 0, "status": "failed", "reason": "empty after clean-up"}]
+        return [
+            {
+                **base,
+                "chunk": 0,
+                "text": "",
+                "segments": [],
+                "start_time": None,
+                "end_time": None,
+                "words": 0,
+                "status": "failed",
+                "reason": "empty after clean-up",
+            }
+        ]
     pieces = chunk_segments(segments, cfg.chunking.mode, cfg.chunking.window_tokens, cfg.chunking.overlap_tokens)
-    return [{**base, "chunk": i, "text": p["text"], "segments": p["segments"], "start_time": p["start"],
-             "end_time": p["end"], "words": len(p["text"].split()), "status": "ok", "reason": None}
-            for i, p in enumerate(pieces)]
+    return [
+        {
+            **base,
+            "chunk": i,
+            "text": p["text"],
+            "segments": p["segments"],
+            "start_time": p["start"],
+            "end_time": p["end"],
+            "words": len(p["text"].split()),
+            "status": "ok",
+            "reason": None,
+        }
+        for i, p in enumerate(pieces)
+    ]
 
 
 def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
     upstream = Counter(r["availability"] or r["reason"] for r in sources.rows("status = 'skipped'"))
-    ctx.metrics.update(read=tally["read"], fetched=tally["fetched"], cached=tally["cached"],
-                       failed=dict(reasons["failed"]), skipped=dict(reasons["skipped"] + upstream))
+    ctx.metrics.update(
+        read=tally["read"],
+        fetched=tally["fetched"],
+        cached=tally["cached"],
+        failed=dict(reasons["failed"]),
+        skipped=dict(reasons["skipped"] + upstream),
+    )
     if fetcher:
-        ctx.metrics.update(requests=fetcher[0].requests, retries=len(fetcher[0].delays),
-                           backoff_seconds=round(sum(fetcher[0].delays), 3))
+        ctx.metrics.update(
+            requests=fetcher[0].requests,
+            retries=len(fetcher[0].delays),
+            backoff_seconds=round(sum(fetcher[0].delays), 3),
+        )
     skipped, failed = reasons["skipped"] + upstream, reasons["failed"]
-    ctx.log.info("transcripts: %d read, %d fetched, %d cached, %d skipped%s, %d failed%s", tally["read"],
-                 tally["fetched"], tally["cached"], sum(skipped.values()), format_counts(skipped),
-                 sum(failed.values()), format_counts(failed))
+    ctx.log.info(
+        "transcripts: %d read, %d fetched, %d cached, %d skipped%s, %d failed%s",
+        tally["read"],
+        tally["fetched"],
+        tally["cached"],
+        sum(skipped.values()),
+        format_counts(skipped),
+        sum(failed.values()),
+        format_counts(failed),
+    )

@@ -27,9 +27,14 @@ class FakeOpenAI:
     client's timeout).
     """
 
-    def __init__(self, responder: Callable[[dict], str], latency: float = 0.0,
-                 faults: dict[str, float] | None = None, seed: int = 0,
-                 timeout_sleep: float = 2.0):
+    def __init__(
+        self,
+        responder: Callable[[dict], str],
+        latency: float = 0.0,
+        faults: dict[str, float] | None = None,
+        seed: int = 0,
+        timeout_sleep: float = 2.0,
+    ):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
@@ -113,8 +118,17 @@ class FakeOpenAI:
         if fault == "429":
             return _send(req, 429, {"error": {"message": "rate limited", "type": "rate_limit"}})
         if fault == "401":
-            return _send(req, 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                              "code": "invalid_api_key"}})
+            return _send(
+                req,
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         if fault == "500":
             return _send(req, 500, {"error": {"message": "internal error", "type": "server"}})
         if fault == "timeout":
@@ -133,12 +147,16 @@ def completion(body: dict, content: str) -> dict:
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
     completion_tokens = len(content.split())
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }
 
 

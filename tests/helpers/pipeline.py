@@ -13,9 +13,11 @@ from typing import Any
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 
-QUESTIONS = {"breakfast": ["Is skipping the morning meal harmful?", "Why do cereals leave me starving by ten?"],
-             "fasting": ["Can an overnight fast burn stored fat?", "What should a first fasting day look like?"],
-             "insulin": ["What does insulin do after a meal?", "Why is insulin called the storage hormone?"]}
+QUESTIONS = {
+    "breakfast": ["Is skipping the morning meal harmful?", "Why do cereals leave me starving by ten?"],
+    "fasting": ["Can an overnight fast burn stored fat?", "What should a first fasting day look like?"],
+    "insulin": ["What does insulin do after a meal?", "Why is insulin called the storage hormone?"],
+}
 
 BASE_RECIPE = """name: pipeline
 creator: {{name: Dr. Test}}
@@ -36,10 +38,21 @@ def pipeline_model(body: dict) -> str:
     if "Questions:\n" in prompt:
         block = prompt.split("Questions:\n", 1)[1].split("\n\nTranscript:", 1)[0]
         numbers = re.findall(r"^(\d+)\. ", block, re.M)
-        return json.dumps({"answers": [{"number": int(n), "answer": (
-            f"**Short answer {n}:** the body keeps its own schedule.\n\nWhen you eat at the same hours, "
-            "your hormones learn the pattern and prepare for food, which is why it feels so regular.")}
-            for n in numbers]})
+        return json.dumps(
+            {
+                "answers": [
+                    {
+                        "number": int(n),
+                        "answer": (
+                            f"**Short answer {n}:** the body keeps its own schedule.\n\nWhen you eat at the same "
+                            "hours, your hormones learn the pattern and prepare for food, which is why it feels so "
+                            "regular."
+                        ),
+                    }
+                    for n in numbers
+                ]
+            }
+        )
     if prompt.startswith("Rewrite this question"):
         question = prompt.split("Question: ")[1]
         return json.dumps({"paraphrases": [f"Put simply, {question[0].lower()}{question[1:]}"]})

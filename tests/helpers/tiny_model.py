@@ -55,8 +55,10 @@ def train_tokenizer(vocab_size: int = VOCAB_SIZE):
 
 
 SPM_SPECIALS = ["<unk>", "<s>", "</s>"]
-SPM_TEMPLATE = ("{% for message in messages %}[{{ message['role'] }}] {{ message['content'] }}</s>{% endfor %}"
-                "{% if add_generation_prompt %}[assistant] {% endif %}")
+SPM_TEMPLATE = (
+    "{% for message in messages %}[{{ message['role'] }}] {{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}[assistant] {% endif %}"
+)
 
 
 def train_spm_tokenizer(vocab_size: int = 300):
@@ -66,8 +68,9 @@ def train_spm_tokenizer(vocab_size: int = 300):
 
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer_tok.train_from_iterator(tiny_corpus(), trainer=trainers.BpeTrainer(vocab_size=vocab_size,
-                                                                              show_progress=False))
+    trainer_tok.train_from_iterator(
+        tiny_corpus(), trainer=trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False)
+    )
     learned = json.loads(trainer_tok.to_str())["model"]
     vocab = {t: i for i, t in enumerate(SPM_SPECIALS + [f"<0x{b:02X}>" for b in range(256)])}
     for token in sorted(learned["vocab"], key=learned["vocab"].get):
@@ -75,10 +78,12 @@ def train_spm_tokenizer(vocab_size: int = 300):
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", 1)])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPM_SPECIALS])
     return tok
 
@@ -105,9 +110,16 @@ def tiny_config(vocab_size: int) -> dict:
 
 def write_spm_tokenizer_files(tok, path: Path) -> None:
     tok.save(str(path / "tokenizer.json"))
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
-              "unk_token": "<unk>", "add_bos_token": True, "chat_template": SPM_TEMPLATE,
-              "model_max_length": 1024, "clean_up_tokenization_spaces": False}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "add_bos_token": True,
+        "chat_template": SPM_TEMPLATE,
+        "model_max_length": 1024,
+        "clean_up_tokenization_spaces": False,
+    }
     (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 

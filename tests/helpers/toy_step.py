@@ -56,7 +56,14 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
         words = len(chunk["text"].split())
         too_long = cfg.toy.max_words is not None and words > cfg.toy.max_words
         status = "skipped" if words < cfg.toy.min_words or too_long else "ok"
-        rows.append({"video_id": chunk["video_id"], "chunk": chunk["chunk"], "words": words, "status": status,
-                     "reason": None if status == "ok" else f"word count {words} outside the bounds"})
+        rows.append(
+            {
+                "video_id": chunk["video_id"],
+                "chunk": chunk["chunk"],
+                "words": words,
+                "status": status,
+                "reason": None if status == "ok" else f"word count {words} outside the bounds",
+            }
+        )
     ctx.metrics.update(chunks=len(rows), words=sum(r["words"] for r in rows))
     return rows

@@ -51,8 +51,9 @@ def test_dataset_difference_from_both_duckdb_files(two_runs: tuple[Path, Path]) 
 
 def test_eval_answers_side_by_side(two_runs: tuple[Path, Path]) -> None:
     pairs = diff_runs(*two_runs).answers
-    assert pairs == [{"question": "Is fasting safe?", "a": "Yes, mostly <b>safe</b> (0.0).",
-                      "b": "Yes, mostly <b>safe</b> (-0.5)."}]
+    assert pairs == [
+        {"question": "Is fasting safe?", "a": "Yes, mostly <b>safe</b> (0.0).", "b": "Yes, mostly <b>safe</b> (-0.5)."}
+    ]
 
 
 def test_missing_files_are_tolerated(tmp_path: Path) -> None:

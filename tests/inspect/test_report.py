@@ -59,7 +59,7 @@ def test_report_embeds_plots_and_eval_table(tmp_path: Path) -> None:
     for img in page.images:
         prefix = "data:image/png;base64,"
         assert img["src"].startswith(prefix)
-        assert base64.b64decode(img["src"][len(prefix):])[:4] == b"\x89PNG"
+        assert base64.b64decode(img["src"][len(prefix) :])[:4] == b"\x89PNG"
     text = " ".join(page.text)
     assert "Evaluation: base vs tuned" in text and "loop_rate" in text
     assert "Yes, mostly <b>safe</b>" in text  # answers are escaped, not injected as markup
@@ -95,10 +95,25 @@ def test_report_renders_in_headless_browser(tmp_path: Path) -> None:
     report = write_report(make_run(tmp_path, "r3"))
     shot = tmp_path / "shot.png"
     # The extra flags keep chromium from reaching for Google's hosts (this machine has no network).
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-                    "--window-size=1200,2000", report.as_uri()], check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,2000",
+            report.as_uri(),
+        ],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     assert shot.stat().st_size > 10_000
 
 

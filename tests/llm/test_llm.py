@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 
 import engine.llm.client as llm
-from engine.recipe.shared import LLMParams
 from engine.llm.client import LLMClient, LLMRequest
 from engine.llm.json_reply import parse
 from engine.pipeline.store import Store
+from engine.recipe.shared import LLMParams
 from fakes.openai_server import FakeOpenAI, last_user_message
 
-LIST = {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["question"],
-        "properties": {"question": {"type": "string", "minLength": 5}, "tags": {"type": "array"}}}}
-ANSWERS = {"type": "array", "items": {"type": "object", "required": ["number", "answer"],
-           "properties": {"number": {"type": "integer"}, "answer": {"type": "string"}}}}
+LIST = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["question"],
+        "properties": {"question": {"type": "string", "minLength": 5}, "tags": {"type": "array"}},
+    },
+}
+ANSWERS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["number", "answer"],
+        "properties": {"number": {"type": "integer"}, "answer": {"type": "string"}},
+    },
+}
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +41,17 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def params(srv: FakeOpenAI, **kw) -> LLMParams:  # noqa: ANN003
-    base = dict(model="openai/fake", api_base=srv.base_url, temperature=0.0, max_tokens=200,
-                max_concurrency=8, requests_per_minute=0, timeout=5.0, retries=6, reask=2)
+    base = dict(
+        model="openai/fake",
+        api_base=srv.base_url,
+        temperature=0.0,
+        max_tokens=200,
+        max_concurrency=8,
+        requests_per_minute=0,
+        timeout=5.0,
+        retries=6,
+        reask=2,
+    )
     return LLMParams(**{**base, **kw})
 
 
@@ -95,7 +118,7 @@ def test_rate_limit_holds() -> None:
     times = sorted(srv.call_times)
     # 20 per second: 11 calls need at least 10 intervals of 50 ms
     assert times[-1] - times[0] >= 0.45
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert sum(gaps) / len(gaps) >= 0.045
 
 
@@ -161,19 +184,28 @@ def test_missing_key_stops_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) 
     assert srv.calls == 0  # the SDK refuses before sending; nothing is retried
 
 
-@pytest.mark.parametrize("text,expected", [
-    ('[{"question": "Why so?"}]', [{"question": "Why so?"}]),
-    ('Sure:\n```json\n{"questions": [{"question": "Why so?"}]}\n```\nHope it helps', [{"question": "Why so?"}]),
-    ('{"questions": [{"question": "Why so?", "tags": ["a"]}, {"question": "How do', [{"question": "Why so?"}]),
-    ("Questions:\n1. What is fasting?\n2) Why skip breakfast?", [{"question": "What is fasting?"},
-                                                                 {"question": "Why skip breakfast?"}]),
-    ("- What is fasting?\n- Why skip breakfast?", [{"question": "What is fasting?"},
-                                                   {"question": "Why skip breakfast?"}]),
-    # what the demo's 135M model really wrote: a placeholder item, then the question renamed
-    ('Here is a JSON response:\n [\n  {"questions": [{"question": "...", "tags": ["..."]}],\n'
-     '   "response_type": [{"title" : "Is breakfast the most important meal?", "content": `No',
-     [{"question": "Is breakfast the most important meal?"}]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ('[{"question": "Why so?"}]', [{"question": "Why so?"}]),
+        ('Sure:\n```json\n{"questions": [{"question": "Why so?"}]}\n```\nHope it helps', [{"question": "Why so?"}]),
+        ('{"questions": [{"question": "Why so?", "tags": ["a"]}, {"question": "How do', [{"question": "Why so?"}]),
+        (
+            "Questions:\n1. What is fasting?\n2) Why skip breakfast?",
+            [{"question": "What is fasting?"}, {"question": "Why skip breakfast?"}],
+        ),
+        (
+            "- What is fasting?\n- Why skip breakfast?",
+            [{"question": "What is fasting?"}, {"question": "Why skip breakfast?"}],
+        ),
+        # what the demo's 135M model really wrote: a placeholder item, then the question renamed
+        (
+            'Here is a JSON response:\n [\n  {"questions": [{"question": "...", "tags": ["..."]}],\n'
+            '   "response_type": [{"title" : "Is breakfast the most important meal?", "content": `No',
+            [{"question": "Is breakfast the most important meal?"}],
+        ),
+    ],
+)
 def test_parse_accepts_lenient_shapes(text: str, expected: list) -> None:
     assert parse(text, LIST) == (expected, None)
 
@@ -181,26 +213,38 @@ def test_parse_accepts_lenient_shapes(text: str, expected: list) -> None:
 def test_parse_numbered_plain_answers_keep_their_numbers() -> None:
     value, error = parse("1. Insulin stores fat.\nIt is a hormone.\n\n3. Fasting lowers it.", ANSWERS)
     assert error is None
-    assert value == [{"answer": "Insulin stores fat. It is a hormone.", "number": 1},
-                     {"answer": "Fasting lowers it.", "number": 3}]
+    assert value == [
+        {"answer": "Insulin stores fat. It is a hormone.", "number": 1},
+        {"answer": "Fasting lowers it.", "number": 3},
+    ]
 
 
 def test_parse_reports_why_it_failed() -> None:
     assert parse("I cannot help with that.", LIST) == (None, "the reply contains no parsable JSON")
-    value, error = parse('{"standalone": "yes"}', {"type": "object", "required": ["standalone"],
-                                                   "properties": {"standalone": {"type": "boolean"}}})
+    value, error = parse(
+        '{"standalone": "yes"}',
+        {"type": "object", "required": ["standalone"], "properties": {"standalone": {"type": "boolean"}}},
+    )
     assert value is None and "at standalone: 'yes' is not of type 'boolean'" == error
 
 
 def test_mlx_provider_generates_in_process_with_micro_batches(tmp_path: Path) -> None:
     pytest.importorskip("mlx_lm")
+    import engine.llm.mlx_provider as mlx_provider
     from helpers.tiny_model import make_tiny_llama
 
-    import engine.llm.mlx_provider as mlx_provider
-
     model_dir = make_tiny_llama(tmp_path / "tiny")
-    p = LLMParams(model=f"mlx:{model_dir}", api_base=None, temperature=0.0, max_tokens=8,
-                  max_concurrency=6, requests_per_minute=0, timeout=60, retries=0, reask=0)
+    p = LLMParams(
+        model=f"mlx:{model_dir}",
+        api_base=None,
+        temperature=0.0,
+        max_tokens=8,
+        max_concurrency=6,
+        requests_per_minute=0,
+        timeout=60,
+        retries=0,
+        reask=0,
+    )
     with Store(tmp_path / "store.duckdb") as store:
         client = LLMClient(p, store.item_cache("llm"), context={"models_dir": tmp_path / "models"})
         results = client.run_many(requests(6, schema=None))
@@ -221,8 +265,10 @@ def test_parse_takes_no_rhetorical_question_for_an_answer() -> None:
 def test_parse_bullets_under_numbered_answers_stay_in_their_answer() -> None:
     value, error = parse("1. Two reasons:\n- insulin falls\n- fat burns\n2. Yes, it is safe.", ANSWERS)
     assert error is None
-    assert value == [{"answer": "Two reasons: - insulin falls - fat burns", "number": 1},
-                     {"answer": "Yes, it is safe.", "number": 2}]
+    assert value == [
+        {"answer": "Two reasons: - insulin falls - fat burns", "number": 1},
+        {"answer": "Yes, it is safe.", "number": 2},
+    ]
 
 
 def test_run_many_inside_a_running_loop_returns_results_and_raises_errors() -> None:

@@ -21,8 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def params(model: str, **kw) -> LLMParams:  # noqa: ANN003
-    base = {"model": model, "api_base": None, "temperature": 0.0, "max_tokens": 20, "max_concurrency": 2,
-            "requests_per_minute": 0, "timeout": 5.0, "retries": 0, "reask": 0}
+    base = {
+        "model": model,
+        "api_base": None,
+        "temperature": 0.0,
+        "max_tokens": 20,
+        "max_concurrency": 2,
+        "requests_per_minute": 0,
+        "timeout": 5.0,
+        "retries": 0,
+        "reask": 0,
+    }
     return LLMParams(**{**base, **kw})
 
 
@@ -36,29 +45,39 @@ def test_any_other_model_is_plain_litellm_with_a_timeout() -> None:
 def test_cache_keys_of_plain_models_are_unchanged_and_local_settings_count() -> None:
     messages = [{"role": "user", "content": "hi"}]
     plain = LLMClient(params("openai/fake")).cache_key(messages)
-    assert plain == digest({"model": "openai/fake", "messages": messages,
-                            "params": {"temperature": 0.0, "max_tokens": 20}})  # keys made before providers
+    assert plain == digest(
+        {"model": "openai/fake", "messages": messages, "params": {"temperature": 0.0, "max_tokens": 20}}
+    )  # keys made before providers
     local = LLMClient(params("mlx:models/tiny")).cache_key(messages)
     from engine.llm.mlx_provider import generation_settings
 
-    assert local == digest({"model": "mlx:models/tiny", "messages": messages,
-                            "params": {"temperature": 0.0, "max_tokens": 20, "local": generation_settings()}})
+    assert local == digest(
+        {
+            "model": "mlx:models/tiny",
+            "messages": messages,
+            "params": {"temperature": 0.0, "max_tokens": 20, "local": generation_settings()},
+        }
+    )
 
 
 def test_mlx_provider_is_imported_only_for_an_mlx_model() -> None:
     """A fresh process: the client alone loads neither the MLX module nor mlx itself."""
-    script = ("import sys\n"
-              "from engine.llm.client import LLMClient\n"
-              "from engine.llm.providers import provider_for\n"
-              "provider_for('openai/x')\n"
-              "assert 'engine.llm.mlx_provider' not in sys.modules\n"
-              "provider = provider_for('mlx:some/model')\n"
-              "assert type(provider).__name__ == 'MlxProvider', provider\n"
-              "assert provider.litellm_model('mlx:some/model') == 'mlx/some/model'\n"
-              "assert provider.deadline(None) is None\n"
-              "assert not [m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'litellm')]\n")
+    script = (
+        "import sys\n"
+        "from engine.llm.client import LLMClient\n"
+        "from engine.llm.providers import provider_for\n"
+        "provider_for('openai/x')\n"
+        "assert 'engine.llm.mlx_provider' not in sys.modules\n"
+        "provider = provider_for('mlx:some/model')\n"
+        "assert type(provider).__name__ == 'MlxProvider', provider\n"
+        "assert provider.litellm_model('mlx:some/model') == 'mlx/some/model'\n"
+        "assert provider.deadline(None) is None\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'litellm')]\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
 
 

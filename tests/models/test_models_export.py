@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_models_train import QA, TRAIN, chat, recipe_with, run_step, write_split
 
 from helpers.tiny_model import make_tiny_llama
-from test_models_train import QA, TRAIN, chat, recipe_with, run_step, write_split
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def test_export_step_writes_fused_model_gguf_and_modelfile(trained: tuple[Path, 
     names = {t.name: t.tensor_type.name for t in reader.tensors}
     per_block = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
     assert set(names) == {"token_embd.weight", "output_norm.weight"} | {
-        f"blk.{i}.{n}.weight" for i in range(2) for n in per_block}
+        f"blk.{i}.{n}.weight" for i in range(2) for n in per_block
+    }
     assert names["blk.0.attn_q.weight"] == "Q8_0" and names["output_norm.weight"] == "F32"
     fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     tokenizer_json = json.loads((fused / "tokenizer.json").read_text())
@@ -76,8 +77,7 @@ def test_export_step_writes_fused_model_gguf_and_modelfile(trained: tuple[Path, 
 
 
 @pytest.mark.parametrize("kind, tolerance", [("f32", 1e-3), ("q8_0", 0.3)])
-def test_gguf_round_trip_back_into_mlx(trained: tuple[Path, Path], tmp_path: Path, kind: str,
-                                       tolerance: float) -> None:
+def test_gguf_round_trip_back_into_mlx(trained: tuple[Path, Path], tmp_path: Path, kind: str, tolerance: float) -> None:
     """Export -> import (un-permuting q/k, rebuilding the tokenizer from GGUF) gives the same model."""
     import mlx.core as mx
 
@@ -98,8 +98,7 @@ def test_gguf_round_trip_back_into_mlx(trained: tuple[Path, Path], tmp_path: Pat
         assert diff < tolerance
 
 
-def test_unsupported_architecture_is_a_skipped_row_with_the_reason(trained: tuple[Path, Path],
-                                                                   tmp_path: Path) -> None:
+def test_unsupported_architecture_is_a_skipped_row_with_the_reason(trained: tuple[Path, Path], tmp_path: Path) -> None:
     import mlx.core as mx
 
     from engine.errors import RecipeError

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import pytest
+from test_models_train import QA, TRAIN, chat, recipe_with
 
 from engine.errors import RecipeError
-from test_models_train import QA, TRAIN, chat, recipe_with
 
 
 def test_load_model_resolves_folders_relative_paths_and_packages(tiny_llama: Path, tmp_path: Path) -> None:
@@ -38,16 +38,17 @@ def test_chat_generate_is_batched_ordered_and_deterministic(tiny_llama: Path, tm
     assert len(greedy) == 5 and all(isinstance(r, str) for r in greedy)
     # Batching does not change greedy answers: each one equals its single-prompt run.
     assert [chat_generate(model, tokenizer, [c], max_tokens=6)[0] for c in conversations] == greedy
-    sampled = chat_generate(model, tokenizer, conversations, max_tokens=6, temperature=1.0, seed=3,
-                            repetition_penalty=1.3)
-    assert sampled == chat_generate(model, tokenizer, conversations, max_tokens=6, temperature=1.0, seed=3,
-                                    repetition_penalty=1.3)
+    sampled = chat_generate(
+        model, tokenizer, conversations, max_tokens=6, temperature=1.0, seed=3, repetition_penalty=1.3
+    )
+    assert sampled == chat_generate(
+        model, tokenizer, conversations, max_tokens=6, temperature=1.0, seed=3, repetition_penalty=1.3
+    )
     assert sampled != greedy
     assert chat_generate(model, tokenizer, [], max_tokens=4) == []
 
 
-def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny_llama: Path,
-                                                                            tmp_path: Path) -> None:
+def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny_llama: Path, tmp_path: Path) -> None:
     from engine.models.loss import assistant_spans, conversation_loss
     from engine.models.resolve import load_model
     from engine.models.train import train_adapter
@@ -55,7 +56,7 @@ def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny
     model, tokenizer = load_model(str(tiny_llama), tmp_path)
     conversations = [chat(q, a)["messages"] for q, a in QA]
     tokens, spans = assistant_spans(tokenizer, conversations[0])
-    (start, end), = spans
+    ((start, end),) = spans
     assert tokenizer.decode(tokens[start:end]).startswith(QA[0][1])  # the answer, not the prompt
     before = conversation_loss(model, tokenizer, conversations)
     assert before["tokens"] == sum(e - s for c in conversations for s, e in assistant_spans(tokenizer, c)[1])

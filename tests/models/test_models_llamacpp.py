@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_models_export import trained  # noqa: F401 - the module-scoped trained tiny model
 from test_models_train import QA, chat
 
@@ -32,8 +31,9 @@ def _llamacpp_decodes() -> str | None:
         return None  # nothing to smoke-test with; the tests that need the package skip themselves
     from engine.models.resolve import package_file
 
-    done = subprocess.run([sys.executable, "-c", _SMOKE, str(package_file(SMOLLM2))],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _SMOKE, str(package_file(SMOLLM2))], capture_output=True, text=True, timeout=120
+    )
     return None if done.returncode == 0 else f"llama.cpp crashes on decode here (exit {done.returncode})"
 
 
@@ -109,10 +109,11 @@ def test_exported_gguf_runs_in_llamacpp_like_mlx(trained: tuple[Path, Path], tmp
 
 
 def test_sentencepiece_style_gguf_tokenizes_like_llamacpp(tmp_path: Path) -> None:
+    from test_models_export import SPM_TEXT
+
     from engine.models.gguf_export import export_gguf
     from engine.models.resolve import load_model
     from helpers.tiny_model import make_tiny_llama
-    from test_models_export import SPM_TEXT
 
     base = make_tiny_llama(tmp_path / "spm", tokenizer="spm")
     _, tokenizer = load_model(str(base), tmp_path / "models")

@@ -11,11 +11,16 @@ import pytest
 from helpers.pipeline import run_pipeline
 
 
-def test_run_until_export_fills_the_run_folder(tiny_llama: Path, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_until_export_fills_the_run_folder(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gguf
 
-    result = run_pipeline(tmp_path, monkeypatch, until="export", extra_yaml=f"""train:
+    result = run_pipeline(
+        tmp_path,
+        monkeypatch,
+        until="export",
+        extra_yaml=f"""train:
   model: {tiny_llama}
   learning_rate: 3.0e-3
   iters: 6
@@ -25,11 +30,20 @@ def test_run_until_export_fills_the_run_folder(tiny_llama: Path, tmp_path: Path,
   steps_per_eval: 3
   lora: {{rank: 4, layers: 2}}
 export: {{gguf: {{type: f16}}}}
-""")
+""",
+    )
     assert result.executed[-2:] == ["train", "export"]
     run = result.run_dir
-    for name in ("adapters/adapters.safetensors", "adapters/adapter_config.json", "loss.png", "train_log.txt",
-                 "model/model.safetensors", "model/tokenizer.json", "model.gguf", "Modelfile"):
+    for name in (
+        "adapters/adapters.safetensors",
+        "adapters/adapter_config.json",
+        "loss.png",
+        "train_log.txt",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model.gguf",
+        "Modelfile",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     train = metrics["train"]

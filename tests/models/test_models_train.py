@@ -39,23 +39,41 @@ def write_split(folder: Path, n_train: int = 12, n_valid: int = 4) -> Path:
 
 
 def recipe_with(train: dict, tmp_path: Path):
-    data = {"name": "t", "creator": {"name": "Dr. Test"},
-            "sources": [{"type": "local", "path": str(ROOT / "recipes" / "demo")}], "train": train}
+    data = {
+        "name": "t",
+        "creator": {"name": "Dr. Test"},
+        "sources": [{"type": "local", "path": str(ROOT / "recipes" / "demo")}],
+        "train": train,
+    }
     return parse_recipe(data, tmp_path)
 
 
 def run_step(module, recipe, tmp_path: Path, upstream: dict[str, Path]) -> tuple[list[dict], StepContext]:
     with Store(tmp_path / "store.duckdb") as store:
-        ctx = StepContext(base_dir=recipe.base_dir, step=module.NAME, key="k" * 16, store=store,
-                          work_dir=tmp_path / f"work-{module.NAME}", run_dir=tmp_path / "run",
-                          models_dir=tmp_path / "models", options=RunOptions(quiet=True),
-                          upstream_dirs=upstream)
+        ctx = StepContext(
+            base_dir=recipe.base_dir,
+            step=module.NAME,
+            key="k" * 16,
+            store=store,
+            work_dir=tmp_path / f"work-{module.NAME}",
+            run_dir=tmp_path / "run",
+            models_dir=tmp_path / "models",
+            options=RunOptions(quiet=True),
+            upstream_dirs=upstream,
+        )
         rows = list(module.run(ctx, {}, module.config(recipe)))
     return rows, ctx
 
 
-TRAIN = {"iters": 12, "batch_size": 2, "max_seq_length": 128, "steps_per_report": 2, "steps_per_eval": 4,
-         "val_batches": 2, "lora": {"rank": 4, "layers": 2, "keys": ["self_attn.q_proj", "self_attn.v_proj"]}}
+TRAIN = {
+    "iters": 12,
+    "batch_size": 2,
+    "max_seq_length": 128,
+    "steps_per_report": 2,
+    "steps_per_eval": 4,
+    "val_batches": 2,
+    "lora": {"rank": 4, "layers": 2, "keys": ["self_attn.q_proj", "self_attn.v_proj"]},
+}
 
 
 def test_train_step_sweeps_then_writes_adapters_metrics_and_plot(tiny_llama: Path, tmp_path: Path) -> None:
@@ -63,8 +81,9 @@ def test_train_step_sweeps_then_writes_adapters_metrics_and_plot(tiny_llama: Pat
 
     from engine.steps import train as train_step
 
-    recipe = recipe_with({**TRAIN, "model": str(tiny_llama), "learning_rate": [1e-7, 3e-3],
-                          "sweep_fraction": 0.5}, tmp_path)
+    recipe = recipe_with(
+        {**TRAIN, "model": str(tiny_llama), "learning_rate": [1e-7, 3e-3], "sweep_fraction": 0.5}, tmp_path
+    )
     rows, ctx = run_step(train_step, recipe, tmp_path, {"split": write_split(tmp_path / "split")})
 
     adapters = ctx.work_dir / "adapters"
@@ -97,9 +116,20 @@ def test_train_step_sweeps_then_writes_adapters_metrics_and_plot(tiny_llama: Pat
 def test_cosine_warmup_dora_and_epochs(tiny_llama: Path, tmp_path: Path) -> None:
     from engine.models.train import lr_schedule, total_iters, train_adapter
 
-    recipe = recipe_with({**TRAIN, "model": str(tiny_llama), "iters": None, "epochs": 2, "learning_rate": 1e-3,
-                          "steps_per_report": 1, "fine_tune_type": "dora", "grad_checkpoint": True,
-                          "lr_schedule": {"name": "cosine", "warmup": 2, "min_lr": 1e-5}}, tmp_path)
+    recipe = recipe_with(
+        {
+            **TRAIN,
+            "model": str(tiny_llama),
+            "iters": None,
+            "epochs": 2,
+            "learning_rate": 1e-3,
+            "steps_per_report": 1,
+            "fine_tune_type": "dora",
+            "grad_checkpoint": True,
+            "lr_schedule": {"name": "cosine", "warmup": 2, "min_lr": 1e-5},
+        },
+        tmp_path,
+    )
     cfg = recipe.train
     train = [chat(*qa) for qa in QA]
     iters = total_iters(cfg, len(train))
@@ -129,8 +159,16 @@ def test_train_step_rejects_batch_larger_than_data(tiny_llama: Path, tmp_path: P
 def test_lr_schedule_counts_optimizer_updates_with_grad_accumulation(tmp_path: Path) -> None:
     from engine.models.train import lr_schedule
 
-    recipe = recipe_with({**TRAIN, "model": str(tmp_path), "learning_rate": 1e-3, "grad_accumulation": 4,
-                          "lr_schedule": {"name": "cosine", "warmup": 8, "min_lr": 0.0}}, tmp_path)
+    recipe = recipe_with(
+        {
+            **TRAIN,
+            "model": str(tmp_path),
+            "learning_rate": 1e-3,
+            "grad_accumulation": 4,
+            "lr_schedule": {"name": "cosine", "warmup": 8, "min_lr": 0.0},
+        },
+        tmp_path,
+    )
     schedule = lr_schedule(recipe.train, 1e-3, 40)  # 40 iterations = 10 updates: 2 warmup, 8 decay
     assert [float(schedule(s)) for s in (0, 1)] == pytest.approx([5e-4, 1e-3], rel=1e-4)
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-9)

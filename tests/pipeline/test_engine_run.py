@@ -16,8 +16,8 @@ import pytest
 
 from engine.errors import StepFailed, StoreBusy
 from engine.pipeline.runner import Paths, plan_recipe, run_recipe
-from engine.steps.base import RunOptions
 from engine.pipeline.store import Store
+from engine.steps.base import RunOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = RunOptions(quiet=True)
@@ -118,8 +118,9 @@ def test_wait_queues_behind_the_lock(local_recipe: Path, paths: Paths) -> None:
     assert result.status == "complete" and time.monotonic() - started >= 0.6
 
 
-def test_failed_step_is_recorded_and_next_run_resumes(local_recipe: Path, paths: Paths,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_step_is_recorded_and_next_run_resumes(
+    local_recipe: Path, paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from engine.steps import transcripts
 
     def boom(ctx, inputs, cfg):  # noqa: ANN001, ANN202
@@ -132,8 +133,11 @@ def test_failed_step_is_recorded_and_next_run_resumes(local_recipe: Path, paths:
     manifest = json.loads(manifests[0].read_text())
     # the message ends with what to do next, spelled for this recipe and this run
     commands = [line.split("  #")[0].strip() for line in str(info.value).splitlines()[-3:]]
-    assert commands == [f"recipe run {local_recipe}", f"recipe run {local_recipe} --force transcripts",
-                        f"recipe show {manifest['run_id']}"]
+    assert commands == [
+        f"recipe run {local_recipe}",
+        f"recipe run {local_recipe} --force transcripts",
+        f"recipe show {manifest['run_id']}",
+    ]
     assert manifest["status"] == "failed" and manifest["failed_step"] == "transcripts"
     assert "disk on fire" in manifest["steps"]["transcripts"]["error"]
     monkeypatch.undo()
@@ -142,8 +146,9 @@ def test_failed_step_is_recorded_and_next_run_resumes(local_recipe: Path, paths:
 
 def _slow_run(recipe: Path, paths: Paths, log: Path, delay: float) -> subprocess.Popen:
     env = {**os.environ, "SLOW_LOG": str(log), "SLOW_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "tests.helpers.run_with_slow_step", str(recipe),
-                             str(paths.runs_dir)], env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.run_with_slow_step", str(recipe), str(paths.runs_dir)], env=env, cwd=ROOT
+    )
 
 
 def test_killed_run_resumes_with_nothing_lost(local_recipe: Path, paths: Paths, tmp_path: Path) -> None:
@@ -170,8 +175,10 @@ def test_killed_run_resumes_with_nothing_lost(local_recipe: Path, paths: Paths, 
 def _tables(paths: Paths) -> dict[str, list]:
     run_dir = next(p.parent for p in paths.runs_dir.glob("*/manifest.json"))
     with duckdb.connect(str(run_dir / "data.duckdb"), read_only=True) as con:
-        return {t: sorted(map(str, con.execute(f'SELECT * FROM "{t}"').fetchall()))
-                for t in ("sources", "transcripts", "slowcount")}
+        return {
+            t: sorted(map(str, con.execute(f'SELECT * FROM "{t}"').fetchall()))
+            for t in ("sources", "transcripts", "slowcount")
+        }
 
 
 def test_finished_run_has_a_report_that_says_complete(local_recipe: Path, paths: Paths) -> None:

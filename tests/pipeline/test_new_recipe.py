@@ -29,7 +29,8 @@ def test_new_recipe_replaces_creator_and_validates(tmp_path: Path) -> None:
     assert recipe.name == "jane_doe"
     assert recipe.creator.name == "Dr. Jane Doe" and recipe.creator.handle == "@janedoe"
     assert [(s.type, s.url, s.title_exclude) for s in recipe.sources] == [
-        ("youtube", "https://www.youtube.com/@janedoe", ())]
+        ("youtube", "https://www.youtube.com/@janedoe", ())
+    ]
     original = load_recipe(SOURCE)
     assert recipe.train == original.train and recipe.prompts.questions == original.prompts.questions
     text = result.path.read_text(encoding="utf-8")
@@ -53,8 +54,19 @@ def test_new_recipe_refuses_to_overwrite_and_bad_names(tmp_path: Path) -> None:
 
 
 def test_cli_new_from_demo(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["new", "maya2", "--channel", "https://www.youtube.com/@maya",
-                                       "--from", str(ROOT / "recipes" / "demo.yaml"), "--dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "new",
+            "maya2",
+            "--channel",
+            "https://www.youtube.com/@maya",
+            "--from",
+            str(ROOT / "recipes" / "demo.yaml"),
+            "--dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "review the fields marked CHECK" in result.output and "eval.questions" in result.output
     recipe = load_recipe(tmp_path / "maya2.yaml")

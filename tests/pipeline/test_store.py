@@ -11,10 +11,15 @@ from engine.pipeline.hashing import canonical_json, digest
 from engine.pipeline.store import Store, table_name
 
 KEY = "ab" * 32
-COLUMNS = {"video_id": "VARCHAR", "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
-           "tags": "VARCHAR[]"}
-ROWS = [{"video_id": "v1", "segments": [{"start": 1.5, "duration": 2.0, "text": "so"}], "tags": ["a"]},
-        {"video_id": "v2", "segments": [], "tags": []}]
+COLUMNS = {
+    "video_id": "VARCHAR",
+    "segments": "STRUCT(start DOUBLE, duration DOUBLE, text VARCHAR)[]",
+    "tags": "VARCHAR[]",
+}
+ROWS = [
+    {"video_id": "v1", "segments": [{"start": 1.5, "duration": 2.0, "text": "so"}], "tags": ["a"]},
+    {"video_id": "v2", "segments": [], "tags": []},
+]
 
 
 def test_write_step_roundtrips_nested_types(tmp_path: Path) -> None:

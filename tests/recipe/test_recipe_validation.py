@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from engine.cli import main
 from engine.errors import RecipeInvalid
@@ -66,7 +66,8 @@ def test_per_pass_llm_override_inherits_the_rest(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("So, insulin.")
     (tmp_path / "r.yaml").write_text(
         "name: r\ncreator: {name: A}\nsources: [{type: local, path: t.txt}]\n"
-        "llm:\n  model: openai/big\n  temperature: 0.2\n  passes:\n    augment: {model: openai/small}\n")
+        "llm:\n  model: openai/big\n  temperature: 0.2\n  passes:\n    augment: {model: openai/small}\n"
+    )
     recipe = load_recipe(tmp_path / "r.yaml")
     assert recipe.llm.for_pass("augment").model == "openai/small"
     assert recipe.llm.for_pass("augment").temperature == 0.2

@@ -10,11 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from engine.errors import MalformedTranscript
 from engine.pipeline.runner import Paths, run_recipe
 from engine.sources.chunking import chunk_segments, estimate_tokens
-from engine.steps.base import RunOptions
-from engine.errors import MalformedTranscript
 from engine.sources.formats import clean_segments, parse_file
+from engine.steps.base import RunOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "recipes" / "demo"
@@ -33,8 +33,18 @@ def transcripts_table(run_dir: Path) -> dict[str, list[dict]]:
 
 # -- formats -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["fasting_basics.txt", "insulin.vtt", "breakfast.srt", "hunger_waves.json",
-                                  "metabolic_rate.json3", "insulin_resistance.vtt"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fasting_basics.txt",
+        "insulin.vtt",
+        "breakfast.srt",
+        "hunger_waves.json",
+        "metabolic_rate.json3",
+        "insulin_resistance.vtt",
+    ],
+)
 def test_demo_files_parse_clean_with_timestamps(name: str) -> None:
     segments = clean_segments(parse_file(DEMO / name), True, True, True)
     text = " ".join(s["text"] for s in segments)
@@ -49,10 +59,13 @@ def test_demo_files_parse_clean_with_timestamps(name: str) -> None:
 
 def test_srt_cue_numbers_are_not_text(tmp_path: Path) -> None:
     srt = tmp_path / "a.srt"
-    srt.write_text("1\n00:00:00,000 --> 00:00:02,500\nFirst line\n\n2\n00:00:02,500 --> 00:01:04,000\n"
-                   "Second line\nstill second\n")
-    assert parse_file(srt) == [{"start": 0.0, "duration": 2.5, "text": "First line"},
-                               {"start": 2.5, "duration": 61.5, "text": "Second line still second"}]
+    srt.write_text(
+        "1\n00:00:00,000 --> 00:00:02,500\nFirst line\n\n2\n00:00:02,500 --> 00:01:04,000\nSecond line\nstill second\n"
+    )
+    assert parse_file(srt) == [
+        {"start": 0.0, "duration": 2.5, "text": "First line"},
+        {"start": 2.5, "duration": 61.5, "text": "Second line still second"},
+    ]
 
 
 def test_rolling_auto_captions_merge_into_one_pass() -> None:
@@ -65,8 +78,10 @@ def test_rolling_auto_captions_merge_into_one_pass() -> None:
 
 
 def test_merge_keeps_a_natural_single_word_repeat() -> None:
-    segs = [{"start": 0.0, "duration": 1.0, "text": "we eat"},
-            {"start": 1.0, "duration": 1.0, "text": "eat less often"}]
+    segs = [
+        {"start": 0.0, "duration": 1.0, "text": "we eat"},
+        {"start": 1.0, "duration": 1.0, "text": "eat less often"},
+    ]
     assert [s["text"] for s in clean_segments(segs, True, True, True)] == ["we eat", "eat less often"]
 
 
@@ -76,18 +91,21 @@ def test_cues_are_stripped_only_when_asked() -> None:
     assert clean_segments(segs, False, True, False)[0]["text"] == "[Music]  so   [Applause] okay"
 
 
-@pytest.mark.parametrize(("content", "name", "reason"), [
-    (b"", "empty.vtt", "empty file"),
-    (b"   \n\n", "blank.txt", "empty file"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image.srt", "binary file (NUL bytes)"),
-    (b"WEBVTT\n\n00:00:01.000 --> 00:00:xx.000\nbroken\n", "badtime.vtt", "bad timestamp line"),
-    (b"00:00:01.000 --> 00:00:02.000\nno header\n", "noheader.vtt", "missing WEBVTT header"),
-    (b"WEBVTT\n\nNOTE only a note\n", "nocues.vtt", "no cues found"),
-    (b"caf\xe9 au lait", "latin1.txt", "not UTF-8 text"),
-    (b'{"foo": 1}', "odd.json", "unknown JSON transcript shape"),
-    (b"[{\"text\": \"a\"", "cut.json", "invalid JSON"),
-    (b'{"events": [{"tStartMs": 0}]}', "nosegs.json3", "no text in any segment"),
-])
+@pytest.mark.parametrize(
+    ("content", "name", "reason"),
+    [
+        (b"", "empty.vtt", "empty file"),
+        (b"   \n\n", "blank.txt", "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "image.srt", "binary file (NUL bytes)"),
+        (b"WEBVTT\n\n00:00:01.000 --> 00:00:xx.000\nbroken\n", "badtime.vtt", "bad timestamp line"),
+        (b"00:00:01.000 --> 00:00:02.000\nno header\n", "noheader.vtt", "missing WEBVTT header"),
+        (b"WEBVTT\n\nNOTE only a note\n", "nocues.vtt", "no cues found"),
+        (b"caf\xe9 au lait", "latin1.txt", "not UTF-8 text"),
+        (b'{"foo": 1}', "odd.json", "unknown JSON transcript shape"),
+        (b'[{"text": "a"', "cut.json", "invalid JSON"),
+        (b'{"events": [{"tStartMs": 0}]}', "nosegs.json3", "no text in any segment"),
+    ],
+)
 def test_malformed_files_raise_with_reason(tmp_path: Path, content: bytes, name: str, reason: str) -> None:
     path = tmp_path / name
     path.write_bytes(content)
@@ -96,8 +114,9 @@ def test_malformed_files_raise_with_reason(tmp_path: Path, content: bytes, name:
     assert info.value.reason.startswith(reason) and info.value.path == path
 
 
-def test_malformed_local_files_are_rows_not_crashes(tmp_path: Path, paths: Paths,
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_local_files_are_rows_not_crashes(
+    tmp_path: Path, paths: Paths, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "transcripts"
     shutil.copytree(ROOT / "tests" / "cases" / "engine_transcripts", folder)
     (folder / "empty.vtt").write_bytes(b"")
@@ -109,8 +128,13 @@ def test_malformed_local_files_are_rows_not_crashes(tmp_path: Path, paths: Paths
     result = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     rows = {v: r[0] for v, r in transcripts_table(result.run_dir).items()}
     assert {v: r["status"] for v, r in rows.items()} == {
-        "breakfast": "ok", "fasting_basics": "ok", "insulin": "ok",
-        "empty": "failed", "binary": "failed", "broken": "failed"}
+        "breakfast": "ok",
+        "fasting_basics": "ok",
+        "insulin": "ok",
+        "empty": "failed",
+        "binary": "failed",
+        "broken": "failed",
+    }
     assert rows["empty"]["reason"] == "malformed file: empty file"
     assert rows["binary"]["reason"] == "malformed file: binary file (NUL bytes)"
     assert rows["broken"]["reason"].startswith("malformed file: bad timestamp line")
@@ -124,10 +148,13 @@ def test_malformed_local_files_are_rows_not_crashes(tmp_path: Path, paths: Paths
 
 # -- chunking ----------------------------------------------------------------------------------
 
+
 def _segments(n_words: int, per_segment: int = 10) -> list[dict]:
     words = [f"w{i}" for i in range(n_words)]
-    return [{"start": float(i), "duration": 1.0, "text": " ".join(words[i * per_segment:(i + 1) * per_segment])}
-            for i in range((n_words + per_segment - 1) // per_segment)]
+    return [
+        {"start": float(i), "duration": 1.0, "text": " ".join(words[i * per_segment : (i + 1) * per_segment])}
+        for i in range((n_words + per_segment - 1) // per_segment)
+    ]
 
 
 def test_whole_is_one_piece_whatever_the_length() -> None:
@@ -160,8 +187,10 @@ def test_demo_recipe_reads_six_lectures_and_chunks_on_request(tmp_path: Path, pa
 
     shutil.copytree(DEMO, tmp_path / "demo")
     recipe = tmp_path / "chunked.yaml"
-    recipe.write_text("name: c\ncreator:\n  name: Dr. Maya Lindqvist\nsources:\n  - type: local\n    path: demo\n"
-                      "transcripts:\n  chunking:\n    mode: tokens\n    window_tokens: 400\n    overlap_tokens: 40\n")
+    recipe.write_text(
+        "name: c\ncreator:\n  name: Dr. Maya Lindqvist\nsources:\n  - type: local\n    path: demo\n"
+        "transcripts:\n  chunking:\n    mode: tokens\n    window_tokens: 400\n    overlap_tokens: 40\n"
+    )
     chunked = transcripts_table(run_recipe(recipe, paths, until="transcripts", options=QUIET).run_dir)
     insulin = chunked["insulin"]
     assert [r["chunk"] for r in insulin] == [0, 1, 2]

@@ -22,19 +22,18 @@ import youtube_transcript_api as yta
 import yt_dlp
 from yt_dlp.utils import DownloadError
 
+from engine.errors import FetchFailed
 from engine.pipeline.runner import Paths, run_recipe
+from engine.sources.fetch import TranscriptFetcher
+from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 from engine.steps import sources as sources_step
 from engine.steps import transcripts as transcripts_step
 from engine.steps.base import RunOptions
-from engine.errors import FetchFailed
-from engine.sources.fetch import TranscriptFetcher
-from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 
 CASES = Path(__file__).parents[1] / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
 QUIET = RunOptions(quiet=True)
-MEMBERS_TEXT = ("Join this channel to get access to members-only content like this video, "
-                "and other exclusive perks.")
+MEMBERS_TEXT = "Join this channel to get access to members-only content like this video, and other exclusive perks."
 
 
 class FakeClock:
@@ -71,12 +70,15 @@ class FakeYouTube:
         self.api_errors = {  # raised by list(video_id), in the library's own exception types
             "nocapt00006": lambda v: yta.TranscriptsDisabled(v),
             "slowvid0008": lambda v: requests.exceptions.ReadTimeout(
-                "HTTPSConnectionPool(host='www.youtube.com', port=443): Read timed out. (read timeout=30)"),
+                "HTTPSConnectionPool(host='www.youtube.com', port=443): Read timed out. (read timeout=30)"
+            ),
             "members0003": lambda v: yta.VideoUnplayable(v, MEMBERS_TEXT, []),
         }
         self.aliases: dict[str, str] = {}  # new uploads reuse a recorded caption track
-        slow = DownloadError("ERROR: [youtube] slowvid0008: Unable to download API page: The read operation "
-                             "timed out (caused by TransportError('The read operation timed out'))")
+        slow = DownloadError(
+            "ERROR: [youtube] slowvid0008: Unable to download API page: The read operation "
+            "timed out (caused by TransportError('The read operation timed out'))"
+        )
         self.ytdlp_errors: dict[str, list[Exception]] = {"https://www.youtube.com/watch?v=slowvid0008": [slow] * 10}
         monkeypatch.setattr(yt_dlp, "YoutubeDL", self._ydl_class())
         monkeypatch.setattr(yta, "YouTubeTranscriptApi", self._api_class())
@@ -141,8 +143,10 @@ class FakeYouTube:
                     return copy.deepcopy(world.listing)
                 path = CASES / f"ytdlp_info_{video_id(url)}.json"
                 if not path.exists():
-                    raise DownloadError(f"ERROR: [youtube] {video_id(url)}: Video unavailable. "
-                                        "This video has been removed by the uploader")
+                    raise DownloadError(
+                        f"ERROR: [youtube] {video_id(url)}: Video unavailable. "
+                        "This video has been removed by the uploader"
+                    )
                 return json.loads(path.read_text())
 
             def urlopen(self, url: str) -> io.BytesIO:
@@ -161,10 +165,10 @@ def yt(monkeypatch: pytest.MonkeyPatch) -> FakeYouTube:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Injected into the steps' fetcher and lister: no test waits for a real backoff."""
     fake = FakeClock()
-    monkeypatch.setattr(transcripts_step, "make_fetcher",
-                        lambda cfg: TranscriptFetcher.from_config(cfg, sleep=fake.sleep, clock=fake))
-    monkeypatch.setattr(sources_step, "make_lister",
-                        lambda cfg: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep))
+    monkeypatch.setattr(
+        transcripts_step, "make_fetcher", lambda cfg: TranscriptFetcher.from_config(cfg, sleep=fake.sleep, clock=fake)
+    )
+    monkeypatch.setattr(sources_step, "make_lister", lambda cfg: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep))
     return fake
 
 
@@ -176,12 +180,25 @@ class Source:
     """A youtube source as the recipe's dataclass would give it (defaults from the schema)."""
 
     def __init__(self, **kw: object) -> None:
-        self.__dict__.update(dict(url=CHANNEL, videos=(), max_videos=None, title_include=(), title_exclude=(),
-                                  min_duration=None, max_duration=None, after=None, before=None,
-                                  exclude_ids=()), **kw)
+        self.__dict__.update(
+            dict(
+                url=CHANNEL,
+                videos=(),
+                max_videos=None,
+                title_include=(),
+                title_exclude=(),
+                min_duration=None,
+                max_duration=None,
+                after=None,
+                before=None,
+                exclude_ids=(),
+            ),
+            **kw,
+        )
 
 
 # -- listing -----------------------------------------------------------------------------------
+
 
 def test_channel_listing_maps_availability(yt: FakeYouTube) -> None:
     entries = Lister(sleep=lambda s: None).list_url(CHANNEL)
@@ -197,8 +214,9 @@ def test_channel_listing_maps_availability(yt: FakeYouTube) -> None:
 
 def test_filters_record_why_each_video_is_left_out(yt: FakeYouTube) -> None:
     entries = Lister(sleep=lambda s: None).list_url(CHANNEL)
-    source = Source(min_duration=120, title_exclude=("(?i)\\binterview\\b",), exclude_ids=("nocapt00006",),
-                    max_videos=4)
+    source = Source(
+        min_duration=120, title_exclude=("(?i)\\binterview\\b",), exclude_ids=("nocapt00006",), max_videos=4
+    )
     marked = {e["id"]: (e["status"], e["reason"]) for e in apply_filters(entries, source)}
     assert marked["members0003"] == ("skipped", "members-only")
     assert marked["private0004"] == ("skipped", "private")
@@ -213,27 +231,37 @@ def test_filters_record_why_each_video_is_left_out(yt: FakeYouTube) -> None:
 def test_date_and_title_include_filters() -> None:
     from engine.sources.youtube import to_entry
 
-    raws = [{"id": "a" * 11, "title": "Fasting 101", "upload_date": "20250105"},
-            {"id": "b" * 11, "title": "Fasting 102", "timestamp": 1767225600},  # 2026-01-01, approximate
-            {"id": "c" * 11, "title": "Cooking", "upload_date": "20250601"},
-            {"id": "d" * 11, "title": "Fasting 103"}]
+    raws = [
+        {"id": "a" * 11, "title": "Fasting 101", "upload_date": "20250105"},
+        {"id": "b" * 11, "title": "Fasting 102", "timestamp": 1767225600},  # 2026-01-01, approximate
+        {"id": "c" * 11, "title": "Cooking", "upload_date": "20250601"},
+        {"id": "d" * 11, "title": "Fasting 103"},
+    ]
     entries = [to_entry(r, CHANNEL) for r in raws]
     source = Source(title_include=("^Fasting",), after="2025-01-01", before="2026-01-01")
     marked = [(e["status"], e["reason"]) for e in apply_filters(entries, source)]
-    assert marked == [("ok", None), ("dropped", "uploaded 2026-01-01, not before `before` 2026-01-01"),
-                      ("dropped", "title does not match title_include"),
-                      ("dropped", "upload date unknown (after/before set)")]
+    assert marked == [
+        ("ok", None),
+        ("dropped", "uploaded 2026-01-01, not before `before` 2026-01-01"),
+        ("dropped", "title does not match title_include"),
+        ("dropped", "upload date unknown (after/before set)"),
+    ]
 
 
 def test_single_video_errors_become_reasons(yt: FakeYouTube) -> None:
     yt.ytdlp_errors["https://www.youtube.com/watch?v=members0003"] = [
-        DownloadError(f"ERROR: [youtube] members0003: {MEMBERS_TEXT}")]
+        DownloadError(f"ERROR: [youtube] members0003: {MEMBERS_TEXT}")
+    ]
     lister = Lister(sleep=lambda s: None)
     assert lister.list_video("members0003")["availability"] == "members-only"
     assert lister.list_video("https://youtu.be/gone0000013")["availability"] == "unavailable"
     ok = lister.list_video("https://www.youtube.com/watch?v=single00012&t=42s")
-    assert (ok["id"], ok["availability"], ok["upload_date"], ok["duration"]) == \
-        ("single00012", "public", "2025-03-01", 415.0)
+    assert (ok["id"], ok["availability"], ok["upload_date"], ok["duration"]) == (
+        "single00012",
+        "public",
+        "2025-03-01",
+        415.0,
+    )
 
 
 def test_listing_retries_429_with_backoff(yt: FakeYouTube) -> None:
@@ -255,6 +283,7 @@ def test_url_helpers() -> None:
 
 
 # -- fetching one transcript -------------------------------------------------------------------
+
 
 def test_manual_transcript_keeps_timestamps(yt: FakeYouTube) -> None:
     got = fetcher(FakeClock()).fetch("insulin0001")
@@ -350,19 +379,31 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     result = run_recipe(write_recipe(tmp_path), paths, until="transcripts", options=QUIET)
     src = table(result.run_dir, "sources")
     assert {v: (r["status"], r["reason"]) for v, r in src.items() if r["status"] != "ok"} == {
-        "members0003": ("skipped", "members-only"), "private0004": ("skipped", "private"),
-        "livenow0005": ("skipped", "live"), "shortie0009": ("dropped", "shorter than min_duration (41s < 120s)"),
-        "guestiv0010": ("dropped", "title matches title_exclude '(?i)\\\\binterview\\\\b'")}
+        "members0003": ("skipped", "members-only"),
+        "private0004": ("skipped", "private"),
+        "livenow0005": ("skipped", "live"),
+        "shortie0009": ("dropped", "shorter than min_duration (41s < 120s)"),
+        "guestiv0010": ("dropped", "title matches title_exclude '(?i)\\\\binterview\\\\b'"),
+    }
     rows = table(result.run_dir, "transcripts")
     assert {v: r["status"] for v, r in rows.items()} == {
-        "insulin0001": "ok", "fastmyth002": "ok", "ketones0007": "ok", "ghrelin0011": "ok",
-        "nocapt00006": "failed", "slowvid0008": "failed"}
+        "insulin0001": "ok",
+        "fastmyth002": "ok",
+        "ketones0007": "ok",
+        "ghrelin0011": "ok",
+        "nocapt00006": "failed",
+        "slowvid0008": "failed",
+    }
     assert rows["nocapt00006"]["reason"].startswith("no transcript:")
     assert rows["slowvid0008"]["reason"].startswith("timeout:")
-    assert rows["insulin0001"]["text"].endswith("whether you store energy or burn it. When insulin is high, "
-                                                "you're in storage mode.")  # [Music] stripped
-    assert rows["insulin0001"]["segments"][3] == {"start": 13.1, "duration": 4.4,
-                                                   "text": "When insulin is high, you're in storage mode."}
+    assert rows["insulin0001"]["text"].endswith(
+        "whether you store energy or burn it. When insulin is high, you're in storage mode."
+    )  # [Music] stripped
+    assert rows["insulin0001"]["segments"][3] == {
+        "start": 13.1,
+        "duration": 4.4,
+        "text": "When insulin is high, you're in storage mode.",
+    }
     assert (rows["ghrelin0011"]["via"], rows["ghrelin0011"]["end_time"]) == ("yt-dlp", 15.66)
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["transcripts"]
     assert metrics["fetched"] == 4 and metrics["cached"] == 0
@@ -372,8 +413,7 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     assert "transcripts: 0 read, 4 fetched" in (result.run_dir / "run.log").read_text()
 
 
-def test_new_upload_is_the_only_video_fetched(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                              paths: Paths) -> None:
+def test_new_upload_is_the_only_video_fetched(yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths) -> None:
     recipe = write_recipe(tmp_path, extra="    exclude_ids: [slowvid0008]\n")
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     fetched_first = list(yt.api_lists)
@@ -386,20 +426,22 @@ def test_new_upload_is_the_only_video_fetched(yt: FakeYouTube, clock: FakeClock,
     yt.add_upload("newvid00099", "Why your appetite resets after a fast")
     third = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     assert third.executed == ["sources", "transcripts"]
-    assert yt.api_lists[len(fetched_first):] == ["newvid00099"]  # cached videos never asked again
+    assert yt.api_lists[len(fetched_first) :] == ["newvid00099"]  # cached videos never asked again
     rows = table(third.run_dir, "transcripts")
     assert rows["newvid00099"]["status"] == "ok" and rows["insulin0001"]["status"] == "ok"
     metrics = json.loads((third.run_dir / "metrics.json").read_text())["transcripts"]
     assert metrics["cached"] == 5 and metrics["fetched"] == 1
 
 
-def test_explicit_videos_skips_are_remembered(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                              paths: Paths) -> None:
+def test_explicit_videos_skips_are_remembered(yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths) -> None:
     watch = "https://www.youtube.com/watch?v=members0003"
     yt.ytdlp_errors[watch] = [DownloadError(f"ERROR: [youtube] members0003: {MEMBERS_TEXT}")] * 3
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: yt-videos\ncreator:\n  name: Dr. Demo\nsources:\n  - type: youtube\n"
-                      "    videos: [members0003, 'https://youtu.be/insulin0001']\n", encoding="utf-8")
+    recipe.write_text(
+        "name: yt-videos\ncreator:\n  name: Dr. Demo\nsources:\n  - type: youtube\n"
+        "    videos: [members0003, 'https://youtu.be/insulin0001']\n",
+        encoding="utf-8",
+    )
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     src = table(first.run_dir, "sources")
     assert src["members0003"]["status"] == "skipped"
@@ -413,8 +455,9 @@ def test_explicit_videos_skips_are_remembered(yt: FakeYouTube, clock: FakeClock,
     assert yt.ytdlp_calls.count(watch) == 2  # --retry-failed asks again
 
 
-def test_retry_failed_refetches_cached_failures(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                                paths: Paths) -> None:
+def test_retry_failed_refetches_cached_failures(
+    yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths
+) -> None:
     recipe = write_recipe(tmp_path, extra="    exclude_ids: [slowvid0008]\n")
     run_recipe(recipe, paths, until="transcripts", options=QUIET)
     assert yt.api_lists.count("nocapt00006") == 1
@@ -427,8 +470,9 @@ def test_retry_failed_refetches_cached_failures(yt: FakeYouTube, clock: FakeCloc
     assert after.executed == [] and after.run_dir == retried.run_dir  # the retry's table is reused
 
 
-def test_transient_failure_is_retried_on_the_next_run(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                                      paths: Paths) -> None:
+def test_transient_failure_is_retried_on_the_next_run(
+    yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths
+) -> None:
     recipe = write_recipe(tmp_path)
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     assert table(first.run_dir, "transcripts")["slowvid0008"]["status"] == "failed"
@@ -442,13 +486,17 @@ def test_transient_failure_is_retried_on_the_next_run(yt: FakeYouTube, clock: Fa
     assert third.executed == [] and third.run_dir == second.run_dir
 
 
-def test_transient_single_video_failure_is_not_remembered(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                                          paths: Paths) -> None:
+def test_transient_single_video_failure_is_not_remembered(
+    yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths
+) -> None:
     watch = "https://www.youtube.com/watch?v=insulin0001"
     yt.ytdlp_errors[watch] = [DownloadError("ERROR: [youtube] insulin0001: HTTP Error 503: Service Unavailable")] * 5
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: yt-one\ncreator:\n  name: Dr. Demo\nsources:\n  - type: youtube\n"
-                      "    videos: [insulin0001]\ntranscripts:\n  retries: 2\n", encoding="utf-8")
+    recipe.write_text(
+        "name: yt-one\ncreator:\n  name: Dr. Demo\nsources:\n  - type: youtube\n"
+        "    videos: [insulin0001]\ntranscripts:\n  retries: 2\n",
+        encoding="utf-8",
+    )
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     row = table(first.run_dir, "sources")["insulin0001"]
     assert row["status"] == "failed" and row["reason"].startswith("could not list: HTTP Error 503")
@@ -457,8 +505,9 @@ def test_transient_single_video_failure_is_not_remembered(yt: FakeYouTube, clock
     assert table(second.run_dir, "transcripts")["insulin0001"]["status"] == "ok"
 
 
-def test_a_finished_live_stream_is_fetched_later(yt: FakeYouTube, clock: FakeClock, tmp_path: Path,
-                                                 paths: Paths) -> None:
+def test_a_finished_live_stream_is_fetched_later(
+    yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths
+) -> None:
     recipe = write_recipe(tmp_path, extra="    exclude_ids: [slowvid0008]\n")
     run_recipe(recipe, paths, until="transcripts", options=QUIET)
     assert "livenow0005" not in yt.api_lists

@@ -42,8 +42,12 @@ def test_the_toy_step_is_in_the_generated_schema(toy_registered: None) -> None:
     schema = json_schema()
     toy = schema["$defs"]["ToySettings"]
     assert schema["properties"]["toy"]["$ref"] == "#/$defs/ToySettings"
-    assert toy["properties"]["min_words"] == {"default": 1, "description": "Chunks with fewer words are kept as "
-                                              "'skipped' rows.", "minimum": 0, "type": "integer"}
+    assert toy["properties"]["min_words"] == {
+        "default": 1,
+        "description": "Chunks with fewer words are kept as 'skipped' rows.",
+        "minimum": 0,
+        "type": "integer",
+    }
     assert toy["additionalProperties"] is False
     assert "toy" in json.loads(cli("schema"))["properties"]
 

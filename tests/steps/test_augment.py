@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_curate import make_ctx, write_table
 
 import engine.llm.client as llm
-from engine.steps import augment, curate, split
 from engine.pipeline.store import Store
+from engine.steps import augment, curate, split
 from fakes.openai_server import FakeOpenAI
-from test_curate import make_ctx, write_table
 
 FRENCH = {"Why do we sleep?": "Pourquoi dormons-nous ?"}
 
@@ -26,11 +26,22 @@ def curated(videos: int = 4, per_video: int = 2) -> list[dict]:
     rows = []
     for v in range(videos):
         for q in range(per_video):
-            rows.append({"id": f"v{v}q{q}", "video_id": f"v{v}", "title": f"Talk {v}",
-                         "question": f"Why does topic {q} of talk {v} matter?",
-                         "answer": f"Because topic {q} of talk {v} changes **everything**.",
-                         "tags": ["science"], "score": None, "quality": 50.0, "duplicate_of": None,
-                         "similarity": None, "status": "ok", "reason": None})
+            rows.append(
+                {
+                    "id": f"v{v}q{q}",
+                    "video_id": f"v{v}",
+                    "title": f"Talk {v}",
+                    "question": f"Why does topic {q} of talk {v} matter?",
+                    "answer": f"Because topic {q} of talk {v} changes **everything**.",
+                    "tags": ["science"],
+                    "score": None,
+                    "quality": 50.0,
+                    "duplicate_of": None,
+                    "similarity": None,
+                    "status": "ok",
+                    "reason": None,
+                }
+            )
     rows.append({**rows[0], "id": "dup", "status": "dropped", "reason": "duplicate", "duplicate_of": "v0q0"})
     return rows
 
@@ -58,8 +69,9 @@ def responder(body: dict) -> str:
     return json.dumps({"error": text})
 
 
-def run_augment(tmp_path: Path, srv: FakeOpenAI | None, aug: dict, name: str = "a",
-                then_split: bool = False) -> tuple[list[dict], object, list[dict]]:
+def run_augment(
+    tmp_path: Path, srv: FakeOpenAI | None, aug: dict, name: str = "a", then_split: bool = False
+) -> tuple[list[dict], object, list[dict]]:
     base = tmp_path / name
     base.mkdir(exist_ok=True)
     extra = {"augment": aug, "split": {"valid": 0.25, "seed": 5}}
@@ -86,8 +98,12 @@ def test_disabled_augment_is_a_pass_through_without_calls(tmp_path: Path) -> Non
 
 
 def test_every_augmentation_keeps_origin_and_video(tmp_path: Path) -> None:
-    aug = {"paraphrases": 2, "short_answers": True, "long_answers": True,
-           "back_translation": {"enabled": True, "pivot": "French"}}
+    aug = {
+        "paraphrases": 2,
+        "short_answers": True,
+        "long_answers": True,
+        "back_translation": {"enabled": True, "pivot": "French"},
+    }
     with FakeOpenAI(responder) as srv:
         rows, ctx, _ = run_augment(tmp_path, srv, aug)
         calls = srv.calls
@@ -117,6 +133,7 @@ def test_every_augmentation_keeps_origin_and_video(tmp_path: Path) -> None:
     with FakeOpenAI(responder) as again:  # same prompts: everything comes from the LLM cache
         rows2, _, _ = run_augment(tmp_path, again, aug, name="b")
         assert again.calls == 0
+
     def content(out: list[dict]) -> list[tuple]:
         return [(r["id"], r["question"], r["answer"]) for r in out]
 

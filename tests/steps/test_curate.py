@@ -12,35 +12,63 @@ import pytest
 from engine.data.dedup import TokenSetBound, candidate_pairs, find_duplicates, normalise
 from engine.pipeline.hashing import digest
 from engine.pipeline.recipes import parse_recipe
-from engine.steps import load_step
-from engine.steps import answers as answers_step
-from engine.steps import curate
-from engine.steps.base import RunOptions, StepContext
 from engine.pipeline.store import Store
+from engine.steps import answers as answers_step
+from engine.steps import curate, load_step
+from engine.steps.base import RunOptions, StepContext
 
-GOOD = ("Your body keeps a **clock** for hunger.\n\nGhrelin rises before meals you usually eat, "
-        "so the stomach learns your schedule and asks for food on time. That is why it feels so regular.")
+GOOD = (
+    "Your body keeps a **clock** for hunger.\n\nGhrelin rises before meals you usually eat, "
+    "so the stomach learns your schedule and asks for food on time. That is why it feels so regular."
+)
 
 
-def answer_row(video: str, question: str, answer: str = GOOD, tags: tuple = ("hunger",),
-               status: str = "ok", reason: str | None = None) -> dict:
-    return {"id": digest([video, question])[:16], "video_id": video, "title": f"Talk {video}",
-            "question": question, "answer": answer, "tags": list(tags), "model": "fake",
-            "prompt_digest": "p", "status": status, "reason": reason}
+def answer_row(
+    video: str,
+    question: str,
+    answer: str = GOOD,
+    tags: tuple = ("hunger",),
+    status: str = "ok",
+    reason: str | None = None,
+) -> dict:
+    return {
+        "id": digest([video, question])[:16],
+        "video_id": video,
+        "title": f"Talk {video}",
+        "question": question,
+        "answer": answer,
+        "tags": list(tags),
+        "model": "fake",
+        "prompt_digest": "p",
+        "status": status,
+        "reason": reason,
+    }
 
 
 def make_ctx(tmp_path: Path, store: Store, step: str, recipe_extra: dict | None = None) -> tuple[StepContext, Any]:
     """A step's context and its keyed config, from a minimal recipe plus `recipe_extra`."""
-    data = {"name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "x"}],
-            **(recipe_extra or {})}
+    data = {
+        "name": "t",
+        "creator": {"name": "Dr. Test"},
+        "sources": [{"type": "local", "path": "x"}],
+        **(recipe_extra or {}),
+    }
     (tmp_path / "x").mkdir(exist_ok=True)
     (tmp_path / "x" / "talk.txt").write_text("A talk.", encoding="utf-8")
     recipe = parse_recipe(data, tmp_path)
     work = tmp_path / f"work-{step}"
     work.mkdir(exist_ok=True)
-    ctx = StepContext(step=step, key=f"{step}-key", store=store, work_dir=work, base_dir=recipe.base_dir,
-                      run_dir=tmp_path, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
-                      log=logging.getLogger("test"))
+    ctx = StepContext(
+        step=step,
+        key=f"{step}-key",
+        store=store,
+        work_dir=work,
+        base_dir=recipe.base_dir,
+        run_dir=tmp_path,
+        models_dir=tmp_path / "models",
+        options=RunOptions(quiet=True),
+        log=logging.getLogger("test"),
+    )
     return ctx, load_step(step).config(recipe)
 
 
@@ -66,11 +94,13 @@ def test_normalise_folds_case_accents_and_punctuation() -> None:
 
 
 def test_find_duplicates_groups_chains_and_keeps_best() -> None:
-    qs = ["Why do I get hungry at the same time every day?",
-          "Why do I get hungry at the same time each day?",
-          "why do i get HUNGRY at the same time every day",
-          "What does insulin do after a meal?",
-          "How does caffeine affect deep sleep?"]
+    qs = [
+        "Why do I get hungry at the same time every day?",
+        "Why do I get hungry at the same time each day?",
+        "why do i get HUNGRY at the same time every day",
+        "What does insulin do after a meal?",
+        "How does caffeine affect deep sleep?",
+    ]
     dups = find_duplicates(qs, [10, 90, 50, 10, 10], block=2)  # tiny blocks cross block edges
     assert {d.index for d in dups} == {0, 2}
     assert {d.kept for d in dups} == {1}
@@ -91,8 +121,29 @@ def test_token_set_prefilter_finds_exactly_the_cdist_pairs(threshold: float) -> 
     import random
 
     rng = random.Random(int(threshold))
-    vocab = ["a", "ab", "abc", "sleep", "sleeps", "slept", "insulin", "insulins", "fat", "fats", "coffee",
-             "cofee", "why", "how", "does", "do", "the", "a", "night", "nights", "é"]
+    vocab = [
+        "a",
+        "ab",
+        "abc",
+        "sleep",
+        "sleeps",
+        "slept",
+        "insulin",
+        "insulins",
+        "fat",
+        "fats",
+        "coffee",
+        "cofee",
+        "why",
+        "how",
+        "does",
+        "do",
+        "the",
+        "a",
+        "night",
+        "nights",
+        "é",
+    ]
     texts = []
     for _ in range(400):  # short, overlapping token sets: subsets, typos, repeats and empties
         if texts and rng.random() < 0.3:
@@ -135,10 +186,12 @@ def test_find_duplicates_threshold_is_exact_for_fractions() -> None:
 
 def test_curate_drops_duplicates_across_videos_and_keeps_the_better_row(tmp_path: Path) -> None:
     rich = GOOD + "\n\n- eat at regular times\n- sleep enough"
-    rows = [answer_row("v1", "Why do I get hungry at the same time every day?", GOOD),
-            answer_row("v2", "Why do I get hungry at the same time each day?", rich),
-            answer_row("v3", "What does insulin do after a big meal?", GOOD),
-            answer_row("v3", "broken upstream", "", status="failed", reason="no answer")]
+    rows = [
+        answer_row("v1", "Why do I get hungry at the same time every day?", GOOD),
+        answer_row("v2", "Why do I get hungry at the same time each day?", rich),
+        answer_row("v3", "What does insulin do after a big meal?", GOOD),
+        answer_row("v3", "broken upstream", "", status="failed", reason="no answer"),
+    ]
     out, ctx = run_curate(tmp_path, rows)
     got = by_question(out)
     assert "broken upstream" not in got  # upstream failures stay in the answers table
@@ -153,18 +206,26 @@ def test_curate_drops_duplicates_across_videos_and_keeps_the_better_row(tmp_path
 
 
 def test_each_filter_records_its_own_reason(tmp_path: Path) -> None:
-    german = ("Der Körper hat eine innere Uhr, und die Hormone steigen vor dem Essen, so dass man "
-              "zur gleichen Zeit Hunger hat und das ist auch gut so für den Stoffwechsel.")
-    rows = [answer_row("v1", "Short one?", "Too short."),
-            answer_row("v1", "Long one?", "the word " * 40),
-            answer_row("v2", "Banned one?", GOOD + " As mentioned in the transcript, eat."),
-            answer_row("v2", "Empty one?", "   "),
-            answer_row("v3", "German one?", german),
-            answer_row("v3", "Plain one?", GOOD.replace("**", "")),
-            answer_row("v4", "Good one?", GOOD)]
-    extra = {"filters": {"answer_length": {"min": 40, "max": 300},
-                         "formatting": {"require": ["bold"], "mode": "row"},
-                         "banned_phrases": ["the transcript"]}}
+    german = (
+        "Der Körper hat eine innere Uhr, und die Hormone steigen vor dem Essen, so dass man "
+        "zur gleichen Zeit Hunger hat und das ist auch gut so für den Stoffwechsel."
+    )
+    rows = [
+        answer_row("v1", "Short one?", "Too short."),
+        answer_row("v1", "Long one?", "the word " * 40),
+        answer_row("v2", "Banned one?", GOOD + " As mentioned in the transcript, eat."),
+        answer_row("v2", "Empty one?", "   "),
+        answer_row("v3", "German one?", german),
+        answer_row("v3", "Plain one?", GOOD.replace("**", "")),
+        answer_row("v4", "Good one?", GOOD),
+    ]
+    extra = {
+        "filters": {
+            "answer_length": {"min": 40, "max": 300},
+            "formatting": {"require": ["bold"], "mode": "row"},
+            "banned_phrases": ["the transcript"],
+        }
+    }
     out, ctx = run_curate(tmp_path, rows, extra)
     reasons = {q: r["reason"] for q, r in by_question(out).items()}
     assert reasons["Short one?"] == "too short (10 < 40 chars)"
@@ -176,19 +237,35 @@ def test_each_filter_records_its_own_reason(tmp_path: Path) -> None:
     assert reasons["Good one?"] is None
     assert all(r["status"] == "dropped" for r in out if r["question"] != "Good one?")
     assert ctx.metrics["kept"] == 1 and ctx.metrics["dropped"] == 6
-    assert set(ctx.metrics["reasons"]) == {"too short", "too long", "banned phrase", "empty answer",
-                                           "wrong language", "missing formatting"}
+    assert set(ctx.metrics["reasons"]) == {
+        "too short",
+        "too long",
+        "banned phrase",
+        "empty answer",
+        "wrong language",
+        "missing formatting",
+    }
 
 
 def test_word_bounds_and_formatting_share_mode(tmp_path: Path) -> None:
     plain = "A plain answer without any markup at all but long enough to pass the length bound here."
-    questions = ["Does coffee ruin sleep?", "Why is blue light bad at night?", "Are naps healthy?",
-                 "What does alcohol do to dreams?", "Is fasting safe for children?",
-                 "How much protein do muscles need?", "Can stress raise blood sugar?",
-                 "Why do knees ache in cold weather?"]
+    questions = [
+        "Does coffee ruin sleep?",
+        "Why is blue light bad at night?",
+        "Are naps healthy?",
+        "What does alcohol do to dreams?",
+        "Is fasting safe for children?",
+        "How much protein do muscles need?",
+        "Can stress raise blood sugar?",
+        "Why do knees ache in cold weather?",
+    ]
     rows = [answer_row(f"v{i}", q, GOOD if i < 4 else plain + " " * i) for i, q in enumerate(questions)]
-    extra = {"filters": {"answer_length": {"unit": "words", "min": 5, "max": None},
-                         "formatting": {"require": ["bold"], "mode": "share", "min_share": 0.6}}}
+    extra = {
+        "filters": {
+            "answer_length": {"unit": "words", "min": 5, "max": None},
+            "formatting": {"require": ["bold"], "mode": "share", "min_share": 0.6},
+        }
+    }
     out, ctx = run_curate(tmp_path, rows, extra)
     kept = [r for r in out if r["status"] == "ok"]
     # 4 bold answers need at most 2 plain ones beside them for a 60% share: 2 plain rows go
@@ -197,13 +274,19 @@ def test_word_bounds_and_formatting_share_mode(tmp_path: Path) -> None:
     assert ctx.metrics["formatting"]["bold"] >= 0.6
 
 
-def test_llm_score_keep_top_ranks_duplicates_and_records_failures(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_llm_score_keep_top_ranks_duplicates_and_records_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from fakes.openai_server import FakeOpenAI
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    scores = {"Why is sleep important for memory?": 95, "Why is sleep so important for memory?": 40,
-              "What is ghrelin?": 70, "What is leptin?": 20, "What is insulin?": 55}
+    scores = {
+        "Why is sleep important for memory?": 95,
+        "Why is sleep so important for memory?": 40,
+        "What is ghrelin?": 70,
+        "What is leptin?": 20,
+        "What is insulin?": 55,
+    }
 
     def responder(body: dict) -> str:
         prompt = body["messages"][-1]["content"]
@@ -212,8 +295,10 @@ def test_llm_score_keep_top_ranks_duplicates_and_records_failures(tmp_path: Path
 
     rows = [answer_row(f"v{i}", q) for i, q in enumerate(list(scores) + ["What breaks the scorer?"])]
     with FakeOpenAI(responder) as srv:
-        extra = {"llm": {"model": "openai/fake", "api_base": srv.base_url, "reask": 0, "retries": 0},
-                 "filters": {"llm_score": {"enabled": True, "keep_top": 75}}}
+        extra = {
+            "llm": {"model": "openai/fake", "api_base": srv.base_url, "reask": 0, "retries": 0},
+            "filters": {"llm_score": {"enabled": True, "keep_top": 75}},
+        }
         out, ctx = run_curate(tmp_path, rows, extra)
     got = by_question(out)
     assert got["Why is sleep so important for memory?"]["reason"] == "duplicate"  # lower score loses
@@ -222,13 +307,21 @@ def test_llm_score_keep_top_ranks_duplicates_and_records_failures(tmp_path: Path
     # 4 scored survivors of dedup, keep the top 75% = 3
     assert got["What is leptin?"]["reason"].startswith("below keep_top (20 < 55")
     assert {q for q, r in got.items() if r["status"] == "ok"} == {
-        "Why is sleep important for memory?", "What is ghrelin?", "What is insulin?"}
+        "Why is sleep important for memory?",
+        "What is ghrelin?",
+        "What is insulin?",
+    }
     assert ctx.metrics["llm"]["calls"] >= 6
 
 
 def test_curate_writes_stats_and_histogram(tmp_path: Path) -> None:
-    questions = ["How does the heart pump?", "Why do lungs need air?", "What protects skin?",
-                 "Are bones alive?", "Where is blood made?"]
+    questions = [
+        "How does the heart pump?",
+        "Why do lungs need air?",
+        "What protects skin?",
+        "Are bones alive?",
+        "Where is blood made?",
+    ]
     rows = [answer_row(f"v{i % 3}", q, GOOD, tags=(q.split()[-2], "health")) for i, q in enumerate(questions)]
     out, ctx = run_curate(tmp_path, rows)
     m = ctx.metrics

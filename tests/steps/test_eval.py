@@ -16,11 +16,12 @@ LOOP = "Fasting is good for you. " * 30
 
 # -- pure scores ------------------------------------------------------------------------------
 
+
 def test_format_features_and_shares() -> None:
     rich = "First point here.\n\nSecond **key** paragraph.\n\n- one\n- two\n"
     assert s.format_features(rich) == {"paragraphs": True, "bold": True, "lists": True}
     assert s.format_features("Just one line with a * star.") == {"paragraphs": False, "bold": False, "lists": False}
-    assert s.format_features("1. step\n2) step") ["lists"] is True
+    assert s.format_features("1. step\n2) step")["lists"] is True
     assert s.format_shares([rich, "plain"]) == {"paragraphs": 0.5, "bold": 0.5, "lists": 0.5}
     assert s.format_shares([]) == {"paragraphs": 0.0, "bold": 0.0, "lists": 0.0}
 
@@ -70,11 +71,20 @@ def test_judge_both_orders_cancel_position_bias() -> None:
     assert s.judge_verdict("A", "A") == "tie"  # always picks the first slot: position bias
     assert s.judge_verdict("tie", "B") == "tie" and s.judge_verdict(None, "B") == "tie"
     assert s.judge_summary(["tuned", "tuned", "base", "tie"]) == {
-        "n": 4, "tuned_wins": 2, "base_wins": 1, "ties": 1, "tuned_win_rate": 0.5}
+        "n": 4,
+        "tuned_wins": 2,
+        "base_wins": 1,
+        "ties": 1,
+        "tuned_win_rate": 0.5,
+    }
 
 
 def test_json_safe_replaces_non_finite_floats() -> None:
-    assert s.json_safe({"a": [float("nan"), 1.5], "b": float("inf"), "c": "x"}) == {"a": [None, 1.5], "b": None, "c": "x"}
+    assert s.json_safe({"a": [float("nan"), 1.5], "b": float("inf"), "c": "x"}) == {
+        "a": [None, 1.5],
+        "b": None,
+        "c": "x",
+    }
 
 
 def test_model_scores_bundle() -> None:
@@ -86,10 +96,12 @@ def test_model_scores_bundle() -> None:
 # -- the step on tiny models -----------------------------------------------------------------
 
 SYSTEM = {"role": "system", "content": "You are Dr. Test. Answer in your own voice."}
-QA = [("What is fasting?", "Fasting is **not eating** for a while.\n\nIt lowers insulin."),
-      ("Why do I get hungry?", "Hunger comes in waves.\n\n- drink water\n- drink tea"),
-      ("Is it bad to skip breakfast?", "No. Breakfast is not the most important meal."),
-      ("What is insulin?", "Insulin is a hormone that tells the body to store energy.")]
+QA = [
+    ("What is fasting?", "Fasting is **not eating** for a while.\n\nIt lowers insulin."),
+    ("Why do I get hungry?", "Hunger comes in waves.\n\n- drink water\n- drink tea"),
+    ("Is it bad to skip breakfast?", "No. Breakfast is not the most important meal."),
+    ("What is insulin?", "Insulin is a hormone that tells the body to store energy."),
+]
 
 
 def write_split(folder: Path) -> list[dict]:
@@ -100,8 +112,10 @@ def write_split(folder: Path) -> list[dict]:
         split = "train" if i < 2 else "test" if i == 2 else "valid"
         rows.append({"id": f"r{i}", "split": split, "question": q, "answer": a, "status": "ok", "reason": None})
         with open(data / f"{split}.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"messages": [SYSTEM, {"role": "user", "content": q},
-                                             {"role": "assistant", "content": a}]}) + "\n")
+            f.write(
+                json.dumps({"messages": [SYSTEM, {"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                + "\n"
+            )
     return rows
 
 
@@ -120,14 +134,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_tiny_llama(root / "base", seed=0), make_tiny_llama(root / "export" / "model", seed=1)
 
 
-def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[Path, Path],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from fakes.openai_server import FakeOpenAI
-
+def test_evaluate_step_produces_every_score(
+    tmp_path: Path, tiny_models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from engine.pipeline.recipes import parse_recipe
+    from engine.pipeline.store import Store
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
-    from engine.pipeline.store import Store
+    from fakes.openai_server import FakeOpenAI
 
     base, tuned = tiny_models
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -136,19 +150,43 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
     run_dir.mkdir(parents=True)
     (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
     with FakeOpenAI(judge_responder) as fake, Store(tmp_path / "store.duckdb") as store:
-        recipe = parse_recipe({
-            "name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "."}],
-            "llm": {"model": "openai/fake", "api_base": fake.base_url, "retries": 0},
-            "train": {"model": str(base), "iters": 1},
-            "eval": {"questions": ["Why fast?"], "heldout": 1, "max_tokens": 12, "judge": True}}, tmp_path)
-        split_table = store.write_step("split", "k" * 64, {"id": "VARCHAR", "split": "VARCHAR",
-                                       "question": "VARCHAR", "answer": "VARCHAR", "status": "VARCHAR",
-                                       "reason": "VARCHAR"}, split_rows, {})
-        ctx = StepContext(base_dir=recipe.base_dir, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
-                          run_dir=run_dir, models_dir=tmp_path / "models", options=RunOptions(quiet=True),
-                          log=logging.getLogger("test"),
-                          upstream_dirs={"split": tmp_path / "split", "export": tuned.parent,
-                                         "train": tmp_path / "train"})
+        recipe = parse_recipe(
+            {
+                "name": "t",
+                "creator": {"name": "Dr. Test"},
+                "sources": [{"type": "local", "path": "."}],
+                "llm": {"model": "openai/fake", "api_base": fake.base_url, "retries": 0},
+                "train": {"model": str(base), "iters": 1},
+                "eval": {"questions": ["Why fast?"], "heldout": 1, "max_tokens": 12, "judge": True},
+            },
+            tmp_path,
+        )
+        split_table = store.write_step(
+            "split",
+            "k" * 64,
+            {
+                "id": "VARCHAR",
+                "split": "VARCHAR",
+                "question": "VARCHAR",
+                "answer": "VARCHAR",
+                "status": "VARCHAR",
+                "reason": "VARCHAR",
+            },
+            split_rows,
+            {},
+        )
+        ctx = StepContext(
+            base_dir=recipe.base_dir,
+            step="evaluate",
+            key="e" * 64,
+            store=store,
+            work_dir=tmp_path / "work",
+            run_dir=run_dir,
+            models_dir=tmp_path / "models",
+            options=RunOptions(quiet=True),
+            log=logging.getLogger("test"),
+            upstream_dirs={"split": tmp_path / "split", "export": tuned.parent, "train": tmp_path / "train"},
+        )
         ctx.work_dir.mkdir()
         rows = evaluate.run(ctx, {"split": split_table}, evaluate.config(recipe))
         judge_calls = fake.calls
@@ -161,8 +199,17 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
     doc = json.loads((ctx.work_dir / "eval.json").read_text())
     summary = doc["summary"]
     for role in ("base", "tuned"):
-        for key in ("loss", "perplexity", "format_gap", "length_ratio", "loop_rate", "banned_rate", "probes_passed",
-                    "format_gap_sampled", "loop_rate_sampled"):
+        for key in (
+            "loss",
+            "perplexity",
+            "format_gap",
+            "length_ratio",
+            "loop_rate",
+            "banned_rate",
+            "probes_passed",
+            "format_gap_sampled",
+            "loop_rate_sampled",
+        ):
             assert f"{role}_{key}" in summary, f"{role}_{key}"
         assert summary[f"{role}_perplexity"] == pytest.approx(2.718281828 ** summary[f"{role}_loss"], rel=1e-6)
     assert summary["base_loss"] != summary["tuned_loss"]
@@ -183,6 +230,7 @@ def test_evaluate_step_produces_every_score(tmp_path: Path, tiny_models: tuple[P
 
 # -- recipe ask ---------------------------------------------------------------------------------
 
+
 def make_adapters(base: Path, out: Path) -> Path:
     """A real (random) LoRA adapter for the tiny model, in mlx-lm's on-disk format."""
     from engine.models.blas import import_mlx
@@ -197,14 +245,19 @@ def make_adapters(base: Path, out: Path) -> Path:
     params = {"rank": 4, "scale": 20.0, "dropout": 0.0, "keys": ["self_attn.q_proj", "self_attn.v_proj"]}
     linear_to_lora_layers(model, 2, params)
     mx.random.seed(3)
-    updates = [(k, mx.random.normal(v.shape) * 0.5) for k, v in tree_flatten(model.trainable_parameters())
-               if k.endswith("lora_b")]
+    updates = [
+        (k, mx.random.normal(v.shape) * 0.5)
+        for k, v in tree_flatten(model.trainable_parameters())
+        if k.endswith("lora_b")
+    ]
     from mlx.utils import tree_unflatten
+
     model.update(tree_unflatten(updates))
     out.mkdir(parents=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), dict(tree_flatten(model.trainable_parameters())))
-    (out / "adapter_config.json").write_text(json.dumps(
-        {"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}), encoding="utf-8")
+    (out / "adapter_config.json").write_text(
+        json.dumps({"fine_tune_type": "lora", "num_layers": 2, "lora_parameters": params}), encoding="utf-8"
+    )
     return out
 
 
@@ -213,16 +266,23 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
 
     from click.testing import CliRunner
 
-    from engine.inspect.ask import ask, find_tuned_model, system_prompt
     from engine.cli import main
+    from engine.inspect.ask import ask, find_tuned_model, system_prompt
 
     base, tuned = tiny_models
     run = tmp_path / "runs" / "abc123"
     shutil.copytree(tuned, run / "model")
     make_adapters(base, run / "adapters")
-    (run / "resolved.json").write_text(json.dumps({"creator": {"name": "Dr. T"}, "train": {"model": str(base)},
-                                                   "split": {"system_prompt": "You are {creator}."},
-                                                   "eval": {"max_tokens": 8, "repetition_penalty": 1.1}}))
+    (run / "resolved.json").write_text(
+        json.dumps(
+            {
+                "creator": {"name": "Dr. T"},
+                "train": {"model": str(base)},
+                "split": {"system_prompt": "You are {creator}."},
+                "eval": {"max_tokens": 8, "repetition_penalty": 1.1},
+            }
+        )
+    )
     (run / "manifest.json").write_text(json.dumps({"run_id": "abc123", "recipe_path": str(tmp_path / "r.yaml")}))
     assert system_prompt(run) == "You are Dr. T."
     assert find_tuned_model(run).kind == "fused" and find_tuned_model(run, "adapters").kind == "adapters"
@@ -232,13 +292,18 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
     from engine.models.resolve import load_model
 
     model, tokenizer = load_model(str(run / "model"), tmp_path / "models")
-    batch = chat_generate(model, tokenizer, [[{"role": "system", "content": "You are Dr. T."},
-                                              {"role": "user", "content": "What is fasting?"}]], 8,
-                          repetition_penalty=1.1)
+    batch = chat_generate(
+        model,
+        tokenizer,
+        [[{"role": "system", "content": "You are Dr. T."}, {"role": "user", "content": "What is fasting?"}]],
+        8,
+        repetition_penalty=1.1,
+    )
     assert "".join(fused).strip() == batch[0] and batch[0]  # streaming gives the evaluation's greedy answer
     assert "".join(adapted) != "".join(fused)
-    result = CliRunner().invoke(main, ["ask", "abc", "What is fasting?", "--runs-dir", str(run.parent),
-                                       "--max-tokens", "8"])
+    result = CliRunner().invoke(
+        main, ["ask", "abc", "What is fasting?", "--runs-dir", str(run.parent), "--max-tokens", "8"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "".join(fused).strip()
     shutil.rmtree(run / "model")
@@ -247,26 +312,39 @@ def test_ask_streams_from_fused_or_adapters(tmp_path: Path, tiny_models: tuple[P
     assert missing.exit_code == 1 and "no tuned model" in missing.output
 
 
-def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path,
-                                                                tiny_models: tuple[Path, Path]) -> None:
+def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path, tiny_models: tuple[Path, Path]) -> None:
     from engine.pipeline.recipes import parse_recipe
+    from engine.pipeline.store import Store
     from engine.steps import evaluate
     from engine.steps.base import RunOptions, StepContext
-    from engine.pipeline.store import Store
 
     base, _ = tiny_models
     write_split(tmp_path / "split")
     make_adapters(base, tmp_path / "train" / "adapters")
     (tmp_path / "export").mkdir()
     (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
-    recipe = parse_recipe({"name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "."}],
-                           "train": {"model": str(base), "iters": 1},
-                           "eval": {"questions": ["Why fast?"], "heldout": 0, "max_tokens": 6, "sampled": False,
-                                    "probes": False}}, tmp_path)
+    recipe = parse_recipe(
+        {
+            "name": "t",
+            "creator": {"name": "Dr. Test"},
+            "sources": [{"type": "local", "path": "."}],
+            "train": {"model": str(base), "iters": 1},
+            "eval": {"questions": ["Why fast?"], "heldout": 0, "max_tokens": 6, "sampled": False, "probes": False},
+        },
+        tmp_path,
+    )
     with Store(tmp_path / "store.duckdb") as store:
-        ctx = StepContext(base_dir=recipe.base_dir, step="evaluate", key="e" * 64, store=store, work_dir=tmp_path / "work",
-                          run_dir=tmp_path / "no-run", models_dir=tmp_path / "models", options=RunOptions(quiet=True),
-                          upstream_dirs={d: tmp_path / d for d in ("split", "train", "export")})
+        ctx = StepContext(
+            base_dir=recipe.base_dir,
+            step="evaluate",
+            key="e" * 64,
+            store=store,
+            work_dir=tmp_path / "work",
+            run_dir=tmp_path / "no-run",
+            models_dir=tmp_path / "models",
+            options=RunOptions(quiet=True),
+            upstream_dirs={d: tmp_path / d for d in ("split", "train", "export")},
+        )
         ctx.work_dir.mkdir()
         rows = evaluate.run(ctx, {}, evaluate.config(recipe))
     assert [(r["source"], r["setting"]) for r in rows] == [("eval", "greedy")]

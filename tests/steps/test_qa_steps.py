@@ -52,8 +52,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
 
-def write_recipe(tmp_path: Path, srv: FakeOpenAI, concurrency: int = 4, rpm: float = 0, reask: int = 1,
-                 extra: str = "") -> Path:
+def write_recipe(
+    tmp_path: Path, srv: FakeOpenAI, concurrency: int = 4, rpm: float = 0, reask: int = 1, extra: str = ""
+) -> Path:
     folder = tmp_path / "transcripts"
     if not folder.exists():
         shutil.copytree(CASES / "engine_transcripts", folder)
@@ -80,12 +81,17 @@ def good_model(body: dict) -> str:
     prompt = first_user(body)
     if "List the questions" in prompt:
         title = title_of(prompt)
-        return json.dumps({"questions": [
-            {"question": f"What is the main idea of {title}?", "tags": ["Basics"]},
-            {"question": f"How does {title} affect hunger", "tags": ["hunger"]},
-            {"question": "What does Dr. Test recommend for breakfast?"},
-            {"question": "What is covered in this video?"},
-            {"question": "Fasting works for most people."}]})
+        return json.dumps(
+            {
+                "questions": [
+                    {"question": f"What is the main idea of {title}?", "tags": ["Basics"]},
+                    {"question": f"How does {title} affect hunger", "tags": ["hunger"]},
+                    {"question": "What does Dr. Test recommend for breakfast?"},
+                    {"question": "What is covered in this video?"},
+                    {"question": "Fasting works for most people."},
+                ]
+            }
+        )
     answers = [{"number": n, "answer": f"**Answer** to: {q}"} for n, q in numbered_questions(prompt)]
     return "```json\n" + json.dumps({"answers": answers}) + "\n```"
 
@@ -94,7 +100,7 @@ def table(run_dir: Path, name: str) -> list[dict]:
     with duckdb.connect(str(run_dir / "data.duckdb"), read_only=True) as con:
         cur = con.execute(f'SELECT * FROM "{name}" ORDER BY ALL')
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 def paths_in(tmp_path: Path) -> Paths:
@@ -135,8 +141,11 @@ def test_missing_numbers_are_asked_again_in_a_follow_up(tmp_path: Path) -> None:
 
     with FakeOpenAI(skips_last) as srv:
         result = run_recipe(write_recipe(tmp_path, srv), paths_in(tmp_path), until="answers", options=QUIET)
-    followups = [numbered_questions(first_user(b)) for b in srv.requests
-                 if "List the questions" not in first_user(b) and len(numbered_questions(first_user(b))) == 1]
+    followups = [
+        numbered_questions(first_user(b))
+        for b in srv.requests
+        if "List the questions" not in first_user(b) and len(numbered_questions(first_user(b))) == 1
+    ]
     assert len(followups) == 3 and all(f[0][1].startswith("How does") for f in followups)
     answers = table(result.run_dir, "answers")
     assert all(a["status"] == "ok" and a["answer"] == f"About {a['question']}" for a in answers)
@@ -149,8 +158,9 @@ def test_unanswerable_and_invalid_items_are_failed_rows_with_reasons(tmp_path: P
             # one video never yields valid JSON: its chunk becomes a failed row
             return "Sorry, I can't." if title_of(prompt) == "insulin" else good_model(body)
         # the "How does ..." question is never answered, however often it is asked
-        return json.dumps([{"number": n, "answer": "Only this one."}
-                           for n, q in numbered_questions(prompt) if q.startswith("What")])
+        return json.dumps(
+            [{"number": n, "answer": "Only this one."} for n, q in numbered_questions(prompt) if q.startswith("What")]
+        )
 
     with FakeOpenAI(broken) as srv:
         result = run_recipe(write_recipe(tmp_path, srv, reask=1), paths_in(tmp_path), until="answers", options=QUIET)
@@ -186,12 +196,15 @@ def test_killed_run_resumes_without_repeating_a_request(tmp_path: Path) -> None:
 
 
 def _subprocess_run(recipe: Path, paths: Paths) -> subprocess.Popen:
-    code = ("import sys; from pathlib import Path; from engine.pipeline.runner import Paths, run_recipe;"
-            "from engine.steps.base import RunOptions; run_recipe(sys.argv[1], Paths(Path(sys.argv[2]),"
-            " Path(sys.argv[3])), until='answers', options=RunOptions(quiet=True))")
+    code = (
+        "import sys; from pathlib import Path; from engine.pipeline.runner import Paths, run_recipe;"
+        "from engine.steps.base import RunOptions; run_recipe(sys.argv[1], Paths(Path(sys.argv[2]),"
+        " Path(sys.argv[3])), until='answers', options=RunOptions(quiet=True))"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code, str(recipe), str(paths.runs_dir), str(paths.store)],
-                            env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(recipe), str(paths.runs_dir), str(paths.store)], env=env, cwd=ROOT
+    )
 
 
 def test_second_run_makes_no_calls(tmp_path: Path) -> None:
@@ -212,8 +225,9 @@ def test_standalone_check_drops_what_the_model_rejects(tmp_path: Path) -> None:
 
     extra = "  tags: false\n  standalone_check: true\n"
     with FakeOpenAI(judge) as srv:
-        result = run_recipe(write_recipe(tmp_path, srv, extra=extra), paths_in(tmp_path), until="questions",
-                            options=QUIET)
+        result = run_recipe(
+            write_recipe(tmp_path, srv, extra=extra), paths_in(tmp_path), until="questions", options=QUIET
+        )
     questions = table(result.run_dir, "questions")
     rejected = [q for q in questions if q["reason"] == "not standalone (LLM check)"]
     assert len(rejected) == 3 and all("main idea" in q["question"] for q in rejected)
@@ -221,16 +235,19 @@ def test_standalone_check_drops_what_the_model_rejects(tmp_path: Path) -> None:
     assert len(kept) == 3 and all(q["tags"] == [] for q in kept)
 
 
-@pytest.mark.parametrize("question,reason", [
-    ("What does Dr. Test recommend?", "mentions the creator"),
-    ("Why does Test skip breakfast?", "mentions the creator"),
-    ("What is said in the transcript about sleep?", "refers to the video or transcript"),
-    ("What is this talk about?", "refers to the video or transcript"),
-    ("Fasting is good for you.", "not a question"),
-    ("Why?", "too short to be a question"),
-    ("Why do we get hungry at noon?", None),
-    ("Is testing your glucose useful?", None),  # "testing" is not the name "Test"
-])
+@pytest.mark.parametrize(
+    "question,reason",
+    [
+        ("What does Dr. Test recommend?", "mentions the creator"),
+        ("Why does Test skip breakfast?", "mentions the creator"),
+        ("What is said in the transcript about sleep?", "refers to the video or transcript"),
+        ("What is this talk about?", "refers to the video or transcript"),
+        ("Fasting is good for you.", "not a question"),
+        ("Why?", "too short to be a question"),
+        ("Why do we get hungry at noon?", None),
+        ("Is testing your glucose useful?", None),  # "testing" is not the name "Test"
+    ],
+)
 def test_deterministic_filter(question: str, reason: str | None) -> None:
     assert drop_reason(question, "Dr. Test", True) == reason
 
@@ -247,6 +264,5 @@ def test_a_single_question_prose_reply_is_kept_whole() -> None:
 
     text = "Why does it happen? Because:\n- insulin rises\n- fat is stored"
     reasons: dict[str, str] = {}
-    got = _match([{"id": "q1", "question": "Why do we gain weight?"}],
-                 LLMResult("r", True, text, text, None), reasons)
+    got = _match([{"id": "q1", "question": "Why do we gain weight?"}], LLMResult("r", True, text, text, None), reasons)
     assert got == {"q1": text} and reasons == {}

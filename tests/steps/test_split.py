@@ -8,11 +8,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from engine.steps import augment, split
-from engine.pipeline.store import Store
-from helpers.pipeline import run_pipeline
 from test_curate import make_ctx, write_table
+
+from engine.pipeline.store import Store
+from engine.steps import augment, split
+from helpers.pipeline import run_pipeline
 
 
 def originals(videos: int, per_video: int, tags: tuple[str, ...] = ("sleep",)) -> list[dict]:
@@ -20,10 +20,20 @@ def originals(videos: int, per_video: int, tags: tuple[str, ...] = ("sleep",)) -
     for v in range(videos):
         for q in range(per_video):
             oid = f"v{v:02d}q{q}"
-            rows.append({"id": oid, "origin_id": oid, "video_id": f"v{v:02d}", "title": f"Talk {v}",
-                         "kind": "original", "question": f"Question {q} of talk {v}?",
-                         "answer": f"Answer {q} of talk {v}.", "tags": [tags[v % len(tags)]],
-                         "status": "ok", "reason": None})
+            rows.append(
+                {
+                    "id": oid,
+                    "origin_id": oid,
+                    "video_id": f"v{v:02d}",
+                    "title": f"Talk {v}",
+                    "kind": "original",
+                    "question": f"Question {q} of talk {v}?",
+                    "answer": f"Answer {q} of talk {v}.",
+                    "tags": [tags[v % len(tags)]],
+                    "status": "ok",
+                    "reason": None,
+                }
+            )
     return rows
 
 
@@ -36,8 +46,9 @@ def with_augmented(rows: list[dict]) -> list[dict]:
     return rows + extra + [failed]
 
 
-def run_split(tmp_path: Path, rows: list[dict], split_cfg: dict | None = None,
-              name: str = "s") -> tuple[list[dict], object]:
+def run_split(
+    tmp_path: Path, rows: list[dict], split_cfg: dict | None = None, name: str = "s"
+) -> tuple[list[dict], object]:
     base = tmp_path / name
     base.mkdir()
     extra = {"split": split_cfg or {}}
@@ -135,11 +146,14 @@ def test_jsonl_has_system_prompt_and_loads_with_mlx_lm(tmp_path: Path) -> None:
     assert tokenizer.decode(tokens[offset:]).strip().startswith(train[0]["messages"][-1]["content"][:10])
 
 
-@pytest.mark.parametrize("valid,test,videos,expected", [
-    (0.15, 0.0, 10, {"valid": 2, "test": 0, "train": 8}),
-    (0.5, 0.5, 3, {"valid": 1, "test": 1, "train": 1}),
-    (0.0, 0.0, 1, {"valid": 0, "test": 0, "train": 1}),
-])
+@pytest.mark.parametrize(
+    "valid,test,videos,expected",
+    [
+        (0.15, 0.0, 10, {"valid": 2, "test": 0, "train": 8}),
+        (0.5, 0.5, 3, {"valid": 1, "test": 1, "train": 1}),
+        (0.0, 0.0, 1, {"valid": 0, "test": 0, "train": 1}),
+    ],
+)
 def test_allocation_counts(valid: float, test: float, videos: int, expected: dict) -> None:
     cfg = SimpleNamespace(valid=valid, test=test, seed=0)
     sides = split._allocate([f"v{i}" for i in range(videos)], cfg)

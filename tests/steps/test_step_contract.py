@@ -31,7 +31,7 @@ STEPS = available_steps()
 def test_name_version_depends_and_columns(step) -> None:  # noqa: ANN001
     assert step.NAME == step.__name__.rsplit(".", 1)[1]
     assert isinstance(step.VERSION, int) and step.VERSION >= 1
-    earlier = [s.NAME for s in STEPS[:STEPS.index(step)]]
+    earlier = [s.NAME for s in STEPS[: STEPS.index(step)]]
     assert set(step.DEPENDS) <= set(earlier), f"{step.NAME} depends on a later or unknown step"
     assert {"status", "reason"} <= set(step.COLUMNS), "every output row says whether it is ok and why not"
 
@@ -82,16 +82,29 @@ def keys_of(data: dict) -> dict[str, str]:
     return {step.NAME: digest(step.config(recipe)) for step in STEPS}
 
 
-BASE = {"name": "t", "creator": {"name": "Dr. Test"}, "sources": [{"type": "local", "path": "demo"}],
-        "eval": {"judge": True}, "filters": {"llm_score": {"enabled": True}},
-        "augment": {"paraphrases": 1}}
+BASE = {
+    "name": "t",
+    "creator": {"name": "Dr. Test"},
+    "sources": [{"type": "local", "path": "demo"}],
+    "eval": {"judge": True},
+    "filters": {"llm_score": {"enabled": True}},
+    "augment": {"paraphrases": 1},
+}
 
 
 def test_speed_settings_never_change_a_key() -> None:
-    faster = {**BASE, "llm": {"max_concurrency": 64, "timeout": 5, "retries": 0, "requests_per_minute": 600,
-                              "api_base": "http://127.0.0.1:9/v1"},
-              "transcripts": {"requests_per_second": 9, "retries": 0, "timeout": 1, "backoff": 0},
-              "filters": {"llm_score": {"enabled": True}, "dedup": {"workers": 1}}}
+    faster = {
+        **BASE,
+        "llm": {
+            "max_concurrency": 64,
+            "timeout": 5,
+            "retries": 0,
+            "requests_per_minute": 600,
+            "api_base": "http://127.0.0.1:9/v1",
+        },
+        "transcripts": {"requests_per_second": 9, "retries": 0, "timeout": 1, "backoff": 0},
+        "filters": {"llm_score": {"enabled": True}, "dedup": {"workers": 1}},
+    }
     assert keys_of(faster) == keys_of(BASE)
 
 
