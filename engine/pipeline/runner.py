@@ -120,7 +120,8 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, opt
             continue
         result.steps.append(_execute_step(step, plan, store, folder, paths, options))
     folder.finish(plan, store, paths.artifacts)
-    _refresh_report(folder.path)
+    if result.executed or not (folder.path / "report.html").is_file():
+        _refresh_report(folder.path)  # ~1 s (matplotlib): only when there is something new to show
     result.status = "complete"
     log.info("run %s complete: %s", plan.run_id, folder.path)
     return result
@@ -129,8 +130,7 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, opt
 def _refresh_report(run_dir: Path) -> None:
     """Write report.html once the manifest says complete: only now are all of its parts final.
 
-    Also after a fully cached run: the folder may be new (same store, other runs dir), and
-    stores from before evaluate stopped writing a mid-run report.html link that stale copy in.
+    Also after a fully cached run whose folder has none yet (a new runs dir over the same store).
     """
     from engine.inspect.report import write_report
 

@@ -13,14 +13,15 @@ from typing import Any
 from pydantic import BaseModel
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://github.com/recipe-llm/recipe/schemas/recipe.schema.json"
+SCHEMA_ID = "https://recipe.local/schemas/recipe.schema.json"
 
 
 def generate_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The JSON Schema (2020-12) of a recipe model, in the committed, editor-friendly shape."""
     raw = model.model_json_schema(mode="validation")
     body = _tidy(raw)
-    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_ID, "title": "recipe", **body}
+    definitions = body.pop("$defs", {})  # last, so the file reads top-down: the recipe, then its parts
+    return {"$schema": SCHEMA_DIALECT, "$id": SCHEMA_ID, "title": "recipe", **body, "$defs": definitions}
 
 
 def _tidy(node: Any) -> Any:

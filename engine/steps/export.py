@@ -99,8 +99,9 @@ def _row(artifact: str, path: Path | None, started: float, status: str = "ok", r
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
+    from engine.errors import UnsupportedArchitecture
     from engine.models.fuse import fuse_to_folder
-    from engine.models.gguf_export import UnsupportedArchitecture, export_gguf
+    from engine.models.gguf_export import export_gguf
     from engine.models.modelfile import modelfile
     from engine.models.resolve import resolve_model_path
 

@@ -12,9 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from engine.errors import FetchFailed, MalformedTranscript
 from engine.sources.chunking import chunk_segments
-from engine.sources.fetch import FetchFailed, TranscriptFetcher
-from engine.sources.formats import MalformedTranscript, clean_segments, parse_file
+from engine.sources.fetch import TranscriptFetcher
+from engine.sources.formats import clean_segments, parse_file
 from engine.sources.settings import TranscriptSettings
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_key, permanent_failure
 from engine.sources.youtube import PERSISTENT, SKIPPED, format_counts
