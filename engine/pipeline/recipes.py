@@ -23,8 +23,6 @@ from engine.recipe.section import Section
 from engine.recipe.shared import LLM, LLMOverride, RecipeBase
 from engine.steps import available_steps
 
-SCHEMA_FILE = Path("schemas") / "recipe.schema.json"  # committed copy for editors, relative to the repo
-
 
 def recipe_spec() -> RecipeSpec:
     """The spec of the steps registered right now (read at call time: tests register steps)."""
@@ -33,7 +31,7 @@ def recipe_spec() -> RecipeSpec:
 
 @functools.cache
 def _spec_for(modules: tuple[str, ...]) -> RecipeSpec:
-    steps = available_steps()
+    steps = available_steps(modules)
     checks = tuple(step.check for step in steps if hasattr(step, "check"))
     return RecipeSpec(build_model(steps), checks)
 
@@ -91,7 +89,7 @@ def parse_recipe(data: dict[str, Any], base_dir: Path, file: str = "<recipe>") -
 
 def resolved(recipe: RecipeBase) -> dict[str, Any]:
     """The recipe as plain data with every default filled in (resolved.json)."""
-    return recipe.model_dump(mode="json", exclude_none=False)
+    return recipe.model_dump(mode="json")
 
 
 def json_schema() -> dict[str, Any]:

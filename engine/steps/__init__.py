@@ -33,10 +33,10 @@ def load_step(name: str) -> ModuleType:
     raise KeyError(f"no step named {name!r}; steps are: {', '.join(step_order())}")
 
 
-def available_steps() -> list[ModuleType]:
-    """Every registered step module, in order. A missing module is a broken install: it fails
-    loudly here rather than silently shortening the pipeline."""
-    return [importlib.import_module(path) for path in STEP_MODULES]
+def available_steps(modules: tuple[str, ...] | None = None) -> list[ModuleType]:
+    """Every registered step module (or those of `modules`), in order. A missing module is a
+    broken install: it fails loudly here rather than silently shortening the pipeline."""
+    return [importlib.import_module(path) for path in (STEP_MODULES if modules is None else modules)]
 
 
 def step_order() -> tuple[str, ...]:
