@@ -140,7 +140,7 @@ def _failure(status: str, category: str, reason: str, how: str) -> dict:
     }
 
 
-def _rows(video: dict, got: dict, cfg: Any) -> list[dict]:
+def _rows(video: dict, got: dict, cfg: TranscriptSettings) -> list[dict]:
     base = {
         "video_id": video["video_id"],
         "title": video["title"],
@@ -149,35 +149,11 @@ def _rows(video: dict, got: dict, cfg: Any) -> list[dict]:
         "via": got["via"],
     }
     if got["status"] != "ok":
-        return [
-            {
-                **base,
-                "chunk": 0,
-                "text": "",
-                "segments": [],
-                "start_time": None,
-                "end_time": None,
-                "words": 0,
-                "status": got["status"],
-                "reason": got["reason"],
-            }
-        ]
+        return [_textless_row(base, got["status"], got["reason"])]
     c = cfg.clean
     segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
     if not segments:
-        return [
-            {
-                **base,
-                "chunk": 0,
-                "text": "",
-                "segments": [],
-                "start_time": None,
-                "end_time": None,
-                "words": 0,
-                "status": "failed",
-                "reason": "empty after clean-up",
-            }
-        ]
+        return [_textless_row(base, "failed", "empty after clean-up")]
     pieces = chunk_segments(segments, cfg.chunking.mode, cfg.chunking.window_tokens, cfg.chunking.overlap_tokens)
     return [
         {
@@ -193,6 +169,12 @@ def _rows(video: dict, got: dict, cfg: Any) -> list[dict]:
         }
         for i, p in enumerate(pieces)
     ]
+
+
+def _textless_row(base: dict, status: str, reason: str) -> dict:
+    """The one row of a video that has no text, saying why."""
+    empty = {"chunk": 0, "text": "", "segments": [], "start_time": None, "end_time": None, "words": 0}
+    return {**base, **empty, "status": status, "reason": reason}
 
 
 def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
