@@ -190,7 +190,8 @@ def _problems_from_error(located: Located, error: Any) -> list[Problem]:
     if error.validator == "required":
         return [located.problem(path, f"missing required field: {error.message.split(' ')[0]}")]
     if error.validator in ("oneOf", "anyOf") and error.context:
-        return [located.problem(path, _best_context(error))]
+        # e.g. `LLMOverride | None`: report the object branch's own error (an unknown key with its hint)
+        return _problems_from_error(located, _best_context(error))
     return [located.problem(path, _readable(error))]
 
 
@@ -200,13 +201,12 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown field '{key}'{hint} (allowed: {', '.join(allowed)})"
 
 
-def _best_context(error: Any) -> str:
+def _best_context(error: Any) -> Any:
     from jsonschema.exceptions import best_match
 
     # Prefer the branch of the same kind as the value (a number's error, not "should be an array").
     specific = [e for e in error.context if e.validator != "type"] or list(error.context)
-    inner = best_match(specific)
-    return _readable(inner)
+    return best_match(specific)
 
 
 def _readable(error: Any) -> str:
