@@ -9,43 +9,23 @@ ratios, missing files) use the same format.
 from __future__ import annotations
 
 import copy
-import datetime
 import difflib
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RecipeError, RecipeInvalid
+from engine.recipe import yaml_reader
+from engine.recipe.located import Located, PathTuple, dotted
+from engine.recipe.rules import raw_problems
 from engine.recipe.schema import generate_schema
-from engine.recipe.section import placeholders, prompt_fields
 from engine.recipe.shared import RecipeBase
 
-PathTuple = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Located:
-    """Plain data plus where each key/item of it sits in the file (1-based line, col)."""
-
-    data: Any
-    positions: dict[PathTuple, tuple[int, int]]
-    file: str
-
-    def at(self, path: PathTuple) -> tuple[int, int]:
-        """Position of `path`, or of its nearest ancestor present in the file."""
-        path = tuple(path)
-        while path and path not in self.positions:
-            path = path[:-1]
-        return self.positions.get(path, (1, 1))
-
-    def has(self, path: PathTuple) -> bool:
-        return tuple(path) in self.positions
-
-    def problem(self, path: PathTuple, message: str) -> Problem:
-        line, col = self.at(path)
-        return Problem(self.file, line, col, dotted(path), message)
+__all__ = ["Located", "PathTuple", "RecipeSpec", "dotted", "load_recipe", "parse_recipe"]
+SHOWN_CHARS = 60  # a value quoted in a message is cut to this: a pasted transcript is no message
 
 
 Check = Callable[[Any, Located], list[Problem]]
@@ -64,16 +44,23 @@ class RecipeSpec:
 
     @functools.cached_property
     def validator(self) -> Any:
-        from jsonschema import Draft202012Validator
+        from jsonschema import Draft202012Validator, validators
 
-        return Draft202012Validator(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        # JSON has no NaN or infinity and YAML's `1.0` is a float: a recipe's numbers are finite and
+        # its integers written as integers (as the Sections check them; see engine.recipe.section).
+        checker = Draft202012Validator.TYPE_CHECKER.redefine_many(
+            {"integer": lambda _, v: is_integer(v), "number": lambda _, v: is_finite_number(v)}
+        )
+        strict = validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+        return strict(self.schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def dotted(path: PathTuple) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_integer(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def load_recipe(path: str | Path, spec: RecipeSpec) -> Any:
@@ -81,7 +68,7 @@ def load_recipe(path: str | Path, spec: RecipeSpec) -> Any:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file (try `recipe new NAME` or `ls recipes/`)")
-    located = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    located = parse_yaml(yaml_reader.read_text(path), str(path))
     return parse_located(located, path.resolve().parent, spec)
 
 
@@ -92,12 +79,14 @@ def parse_recipe(data: dict[str, Any], base_dir: Path, spec: RecipeSpec, file: s
 
 def parse_located(located: Located, base_dir: Path, spec: RecipeSpec) -> Any:
     problems = schema_problems(located, spec)
+    raw = raw_problems(located, spec.schema)  # prompts, credentials: also when the schema fails
     recipe = None
     if not problems:
         recipe, problems = _typed(located, spec)
     if recipe is not None:
         recipe.located_at(base_dir)
-        problems = cross_field_problems(located, recipe, spec)
+        problems = step_problems(located, recipe, spec)
+    problems = _dedupe(problems + raw)
     if problems:
         raise RecipeInvalid(sorted(problems, key=lambda p: (p.line, p.col, p.path or "")))
     return recipe
@@ -110,74 +99,43 @@ def _typed(located: Located, spec: RecipeSpec) -> tuple[RecipeBase | None, list[
     try:
         return spec.model.model_validate(located.data), []
     except ValidationError as e:
-        return None, [located.problem(tuple(err["loc"]), err["msg"]) for err in e.errors()]
+        return None, [located.problem(_data_path(located.data, err["loc"]), err["msg"]) for err in e.errors()]
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> PathTuple:
+    """pydantic's error location without its union-member labels (`learning_rate.constrained-float`)."""
+    path: list[Any] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
 
 
 # -- YAML with positions ---------------------------------------------------------------------
 
 
 def parse_yaml(text: str, file: str) -> Located:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    try:
-        node = YAML(typ="rt").load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"YAML syntax error: {e.problem or e.context}"
-        raise RecipeInvalid([Problem(file, line, col, None, message)]) from None
-    except YAMLError as e:
-        raise RecipeInvalid([Problem(file, 1, 1, None, f"YAML error: {e}")]) from None
-    positions: dict[PathTuple, tuple[int, int]] = {(): (1, 1)}
-    data = _plain(node, (), positions)
-    if data is None:
-        data = {}
-    return Located(data, positions, file)
-
-
-def _plain(node: Any, path: PathTuple, positions: dict[PathTuple, tuple[int, int]]) -> Any:
-    """ruamel nodes -> plain Python, recording each key's and item's position."""
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    if isinstance(node, CommentedMap):
-        out = {}
-        for key in node:
-            line, col = node.lc.key(key)
-            positions[path + (str(key),)] = (line + 1, col + 1)
-            out[str(key)] = _plain(node[key], path + (str(key),), positions)
-        return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, item in enumerate(node):
-            line, col = node.lc.item(i)
-            positions[path + (i,)] = (line + 1, col + 1)
-            items.append(_plain(item, path + (i,), positions))
-        return items
-    return _scalar(node)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()  # dates stay strings: the schema asks for YYYY-MM-DD
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return value
+    """The recipe text as plain data with positions (see engine.recipe.yaml_reader for the limits)."""
+    data, positions = yaml_reader.parse_text(text, file)
+    return Located({} if data is None else data, positions, file)
 
 
 # -- schema validation -----------------------------------------------------------------------
 
 
 def schema_problems(located: Located, spec: RecipeSpec) -> list[Problem]:
+    errors = list(spec.validator.iter_errors(located.data))
+    # `by: 3` breaks both `enum` and `type`; the enum's message lists the values, which is enough.
+    enums = {tuple(e.absolute_path) for e in errors if e.validator == "enum"}
     problems = []
-    for error in spec.validator.iter_errors(located.data):
-        problems.extend(_problems_from_error(located, error))
+    for error in errors:
+        if not (error.validator == "type" and tuple(error.absolute_path) in enums):
+            problems.extend(_problems_from_error(located, error))
     return _dedupe(problems)
 
 
@@ -190,6 +148,9 @@ def _problems_from_error(located: Located, error: Any) -> list[Problem]:
     if error.validator == "required":
         return [located.problem(path, f"missing required field: {error.message.split(' ')[0]}")]
     if error.validator in ("oneOf", "anyOf") and error.context:
+        kinds = [e.validator_value for e in error.context if e.validator == "type" and not e.path]
+        if len(kinds) == len(error.context):  # a value of none of the types: name them all
+            return [located.problem(path, _type_message(error.instance, _flat(kinds)))]
         # e.g. `LLMOverride | None`: report the object branch's own error (an unknown key with its hint)
         return _problems_from_error(located, _best_context(error))
     return [located.problem(path, _readable(error))]
@@ -204,23 +165,51 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
 def _best_context(error: Any) -> Any:
     from jsonschema.exceptions import best_match
 
-    # Prefer the branch of the same kind as the value (a number's error, not "should be an array").
-    specific = [e for e in error.context if e.validator != "type"] or list(error.context)
+    # Prefer the branch of the same kind as the value (a number's error, not "should be an array"):
+    # drop the branches that fail only because the value is of another type.
+    specific = [e for e in error.context if not (e.validator == "type" and not e.path)] or list(error.context)
     return best_match(specific)
 
 
 def _readable(error: Any) -> str:
     if error.validator == "enum":
-        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+        return f"{shown(error.instance)} is not one of {', '.join(map(repr, error.validator_value))}"
     if error.validator == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"{error.instance!r} should be of type {expected}"
+        return _type_message(error.instance, _flat([error.validator_value]))
     if error.validator == "format":
-        return f"{error.instance!r} is not a valid {error.validator_value}{_format_detail(error)}"
+        return f"{shown(error.instance)} is not a valid {error.validator_value}{_format_detail(error)}"
     if error.validator == "const":
-        return f"{error.instance!r} should be {error.validator_value!r}"
-    return str(error.message)
+        return f"{shown(error.instance)} should be {error.validator_value!r}"
+    return str(error.message).replace(repr(error.instance), shown(error.instance))
+
+
+def _flat(kinds: list[Any]) -> list[str]:
+    out: list[str] = []
+    for kind in kinds:
+        out.extend(k for k in (kind if isinstance(kind, list) else [kind]) if k not in out)
+    return out
+
+
+def _type_message(value: Any, expected: list[str]) -> str:
+    numeric = {"number", "integer"} & set(expected)
+    if isinstance(value, float) and not math.isfinite(value) and numeric:
+        return f"{shown(value)} is not allowed: a number must be finite"
+    if isinstance(value, float) and "integer" in expected and "number" not in expected and value.is_integer():
+        return f"{shown(value)} should be a whole number written without a decimal point ({int(value)})"
+    return f"{shown(value)} should be of type {' or '.join(expected)}"
+
+
+def shown(value: Any) -> str:
+    """A value as the recipe spells it (`true`, `null`, `.nan`), cut short if long."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    else:
+        text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 5]}...{text[-2:]} ({len(text):,} characters)"
 
 
 def _format_detail(error: Any) -> str:
@@ -248,30 +237,9 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 # -- rules the schema cannot express ---------------------------------------------------------
 
 
-def cross_field_problems(located: Located, recipe: RecipeBase, spec: RecipeSpec) -> list[Problem]:
-    problems = check_prompts(located, recipe)
-    for check in spec.checks:  # each step's own rules (engine.steps.*.check)
+def step_problems(located: Located, recipe: RecipeBase, spec: RecipeSpec) -> list[Problem]:
+    """Each step's own rules (engine.steps.*.check) on the typed recipe."""
+    problems: list[Problem] = []
+    for check in spec.checks:
         problems.extend(check(recipe, located))
-    return problems
-
-
-def check_prompts(located: Located, recipe: RecipeBase) -> list[Problem]:
-    """Every prompt template anywhere in the recipe uses only the placeholders it declares."""
-    problems = []
-    for path, template, declared in prompt_fields(recipe):
-        try:
-            used = placeholders(template)
-        except ValueError as e:
-            problems.append(located.problem(path, f"bad template ({e}); write {{{{ and }}}} for literal braces"))
-            continue
-        allowed, required = set(declared["allowed"]), set(declared["required"])
-        for unknown in sorted(used - allowed):
-            problems.append(
-                located.problem(
-                    path,
-                    f"unknown placeholder {{{unknown}}}; allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}",
-                )
-            )
-        for missing in sorted(required - used):
-            problems.append(located.problem(path, f"must contain the placeholder {{{missing}}}"))
     return problems

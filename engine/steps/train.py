@@ -21,6 +21,9 @@ from engine.models.settings import TrainSettings
 from engine.recipe.load import Located
 from engine.steps.base import Inputs, Recipe, StepContext
 
+MAX_SEED = 2**32 - 1  # numpy's global seed (mlx-lm's batch order) takes no larger one
+MLX_PREFIX = "mlx:"  # an LLM served in-process from a local model (engine.llm.mlx_provider)
+
 NAME = "train"
 VERSION = 3  # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config
 DEPENDS = ("split",)
@@ -47,7 +50,21 @@ def config(recipe: Recipe) -> TrainSettings:
 
 
 def check(recipe: Recipe, located: Located) -> list[Problem]:
-    train: TrainSettings = recipe.train
+    """The step budget, and every local model the recipe names: `train.model` and any `mlx:` LLM.
+
+    Checked at load time (validate, plan, and run before any step), so a mistyped model path
+    never surfaces at train, after the LLM steps have spent money.
+    """
+    return _budget_problems(recipe.train, located) + [
+        located.problem(path, f"{spec!r}: {why}")
+        for path, spec in _local_models(recipe)
+        if (why := missing_model(spec, recipe.base_dir))
+    ]
+
+
+def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
+    if train.seed > MAX_SEED:
+        return [located.problem(("train", "seed"), f"{train.seed} is more than {MAX_SEED} (numpy's largest seed)")]
     if train.iters is None and train.epochs is None:
         return [located.problem(("train", "iters"), "set `iters` or `epochs` (both are null)")]
     schedule = train.lr_schedule
@@ -58,6 +75,70 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
             )
         ]
     return []
+
+
+def _local_models(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
+    """(path in the recipe, model spec) of train.model and of every `mlx:` model in `llm`."""
+    found: list[tuple[tuple[str, ...], str]] = [(("train", "model"), recipe.train.model)]
+    llm = recipe.llm
+    if llm.model.startswith(MLX_PREFIX):
+        found.append((("llm", "model"), llm.model.removeprefix(MLX_PREFIX)))
+    for name in type(llm.passes).model_fields:
+        override = getattr(llm.passes, name)
+        if override is not None and (override.model or "").startswith(MLX_PREFIX):
+            found.append((("llm", "passes", name, "model"), override.model.removeprefix(MLX_PREFIX)))
+    return found
+
+
+def missing_model(spec: str, base_dir: Path) -> str | None:
+    """Why `spec` names no usable model on this machine, or None; hub ids are left to mlx-lm.
+
+    Mirrors engine.models.resolve.resolve_model_path without loading anything: a package file,
+    a .gguf file (relative to the recipe's folder, else the working directory), or a folder.
+    """
+    from engine.models.resolve import package_file
+
+    if spec.startswith("package:"):
+        try:
+            path = package_file(spec)
+        except RecipeError as e:
+            return str(e).removeprefix(f"model spec {spec!r}: ")
+    else:
+        local = _existing(Path(spec).expanduser(), base_dir)
+        if local is None:
+            if _hub_id(spec, base_dir):
+                return None
+            return f"no such file or folder (relative paths are relative to the recipe's folder, {base_dir})"
+        path = local
+    if path.suffix.lower() == ".gguf":
+        return None if _is_gguf(path) else f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')"
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else f"{path} holds no model (no config.json)"
+    return f"{path} is neither a .gguf file nor a model folder"
+
+
+def _existing(path: Path, base_dir: Path) -> Path | None:
+    candidates = [path] if path.is_absolute() else [base_dir / path, path]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _hub_id(spec: str, base_dir: Path) -> bool:
+    """`owner/name`, as resolve_model_path treats it, unless `owner` is a folder here (a path, then)."""
+    owner = spec.split("/")[0]
+    return (
+        spec.count("/") == 1
+        and not spec.startswith((".", "/", "~"))
+        and not spec.lower().endswith(".gguf")
+        and _existing(Path(owner), base_dir) is None
+    )
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:  # a folder named x.gguf, or unreadable
+        return False
 
 
 def fingerprint(ctx: StepContext, cfg: TrainSettings) -> Any:
