@@ -47,6 +47,21 @@ class RecipeInvalid(RecipeError):
         super().__init__(f"{lines}\n{count} problem{'s' if count != 1 else ''} found")
 
 
+class TextProblem(ValueError):
+    """A recipe's bytes or YAML text cannot become data; where (1-based line, column) and why.
+
+    Raised inside the reader and turned into a RecipeInvalid with the file name.
+    """
+
+    def __init__(self, line: int, col: int, message: str):
+        super().__init__(message)
+        self.line, self.col, self.message = line, col, message
+
+
+class TemplateError(ValueError):
+    """A prompt template that is not plain `{name}` placeholders and `{{`/`}}` literal braces."""
+
+
 class StoreBusy(RecipeError):
     """Another process holds the store's lock."""
 

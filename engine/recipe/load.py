@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import Problem, RecipeError, RecipeInvalid
-from engine.recipe import yaml_reader
+from engine.recipe import file_text, yaml_reader
 from engine.recipe.located import Located, PathTuple, dotted
 from engine.recipe.rules import raw_problems
 from engine.recipe.schema import generate_schema
@@ -68,7 +68,7 @@ def load_recipe(path: str | Path, spec: RecipeSpec) -> Any:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file (try `recipe new NAME` or `ls recipes/`)")
-    located = parse_yaml(yaml_reader.read_text(path), str(path))
+    located = parse_yaml(file_text.read_text(path), str(path))
     return parse_located(located, path.resolve().parent, spec)
 
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from engine.errors import Problem
+from engine.errors import Problem, TemplateError
 from engine.recipe.located import Located, PathTuple
-from engine.recipe.section import PLACEHOLDERS_KEY, TemplateError, placeholders
+from engine.recipe.section import PLACEHOLDERS_KEY, placeholders
 
 DEFAULT_MODEL = "openai/gpt-4o-mini"  # LLMParams.model's default: the provider when none is set
 SECRET_NAME = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential|session", re.I)

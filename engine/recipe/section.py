@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.errors import TemplateError
+
 PLACEHOLDERS_KEY = "x-placeholders"
 
 
@@ -119,10 +121,6 @@ def prompt_field(
     return Field(
         default, description=f"{description} Placeholders: {names}.", json_schema_extra={PLACEHOLDERS_KEY: declared}
     )
-
-
-class TemplateError(ValueError):
-    """A prompt template that is not plain `{name}` placeholders and `{{`/`}}` literal braces."""
 
 
 PLACEHOLDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -1,11 +1,9 @@
-"""Reading a recipe file into plain data with positions, safely, whatever bytes it holds.
+"""Recipe text into plain data with positions, safely, whatever the text holds.
 
 A recipe is small, plain YAML: mappings, lists, strings, numbers, true/false and null. This
 reader builds exactly that from the parser's event stream, in one iterative pass, so that no
-file can make it crash, hang or eat memory:
+text can make it crash, hang or eat memory (engine.recipe.file_text bounds and decodes the bytes):
 
-- bytes: at most MAX_BYTES; UTF-8 (a byte-order mark is fine, as a Windows editor writes one),
-  UTF-16 or UTF-32 with a byte-order mark; anything else is reported at its line and column;
 - nesting: at most MAX_DEPTH levels (no recursion, so no RecursionError);
 - values: at most MAX_VALUES (the pure-Python parser reads 25,000-40,000 a second); what aliases
   expand to counts against MAX_ALIAS_VALUES (a "billion laughs" file stops at the alias that
@@ -20,17 +18,14 @@ Every problem is a RecipeInvalid of one `file:line:col: message` Problem.
 
 from __future__ import annotations
 
-import codecs
 import copy
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
-from engine.errors import Problem, RecipeInvalid
+from engine.errors import Problem, RecipeInvalid, TextProblem
 
-MAX_BYTES = 1_000_000  # a large real recipe is a few KB; a long eval list or video list fits easily
 MAX_DEPTH = 50  # a real recipe nests 4 deep (llm.passes.questions.model)
 MAX_ALIAS_VALUES = 10_000  # values that aliases may add in all; sharing an `llm` block costs ~10
 MAX_VALUES = 20_000  # a real recipe has a few hundred; the parser reads 20,000 in under a second
@@ -47,73 +42,12 @@ EXPLICIT: dict[str, tuple[type, ...]] = {
     CORE + "null": (type(None),),
 }
 SCALAR_TAGS = {CORE + "str", *EXPLICIT}
-BOMS = (  # longest first: the UTF-32-LE mark starts with the UTF-16-LE one
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
 # YAML 1.2 core schema (plus `_` between digits, as ruamel reads them); anything else is a string.
 _NULL = re.compile(r"~|null|Null|NULL|")
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT = re.compile(r"[-+]?[0-9][0-9_]*|0o[0-7_]+|0x[0-9a-fA-F_]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9][0-9_]*|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?")
 _SPECIAL_FLOAT = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
-
-
-class _Stop(Exception):
-    """One problem at a position; ends the read (later events may make no sense after it)."""
-
-    def __init__(self, line: int, col: int, message: str):
-        super().__init__(message)
-        self.line, self.col, self.message = line, col, message
-
-
-# -- bytes -> text ------------------------------------------------------------------------------
-
-
-def read_text(path: Path) -> str:
-    """The file's text; a file too large, binary or in an unknown encoding is a located problem."""
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        message = f"the file is {size:,} bytes; a recipe may be at most {MAX_BYTES:,} bytes (1 MB)"
-        raise RecipeInvalid([Problem(str(path), 1, 1, None, message)])
-    raw = path.read_bytes()[: MAX_BYTES + 1]  # the file may have grown since stat()
-    try:
-        return decode(raw)
-    except _Stop as stop:
-        raise RecipeInvalid([Problem(str(path), stop.line, stop.col, None, stop.message)]) from None
-
-
-def decode(raw: bytes) -> str:
-    """UTF-8 (with or without a byte-order mark), or UTF-16/32 with one; else a located _Stop."""
-    for bom, encoding in BOMS:
-        if raw.startswith(bom):
-            try:
-                return raw.decode(encoding).removeprefix("\ufeff")
-            except UnicodeDecodeError as e:
-                message = f"the file starts with a {encoding} byte-order mark but is not {encoding}: {e.reason}"
-                raise _Stop(1, 1, message) from None
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line, col = _line_col(raw, nul)
-        raise _Stop(
-            line, col, "a NUL byte: this is a binary file, or UTF-16 without a byte-order mark; save it as UTF-8"
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line, col = _line_col(raw, e.start)
-        raise _Stop(
-            line, col, f"byte 0x{raw[e.start]:02x} (byte offset {e.start}) is not UTF-8 text; save the file as UTF-8"
-        ) from None
-
-
-def _line_col(raw: bytes, offset: int) -> tuple[int, int]:
-    line_start = raw.rfind(b"\n", 0, offset) + 1
-    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
 # -- text -> plain data with positions -----------------------------------------------------------
@@ -127,7 +61,7 @@ def parse_text(text: str, file: str) -> tuple[Any, Positions]:
     builder = _Builder()
     try:
         builder.feed_all(text)
-    except _Stop as stop:
+    except TextProblem as stop:
         raise RecipeInvalid([Problem(file, stop.line, stop.col, None, stop.message)]) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -135,14 +69,15 @@ def parse_text(text: str, file: str) -> tuple[Any, Positions]:
         raise RecipeInvalid([Problem(file, line, col, None, f"YAML syntax error: {e.problem or e.context}")]) from None
     except ReaderError as e:  # a control character the YAML reader refuses; it knows only the offset
         line, col = _text_line_col(text, e.position)
-        message = f"YAML error: character {e.character!r} is not allowed in YAML text; remove it"
+        code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "?")
+        message = f"YAML error: the control character {chr(code)!r} (U+{code:04X}) is not allowed; remove it"
         raise RecipeInvalid([Problem(file, line, col, None, message)]) from None
     except YAMLError as e:
         raise RecipeInvalid([Problem(file, 1, 1, None, f"YAML error: {e}")]) from None
     return builder.result, builder.positions
 
 
-def _text_line_col(text: str, offset: int) -> tuple[int, int]:
+def _text_line_col(text: str, offset: int) -> tuple[int, int]:  # 1-based
     line_start = text.rfind("\n", 0, offset) + 1
     return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
@@ -184,7 +119,7 @@ class _Builder:
         if kind == "DocumentStartEvent":
             self.documents += 1
             if self.documents > 1:
-                raise _Stop(*at, "a second YAML document (`---`); a recipe is one document")
+                raise TextProblem(*at, "a second YAML document (`---`); a recipe is one document")
         elif kind == "ScalarEvent":
             self._scalar(event, at)
         elif kind in ("MappingStartEvent", "SequenceStartEvent"):
@@ -214,19 +149,19 @@ class _Builder:
             key = event.value  # as written: `1:` is the key "1", `true:` the key "true"
             if key in top.value:
                 first = self.positions.get(top.path + (key,), at)
-                raise _Stop(*at, f"duplicate key '{key}' (first at line {first[0]}); a key may appear once")
+                raise TextProblem(*at, f"duplicate key '{key}' (first at line {first[0]}); a key may appear once")
             top.key = key
         top.key_at = at
 
     def _start(self, event: Any, at: tuple[int, int], value: dict[str, Any] | list[Any]) -> None:
         wanted = CORE + ("map" if isinstance(value, dict) else "seq")
         if event.tag not in (None, "!", wanted):
-            raise _Stop(*at, _tag_message(event.tag))
+            raise TextProblem(*at, _tag_message(event.tag))
         top = self.stack[-1] if self.stack else None
         if top is not None and isinstance(top.value, dict) and top.key is None:
-            raise _Stop(*at, "a key must be a plain value (text or a number), not a list or mapping")
+            raise TextProblem(*at, "a key must be a plain value (text or a number), not a list or mapping")
         if len(self.stack) >= MAX_DEPTH:
-            raise _Stop(*at, f"nested more than {MAX_DEPTH} levels deep; a recipe nests a few levels at most")
+            raise TextProblem(*at, f"nested more than {MAX_DEPTH} levels deep; a recipe nests a few levels at most")
         self._count(1, at)
         path = self._child_path(at)
         self.stack.append(_Collection(value, path, event.anchor))
@@ -240,14 +175,14 @@ class _Builder:
 
     def _alias(self, event: Any, at: tuple[int, int]) -> None:
         if event.anchor not in self.anchors:
-            raise _Stop(*at, f"alias *{event.anchor} names no anchor (&{event.anchor}) above it")
+            raise TextProblem(*at, f"alias *{event.anchor} names no anchor (&{event.anchor}) above it")
         top = self.stack[-1] if self.stack else None
         if top is not None and isinstance(top.value, dict) and top.key is None:
-            raise _Stop(*at, "a key must be a plain value, not an alias")
+            raise TextProblem(*at, "a key must be a plain value, not an alias")
         value, size = self.anchors[event.anchor]
         self.alias_values += size
         if self.alias_values > MAX_ALIAS_VALUES:
-            raise _Stop(
+            raise TextProblem(
                 *at,
                 f"aliases expand to more than {MAX_ALIAS_VALUES:,} values (at *{event.anchor}); "
                 "write the values out, or use fewer nested aliases",
@@ -261,7 +196,9 @@ class _Builder:
     def _count(self, values: int, at: tuple[int, int]) -> None:
         self.values += values
         if self.values > MAX_VALUES:
-            raise _Stop(*at, f"more than {MAX_VALUES:,} values; a recipe has a few hundred (is this the right file?)")
+            raise TextProblem(
+                *at, f"more than {MAX_VALUES:,} values; a recipe has a few hundred (is this the right file?)"
+            )
 
     def _child_path(self, at: tuple[int, int]) -> PathTuple:
         """The path of the value starting now; records a list item's position."""
@@ -299,7 +236,7 @@ class _Builder:
         for value, at in mapping.merges:
             for base in value if isinstance(value, list) else [value]:
                 if not isinstance(base, dict):
-                    raise _Stop(*at, "`<<` merges a mapping (or a list of mappings) into this one")
+                    raise TextProblem(*at, "`<<` merges a mapping (or a list of mappings) into this one")
                 for key, item in base.items():
                     if key not in mapping.value:
                         mapping.value[key] = item
@@ -318,10 +255,10 @@ def scalar_value(event: Any, at: tuple[int, int]) -> Any:
     if tag is None or tag == "!" or tag == CORE + "str":
         return text
     if tag not in SCALAR_TAGS:
-        raise _Stop(*at, _tag_message(tag))
+        raise TextProblem(*at, _tag_message(tag))
     value: Any = _implicit(text)
     if not isinstance(value, EXPLICIT[tag]) or (tag != CORE + "bool" and isinstance(value, bool)):
-        raise _Stop(*at, f"{text!r} is not a valid {_short(tag)}")
+        raise TextProblem(*at, f"{text!r} is not a valid {_short(tag)}")
     return float(cast(float, value)) if tag == CORE + "float" else value
 
 

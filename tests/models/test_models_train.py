@@ -159,6 +159,7 @@ def test_train_step_rejects_batch_larger_than_data(tiny_llama: Path, tmp_path: P
 def test_lr_schedule_counts_optimizer_updates_with_grad_accumulation(tmp_path: Path) -> None:
     from engine.models.train import lr_schedule
 
+    (tmp_path / "config.json").write_text("{}")  # `train.model` must name a model folder to validate
     recipe = recipe_with(
         {
             **TRAIN,
