@@ -12,6 +12,7 @@ import copy
 import difflib
 import functools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +79,13 @@ def parse_recipe(data: dict[str, Any], base_dir: Path, spec: RecipeSpec, file: s
 
 
 def parse_located(located: Located, base_dir: Path, spec: RecipeSpec) -> Any:
+    """Every problem at once: the schema's, the raw-data rules', and the steps' own checks."""
     problems = schema_problems(located, spec)
     raw = raw_problems(located, spec.schema)  # prompts, credentials: also when the schema fails
     recipe = None
-    if not problems:
+    if problems:
+        problems += _clean_section_problems(located, base_dir, spec, problems)
+    else:
         recipe, problems = _typed(located, spec)
     if recipe is not None:
         recipe.located_at(base_dir)
@@ -90,6 +94,31 @@ def parse_located(located: Located, base_dir: Path, spec: RecipeSpec) -> Any:
     if problems:
         raise RecipeInvalid(sorted(problems, key=lambda p: (p.line, p.col, p.path or "")))
     return recipe
+
+
+def _clean_section_problems(located: Located, base_dir: Path, spec: RecipeSpec, found: list[Problem]) -> list[Problem]:
+    """The steps' checks of the sections the schema found nothing wrong with.
+
+    So a recipe with a bad number in `split` and a missing model in `train` hears about both at
+    once. The broken top-level sections are left out (defaults stand in); what the checks say
+    about them is dropped, since it would be about defaults, not what the file says.
+    """
+    from pydantic import ValidationError
+
+    broken = {_section_of(p.path) for p in found}
+    if "" in broken or not isinstance(located.data, dict):
+        return []  # a problem at the root (a missing `name`): no typed recipe to check
+    clean = {k: v for k, v in located.data.items() if k not in broken}
+    try:
+        recipe = spec.model.model_validate(clean)
+    except ValidationError:
+        return []
+    recipe.located_at(base_dir)
+    return [p for p in step_problems(located, recipe, spec) if _section_of(p.path) not in broken]
+
+
+def _section_of(path: str | None) -> str:
+    return re.split(r"[.\[]", path or "", maxsplit=1)[0]
 
 
 def _typed(located: Located, spec: RecipeSpec) -> tuple[RecipeBase | None, list[Problem]]:
@@ -214,8 +243,6 @@ def shown(value: Any) -> str:
 
 def _format_detail(error: Any) -> str:
     if error.validator_value == "regex":
-        import re
-
         try:
             re.compile(error.instance)
         except re.error as e:
