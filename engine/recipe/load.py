@@ -1,9 +1,12 @@
-"""Load a recipe: YAML with line numbers -> JSON Schema validation -> typed, frozen Recipe.
+"""Load a recipe: bytes -> YAML with line numbers -> JSON Schema validation -> typed, frozen Recipe.
 
 Every problem is reported at once as `file:LINE:COL: dotted.path: message`, YAML syntax errors
-included. The schema is generated from the Section classes (engine.recipe.schema); defaults
-come from those classes too. Checks the schema cannot express (prompt placeholders, split
-ratios, missing files) use the same format.
+included. The bytes and the YAML are read within limits (engine.recipe.file_text,
+engine.recipe.yaml_reader). The schema is generated from the Section classes
+(engine.recipe.schema); defaults come from those classes too. Rules the schema cannot express
+use the same format: on the raw data (prompt placeholders, credentials in URLs:
+engine.recipe.rules) and on the typed recipe (each step's `check`: split ratios, missing files
+and models).
 """
 
 from __future__ import annotations

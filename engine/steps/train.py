@@ -58,23 +58,23 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     return _budget_problems(recipe.train, located) + [
         located.problem(path, f"{spec!r}: {why}")
         for path, spec in _local_models(recipe)
-        if (why := missing_model(spec, recipe.base_dir))
+        if (why := _missing_model(spec, recipe.base_dir))
     ]
 
 
 def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
+    problems = []
     if train.seed > MAX_SEED:
-        return [located.problem(("train", "seed"), f"{train.seed} is more than {MAX_SEED} (numpy's largest seed)")]
+        problems.append(
+            located.problem(("train", "seed"), f"{train.seed} is more than {MAX_SEED} (numpy's largest seed)")
+        )
     if train.iters is None and train.epochs is None:
-        return [located.problem(("train", "iters"), "set `iters` or `epochs` (both are null)")]
+        problems.append(located.problem(("train", "iters"), "set `iters` or `epochs` (both are null)"))
     schedule = train.lr_schedule
     if schedule.name == "cosine" and train.iters and schedule.warmup >= train.iters:
-        return [
-            located.problem(
-                ("train", "lr_schedule", "warmup"), f"warmup ({schedule.warmup}) must be below iters ({train.iters})"
-            )
-        ]
-    return []
+        message = f"warmup ({schedule.warmup}) must be below iters ({train.iters})"
+        problems.append(located.problem(("train", "lr_schedule", "warmup"), message))
+    return problems
 
 
 def _local_models(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
@@ -90,7 +90,7 @@ def _local_models(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     return found
 
 
-def missing_model(spec: str, base_dir: Path) -> str | None:
+def _missing_model(spec: str, base_dir: Path) -> str | None:
     """Why `spec` names no usable model on this machine, or None; hub ids are left to mlx-lm.
 
     Mirrors engine.models.resolve.resolve_model_path without loading anything: a package file,
