@@ -26,6 +26,7 @@ from engine.recipe import file_text, yaml_reader
 from engine.recipe.located import Located, PathTuple, dotted
 from engine.recipe.rules import raw_problems
 from engine.recipe.schema import generate_schema
+from engine.recipe.section import MAX_INTEGER
 from engine.recipe.shared import RecipeBase
 
 __all__ = ["Located", "PathTuple", "RecipeSpec", "dotted", "load_recipe", "parse_recipe"]
@@ -60,7 +61,7 @@ class RecipeSpec:
 
 
 def is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INTEGER
 
 
 def is_finite_number(value: Any) -> bool:
@@ -226,6 +227,8 @@ def _type_message(value: Any, expected: list[str]) -> str:
     numeric = {"number", "integer"} & set(expected)
     if isinstance(value, float) and not math.isfinite(value) and numeric:
         return f"{shown(value)} is not allowed: a number must be finite"
+    if isinstance(value, int) and not isinstance(value, bool) and numeric:
+        return f"{shown(value)} is too large: a recipe's numbers fit in 64 bits (at most {MAX_INTEGER})"
     if isinstance(value, float) and "integer" in expected and "number" not in expected and value.is_integer():
         return f"{shown(value)} should be a whole number written without a decimal point ({int(value)})"
     return f"{shown(value)} should be of type {' or '.join(expected)}"

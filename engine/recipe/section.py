@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine.errors import TemplateError
 
 PLACEHOLDERS_KEY = "x-placeholders"
+# A signed 64-bit integer: numpy, mlx, DuckDB and JSON tools all take these; beyond, they overflow.
+MAX_INTEGER = 2**63 - 1
 
 
 class Section(BaseModel):
@@ -67,6 +69,8 @@ def _check_number(value: Any, annotation: Any) -> None:
         raise ValueError(f"{value} is not true or false")
     elif isinstance(value, str) and kinds & {int, float} and str not in kinds:
         raise ValueError(f"{value!r} is text, not a number")
+    elif isinstance(value, int) and abs(value) > MAX_INTEGER and kinds & {int, float}:
+        raise ValueError(f"{value} is too large: a recipe's numbers fit in 64 bits")
     elif isinstance(value, float):
         if int in kinds and float not in kinds:
             raise ValueError(f"{value!r} is not an integer (write it without a decimal point)")

@@ -140,9 +140,15 @@ SECTION_FIELDS = [
 def test_every_section_keeps_the_same_rule_for_programmatic_configs(cls: type, name: str, annotation: Any) -> None:
     """parse_recipe, tests and steps build Sections from dicts without the schema in front."""
     integer = float not in _scalar_types(annotation)
-    bad = [True, "3"] + ([3.0] if integer else [math.nan, math.inf])
+    bad = [True, "3", 2**64] + ([3.0] if integer else [math.nan, math.inf])
     for value in bad:
         with pytest.raises(ValidationError) as info:
             cls.model_validate({name: value})
         text = str(info.value)
         assert f"{name}: " in text or "finite number" in text, (value, text)
+
+
+@pytest.mark.parametrize(("path", "good"), INTEGERS[:5], ids=[dotted(p) for p, _ in INTEGERS[:5]])
+def test_integers_beyond_64_bits_are_too_large(path: tuple, good: int, tmp_path: Path) -> None:
+    [problem] = problems_for(recipe_with(path, 2**63), tmp_path)
+    assert problem == f"{dotted(path)}: {2**63} is too large: a recipe's numbers fit in 64 bits (at most {2**63 - 1})"
