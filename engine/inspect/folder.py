@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import RecipeError
+from engine.recipe.file_text import decode
 
 
 @dataclass
@@ -60,7 +61,8 @@ def load_run(run_dir: Path) -> RunData:
 def recipe_text(run_dir: Path, resolved: dict) -> str:
     """The recipe as the user wrote it, else the resolved one (folders from older versions)."""
     path = run_dir / "recipe.yaml"
-    return path.read_text(encoding="utf-8") if path.is_file() else json.dumps(resolved, indent=2)
+    # a copy of the file as given: decoded the way it was validated (UTF-16 from Windows editors too)
+    return decode(path.read_bytes()) if path.is_file() else json.dumps(resolved, indent=2)
 
 
 def loss_curves(metrics: dict) -> dict[str, list[tuple[int, float]]]:

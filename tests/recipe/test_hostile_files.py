@@ -191,3 +191,15 @@ def _can_read(path: Path) -> bool:
         return True
     except PermissionError:
         return False
+
+
+def test_a_utf16_recipe_runs_and_its_report_shows_it(tmp_path: Path) -> None:
+    """The run folder keeps the file as given; the report decodes it the way validation did."""
+    path = write(tmp_path, codecs.BOM_UTF16_LE + (GOOD.replace("name: A", "name: Café")).encode("utf-16-le"))
+    runs = tmp_path / "runs"
+    command = ["run", str(path), "--until", "sources", "--runs-dir", str(runs), "--store", str(runs / "s.duckdb")]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    [run_dir] = [p.parent for p in runs.glob("*/manifest.json")]
+    assert (run_dir / "recipe.yaml").read_bytes() == path.read_bytes()
+    assert "name: Café" in (run_dir / "report.html").read_text(encoding="utf-8")
