@@ -157,7 +157,8 @@ def _paraphrases(ctx: Any, client: Any, cfg: Config, origins: list[dict], n: int
         ctx,
         client,
         "paraphrasing",
-        [(o["id"], template.format(question=o["question"], n=n)) for o in origins],
+        # every placeholder the prompt may declare (engine.recipe.shared.Prompts.paraphrase)
+        [(o["id"], template.format(question=o["question"], n=n, creator=cfg.creator)) for o in origins],
         PARAPHRASES,
     )
     rows = []

@@ -152,3 +152,21 @@ def test_augmented_rows_never_leak_across_splits(tmp_path: Path) -> None:
     valid_questions = {r["question"] for r in split_rows if r["split"] == "valid"}
     train_origins = {r["origin_id"] for r in split_rows if r["split"] == "train"}
     assert not any(r["origin_id"] in train_origins for r in split_rows if r["question"] in valid_questions)
+
+
+def test_a_paraphrase_prompt_may_use_every_placeholder_it_declares(tmp_path: Path) -> None:
+    """`{creator}` is allowed in prompts.paraphrase (validation accepts it): the step must fill it.
+
+    Before: KeyError('creator') inside the step, after the recipe had validated.
+    """
+    prompt = "Rewrite this question {n} different ways, as {creator} would ask it. Question: {question}"
+    extra = {"prompts": {"paraphrase": prompt}, "augment": {"paraphrases": 1}}
+    with FakeOpenAI(lambda body: json.dumps({"paraphrases": ["Why, then?"]})) as srv:
+        extra["llm"] = {"model": "openai/fake", "api_base": srv.base_url, "reask": 0, "retries": 0}
+        with Store(tmp_path / "store.duckdb") as store:
+            table = write_table(store, curate, "curate", curated(videos=1, per_video=1))
+            ctx, cfg = make_ctx(tmp_path, store, "augment", extra)
+            rows = augment.run(ctx, {"curate": table}, cfg)
+        sent = srv.requests[0]["messages"][-1]["content"]
+    assert "as Dr. Test would ask it" in sent
+    assert [r["question"] for r in rows if r["kind"] == "paraphrase"] == ["Why, then?"]
