@@ -19,7 +19,9 @@ _MODEL_HELP = (
     "provider's usual environment variable, never from the recipe."
 )
 _API_BASE_HELP = (
-    "Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1); null for the provider default."
+    "Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1); null for the provider default. "
+    "No credentials in it (`?api_key=`, `user:password@`): the recipe is copied into the run folder, so the "
+    "key goes in the provider's environment variable (e.g. OPENAI_API_KEY)."
 )
 
 
