@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.errors import CallFailed, LLMUnavailable, is_transient
+from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
 from engine.llm.providers import Provider, load_litellm, provider_for
 from engine.pipeline.hashing import digest
+from engine.redact import redact
 from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
@@ -51,14 +52,20 @@ class LLMResult:
 
 
 def _refused(error: BaseException) -> bool:
-    """The provider will never accept this call: bad key, no key, unknown model.
+    """No call of this run can succeed: bad key, no key, unknown model, unusable api_base.
 
-    A missing key reaches us from the OpenAI SDK wrapped as a 500-ish InternalServerError, so
-    the message is checked too; retrying it would only waste the backoff budget.
+    A missing key and an invalid or credential-bearing api_base reach us wrapped as a 500-ish
+    InternalServerError, so the message and the chain are checked too; retrying them would only
+    waste the backoff budget.
     """
-    if getattr(error, "status_code", None) in (401, 403, 404):
+    if getattr(error, "status_code", None) in (401, 403, 404) or bad_endpoint(error):
         return True
-    return "AuthenticationError" in type(error).__name__ or "Missing credentials" in str(error)
+    message = str(error)
+    return (
+        "AuthenticationError" in type(error).__name__
+        or "Missing credentials" in message
+        or "LLM Provider NOT provided" in message  # litellm: a model name without its provider
+    )
 
 
 class LLMClient:
@@ -188,7 +195,7 @@ class LLMClient:
                 if _refused(e):
                     raise LLMUnavailable(
                         f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
-                        f"{_short(e)}). Check the model name and the API key in your environment "
+                        f"{_short(e)}). Check llm.model, llm.api_base and the API key in your environment "
                         "(e.g. OPENAI_API_KEY); keys are never read from the recipe."
                     ) from e
                 if not is_transient(e):
@@ -245,7 +252,8 @@ def _usage(response: Any) -> dict:
 
 
 def _short(error: BaseException | None, limit: int = 300) -> str:
-    text = " ".join(str(error).split()) or "no message (timed out?)"
+    # scrubbed before it is cut: a key cut in half would no longer be recognised
+    text = " ".join(redact(str(error)).split()) or "no message (timed out?)"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
