@@ -236,8 +236,9 @@ def bad_endpoint(error: BaseException) -> bool:
 def _is_bad_endpoint(error: BaseException) -> bool:
     if isinstance(error, _classes(BAD_ENDPOINT_ERRORS)):
         return True
-    # urllib.parse ("Invalid IPv6 URL") and aiohttp (credentials in the URL) raise plain ValueError
-    return type(error) is ValueError and "URL" in str(error)
+    # urllib.parse ("Invalid IPv6 URL", "Port out of range 0-65535") and aiohttp (credentials in
+    # the URL) raise plain ValueError
+    return type(error) is ValueError and any(word in str(error) for word in ("URL", "Port", "port"))
 
 
 def _cannot_succeed(error: BaseException) -> bool:

@@ -108,8 +108,11 @@ class LLMClient:
         coro = self._run_all(requests, progress)
         try:
             asyncio.get_running_loop()
+            inside_loop = True
         except RuntimeError:
-            return asyncio.run(coro)
+            inside_loop = False
+        if not inside_loop:  # run outside the except: its RuntimeError would replace the cause
+            return asyncio.run(coro)  # of every error re-raised inside, hiding what is_transient reads
         # Called from inside a running loop: run ours on a private thread (whose exceptions,
         # e.g. LLMUnavailable, reach the caller through the future).
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -194,7 +197,7 @@ class LLMClient:
             except Exception as e:  # noqa: BLE001 - classified just below
                 if _refused(e):
                     raise LLMUnavailable(
-                        f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
+                        f"{self.params.model}: the call was refused or cannot be sent ({type(e).__name__}: "
                         f"{_short(e)}). Check llm.model, llm.api_base and the API key in your environment "
                         "(e.g. OPENAI_API_KEY); keys are never read from the recipe."
                     ) from e
