@@ -150,3 +150,12 @@ def test_an_unusable_api_base_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> 
             assert seconds < 1.0, f"{api_base}: {seconds:.2f} s"
             assert "secret-pass" not in str(info.value)
         assert srv.calls == 1  # only the warm-up reached the server
+
+
+def test_a_model_without_its_provider_stops_the_step_at_once(llm_env: None) -> None:
+    """litellm cannot route `gpt4o-typo` at all: every call would fail, so none is recorded."""
+    with FakeOpenAI(answer) as srv:
+        params = LLMParams(model="gpt4o-typo", api_base=srv.base_url, retries=2, reask=0)
+        with pytest.raises(LLMUnavailable, match="llm.model"):
+            LLMClient(params).run_many([QUESTION])
+    assert srv.calls == 0
