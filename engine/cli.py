@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import click
 
 from engine.errors import RecipeError, RecipeInvalid
+from engine.redact import redact
 
 EPILOG_RUN = "Example: recipe run recipes/demo.yaml --until split"
 INTERRUPTED = "interrupted; finished steps are kept, run the same command to resume"
@@ -19,7 +23,8 @@ class ErrorEdge(click.Group):
 
     A RecipeError prints its message (exit 1); Ctrl-C prints how to resume (exit 130); anything
     else is a bug or an environment problem: one line and how to see more (exit 1). `--debug`
-    (or RECIPE_DEBUG=1) lets the traceback through instead. click's own exceptions (usage
+    (or RECIPE_DEBUG=1) lets the traceback through instead. Whatever is printed is scrubbed of
+    API keys and credentials first (engine.redact), the traceback included. click's own exceptions (usage
     errors: exit 2, --help, ctx.exit) and a closed pipe pass untouched: click handles them.
     """
 
@@ -33,8 +38,9 @@ class ErrorEdge(click.Group):
             ctx.exit(130)
         except Exception as e:
             if ctx.params.get("debug"):
+                sys.excepthook = _print_redacted_traceback  # prints the traceback once it leaves click
                 raise
-            click.echo(_one_line(e), err=True)
+            click.echo(redact(_one_line(e)), err=True)
             ctx.exit(1)
 
 
@@ -46,6 +52,11 @@ def _one_line(error: Exception) -> str:
         return f"error: {error}"  # written for the user: it names the value and the next command
     message = " ".join(str(error).split()) or "(no message)"
     return f"error: {type(error).__name__}: {message}\nrerun with --debug for the traceback"
+
+
+def _print_redacted_traceback(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """Python's own traceback print, scrubbed: a chained provider error may quote the key."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
 
 
 store_option = click.option(

@@ -1,8 +1,10 @@
 """Every exception class of the engine, and the one rule for which failures are worth retrying.
 
 Users see `str(error)` (no traceback unless `--debug`), so messages name the offending value
-and the next command to run. This module is the bottom layer: it imports nothing of the engine
-and none of the HTTP libraries (it only looks at those a caller already imported).
+and the next command to run. Every message is scrubbed of secrets when the exception is built
+(engine.redact): a provider that echoes the API key cannot put it in a log, a table or a manifest
+through one of ours. This module is the bottom layer: it imports nothing of the engine but
+engine.redact and none of the HTTP libraries (it only looks at those a caller already imported).
 """
 
 from __future__ import annotations
@@ -10,14 +12,28 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.redact import redact
+
+
+class Redacted(Exception):
+    """An exception whose string arguments are scrubbed of secrets as it is built.
+
+    The base of every class below: their messages quote provider replies and library errors,
+    and they travel to every sink (logs, manifest, step rows, console).
+    """
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
 
 # -- what the user can fix (the CLI prints the message and exits 1) -----------------------------
 
 
-class RecipeError(Exception):
+class RecipeError(Redacted):
     """Anything the user can fix in their recipe, inputs or command line (exit code 1)."""
 
 
@@ -116,7 +132,7 @@ class LLMUnavailable(RecipeError):
 # -- failures of one item: recorded with their reason, never fatal to a run ---------------------
 
 
-class ItemFailed(Exception):
+class ItemFailed(Redacted):
     """One item (a video, an LLM call) failed for good; recorded with its reason, never fatal."""
 
 
@@ -132,6 +148,7 @@ class FetchFailed(ItemFailed):
     """
 
     def __init__(self, category: str, reason: str, permanent: bool, availability: str | None = None):
+        reason = redact(reason)
         self.category, self.reason, self.permanent, self.availability = category, reason, permanent, availability
         super().__init__(f"{category}: {reason}")
 
@@ -140,14 +157,14 @@ class MalformedTranscript(ItemFailed):
     """A transcript file (local, or subtitles downloaded by yt-dlp) that cannot be parsed."""
 
     def __init__(self, path: Path, reason: str):
-        self.path, self.reason = path, reason
+        self.path, self.reason = path, redact(reason)
         super().__init__(f"{path}: {reason}")
 
 
 # -- transient failures -------------------------------------------------------------------------
 
 
-class TransientError(Exception):
+class TransientError(Redacted):
     """A failure worth retrying that no status code or exception class tells apart by itself.
 
     Raised (from the original error) by our adapters where a library reports "try again later"
@@ -157,8 +174,9 @@ class TransientError(Exception):
 
 
 # HTTP statuses worth retrying: the ones the OpenAI SDK retries too (request timeout, lock
-# conflict, rate limit); every 5xx is added below. 401/403/404 and other 4xx will not change.
-TRANSIENT_STATUS = frozenset({408, 409, 429})
+# conflict, rate limit) and 425 Too Early; every 5xx is added below. 400 (bad request, context
+# length, content policy), 401/403 (key, permission), 404 (model), 413, 422 will not change.
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429})
 
 # Network failures of the HTTP libraries we call through, by module. Only modules already
 # imported are consulted: an error cannot be an instance of a class that was never loaded, and
@@ -172,24 +190,78 @@ NETWORK_ERRORS = {
     "yt_dlp.networking.exceptions": ("TransportError",),  # IncompleteRead, ProxyError included
 }
 
+# A request that cannot be sent as configured: an invalid URL, a scheme that is not HTTP(S).
+# litellm wraps these as a "500" InternalServerError/APIConnectionError, so they must be found
+# anywhere in the chain, before any status is believed.
+BAD_ENDPOINT_ERRORS = {
+    "httpx": ("InvalidURL", "UnsupportedProtocol"),
+    "aiohttp": ("InvalidURL", "NonHttpUrlClientError", "NonHttpUrlRedirectClientError"),  # InvalidUrlClientError too
+    "requests.exceptions": ("InvalidURL", "InvalidSchema", "MissingSchema", "InvalidHeader"),
+    "urllib3.exceptions": ("LocationValueError",),  # LocationParseError included
+}
+
+# Provider answers that say "never": the SDK's classes for 400/401/403/404/422, which litellm's
+# BadRequestError, ContextWindowExceededError, ContentPolicyViolationError, UnsupportedParamsError,
+# AuthenticationError, PermissionDeniedError and NotFoundError derive from. Checked by class as
+# well as by status because litellm raises some of them before any HTTP request (no status).
+REFUSAL_ERRORS = {
+    "openai": (
+        "BadRequestError",
+        "AuthenticationError",
+        "PermissionDeniedError",
+        "NotFoundError",
+        "UnprocessableEntityError",
+    ),
+}
+
 
 def is_transient(error: BaseException) -> bool:
     """Whether retrying the call that raised `error` may succeed.
 
-    Walks the error and its causes (yt-dlp and youtube-transcript-api wrap the real one) and
-    answers from the first that says something definite: our TransientError marker, an HTTP
-    status (429, 408, 409, 5xx: yes; any other: no, however it was wrapped), or a timeout or
-    connection failure (builtin, asyncio, or one of NETWORK_ERRORS).
+    Walks the error and its causes (yt-dlp, youtube-transcript-api and litellm wrap the real one).
+    First, anywhere in the chain: our TransientError marker says yes; a request that cannot be
+    sent (bad_endpoint), a provider refusal (REFUSAL_ERRORS) or a plain ValueError/TypeError
+    raised while building the request says no, whatever status a wrapper gave it. Then the first
+    that says something definite: an HTTP status (429, 408, 409, 425, 5xx: yes; any other: no),
+    or a timeout or connection failure (builtin, asyncio, or one of NETWORK_ERRORS).
     """
-    for current in _causes(error):
+    chain = list(_causes(error))
+    for current in chain:
         if isinstance(current, TransientError):
             return True
+        if _cannot_succeed(current):
+            return False
+    for current in chain:
         status = http_status(current)
         if status is not None:
             return status in TRANSIENT_STATUS or status >= 500
-        if isinstance(current, (TimeoutError, asyncio.TimeoutError, ConnectionError, *_network_errors())):
+        if isinstance(current, (TimeoutError, asyncio.TimeoutError, ConnectionError, *_classes(NETWORK_ERRORS))):
             return True
     return False
+
+
+def bad_endpoint(error: BaseException) -> bool:
+    """The request cannot be sent as configured, so no call will ever succeed: an invalid URL,
+    a non-HTTP scheme, or credentials the HTTP library refuses (`user:password@` in api_base
+    alongside the API key: "Cannot combine AUTHORIZATION header ... credentials encoded in URL").
+    """
+    return any(_is_bad_endpoint(current) for current in _causes(error))
+
+
+def _is_bad_endpoint(error: BaseException) -> bool:
+    if isinstance(error, _classes(BAD_ENDPOINT_ERRORS)):
+        return True
+    # urllib.parse ("Invalid IPv6 URL", "Port out of range 0-65535") and aiohttp (credentials in
+    # the URL) raise plain ValueError
+    return type(error) is ValueError and any(word in str(error) for word in ("URL", "Port", "port"))
+
+
+def _cannot_succeed(error: BaseException) -> bool:
+    # A plain ValueError/TypeError is a request that could not be built; subclasses are left to
+    # the rules below: JSONDecodeError and pydantic's ValidationError mean a garbled reply.
+    return (
+        _is_bad_endpoint(error) or isinstance(error, _classes(REFUSAL_ERRORS)) or type(error) in (ValueError, TypeError)
+    )
 
 
 def http_status(error: BaseException) -> int | None:
@@ -219,9 +291,10 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         current = wrapped if isinstance(wrapped, BaseException) else current.__cause__ or current.__context__
 
 
-def _network_errors() -> tuple[type, ...]:
+def _classes(by_module: Mapping[str, tuple[str, ...]]) -> tuple[type, ...]:
+    """The classes named in `by_module` whose modules are already imported."""
     found = []
-    for module_name, names in NETWORK_ERRORS.items():
+    for module_name, names in by_module.items():
         module = sys.modules.get(module_name)
         found += [cls for cls in (getattr(module, n, None) for n in names) if isinstance(cls, type)]
     return tuple(found)

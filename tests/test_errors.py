@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine.errors import StepFailed, TransientError, http_status, is_transient
+from engine.errors import StepFailed, TransientError, bad_endpoint, http_status, is_transient
 
 
 def raised_from(outer: Exception, inner: Exception) -> Exception:
@@ -159,3 +161,60 @@ def test_step_failed_ends_with_the_commands_to_run_next() -> None:
         "recipe show 3f2a9c0d1e2b",
     ]
     assert (error.step, error.run_id, error.recipe_path) == ("train", "3f2a9c0d1e2b", "my recipes/jane.yaml")
+
+
+def test_litellm_refusals_are_never_retried_whatever_their_status() -> None:
+    litellm = pytest.importorskip("litellm")
+    args = {"message": "m", "llm_provider": "openai", "model": "fake"}
+    refusals = [
+        litellm.BadRequestError(**args),
+        litellm.ContextWindowExceededError(**args),
+        litellm.ContentPolicyViolationError(**args),
+        litellm.UnsupportedParamsError(**args),
+        litellm.AuthenticationError(**args),
+        litellm.PermissionDeniedError(response=_response(403), **args),
+        litellm.NotFoundError(**args),
+    ]
+    for error in refusals:
+        assert not is_transient(error), type(error).__name__
+        error.status_code = 500  # a proxy in front may relabel it; the class still says never
+        assert not is_transient(error), type(error).__name__
+
+
+def _response(status: int) -> Any:
+    import httpx
+
+    return httpx.Response(status, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+
+
+def test_a_request_that_cannot_be_sent_is_not_transient_though_litellm_calls_it_500() -> None:
+    litellm = pytest.importorskip("litellm")
+    httpx = pytest.importorskip("httpx")
+    aiohttp = pytest.importorskip("aiohttp")
+    args = {"message": "Connection error.", "llm_provider": "openai", "model": "fake"}
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    unsendable = [
+        httpx.InvalidURL("/127.0.0.1:9/v1/chat/completions"),
+        httpx.UnsupportedProtocol("Request URL has an unsupported protocol 'ftp://'.", request=request),
+        aiohttp.client_exceptions.NonHttpUrlClientError("ftp://127.0.0.1/v1/chat/completions"),
+        ValueError("Cannot combine AUTHORIZATION header with AUTH argument or credentials encoded in URL"),
+        ValueError("Invalid IPv6 URL"),
+        ValueError("Port out of range 0-65535"),
+    ]
+    for cause in unsendable:
+        for wrapper in (litellm.InternalServerError(**args), litellm.APIConnectionError(**args)):
+            error = raised_from(wrapper, cause)
+            assert http_status(error) == 500
+            assert not is_transient(error) and bad_endpoint(error), (type(wrapper).__name__, cause)
+
+
+def test_a_garbled_reply_wrapped_as_500_stays_transient() -> None:
+    """The other side of the rule above: a reply that is not JSON, or a broken connection, may
+    come right on the next try, and nothing in its chain says otherwise."""
+    litellm = pytest.importorskip("litellm")
+    args = {"message": "Expecting value", "llm_provider": "openai", "model": "fake"}
+    garbled = raised_from(litellm.InternalServerError(**args), json.JSONDecodeError("Expecting value", "<html>", 0))
+    assert is_transient(garbled) and not bad_endpoint(garbled)
+    refused = raised_from(litellm.InternalServerError(**args), ConnectionRefusedError(111, "Connect call failed"))
+    assert is_transient(refused) and not bad_endpoint(refused)
+    assert is_transient(litellm.APIError(status_code=425, **args))  # Too Early

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.errors import CallFailed, LLMUnavailable, is_transient
+from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
 from engine.llm.providers import Provider, load_litellm, provider_for
 from engine.pipeline.hashing import digest
+from engine.redact import redact
 from engine.retry import RateLimiter, backoff_delay
 
 if TYPE_CHECKING:
@@ -51,14 +52,20 @@ class LLMResult:
 
 
 def _refused(error: BaseException) -> bool:
-    """The provider will never accept this call: bad key, no key, unknown model.
+    """No call of this run can succeed: bad key, no key, unknown model, unusable api_base.
 
-    A missing key reaches us from the OpenAI SDK wrapped as a 500-ish InternalServerError, so
-    the message is checked too; retrying it would only waste the backoff budget.
+    A missing key and an invalid or credential-bearing api_base reach us wrapped as a 500-ish
+    InternalServerError, so the message and the chain are checked too; retrying them would only
+    waste the backoff budget.
     """
-    if getattr(error, "status_code", None) in (401, 403, 404):
+    if getattr(error, "status_code", None) in (401, 403, 404) or bad_endpoint(error):
         return True
-    return "AuthenticationError" in type(error).__name__ or "Missing credentials" in str(error)
+    message = str(error)
+    return (
+        "AuthenticationError" in type(error).__name__
+        or "Missing credentials" in message
+        or "LLM Provider NOT provided" in message  # litellm: a model name without its provider
+    )
 
 
 class LLMClient:
@@ -101,8 +108,11 @@ class LLMClient:
         coro = self._run_all(requests, progress)
         try:
             asyncio.get_running_loop()
+            inside_loop = True
         except RuntimeError:
-            return asyncio.run(coro)
+            inside_loop = False
+        if not inside_loop:  # run outside the except: its RuntimeError would replace the cause
+            return asyncio.run(coro)  # of every error re-raised inside, hiding what is_transient reads
         # Called from inside a running loop: run ours on a private thread (whose exceptions,
         # e.g. LLMUnavailable, reach the caller through the future).
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -187,8 +197,8 @@ class LLMClient:
             except Exception as e:  # noqa: BLE001 - classified just below
                 if _refused(e):
                     raise LLMUnavailable(
-                        f"{self.params.model}: the provider refused the call ({type(e).__name__}: "
-                        f"{_short(e)}). Check the model name and the API key in your environment "
+                        f"{self.params.model}: the call was refused or cannot be sent ({type(e).__name__}: "
+                        f"{_short(e)}). Check llm.model, llm.api_base and the API key in your environment "
                         "(e.g. OPENAI_API_KEY); keys are never read from the recipe."
                     ) from e
                 if not is_transient(e):
@@ -245,7 +255,8 @@ def _usage(response: Any) -> dict:
 
 
 def _short(error: BaseException | None, limit: int = 300) -> str:
-    text = " ".join(str(error).split()) or "no message (timed out?)"
+    # scrubbed before it is cut: a key cut in half would no longer be recognised
+    text = " ".join(redact(str(error)).split()) or "no message (timed out?)"
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -20,6 +20,7 @@ from engine import __version__
 from engine.pipeline.plan import Plan, PlannedStep
 from engine.pipeline.recipes import resolved
 from engine.pipeline.store import Store, table_name
+from engine.redact import redact
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
 
@@ -105,7 +106,8 @@ class RunFolder:
         self._update(step.name, **fields)
 
     def step_failed(self, step: PlannedStep, error: BaseException) -> None:
-        self._update(step.name, status="failed", error=f"{type(error).__name__}: {error}")
+        # the step's own exception, not one of ours: it may quote a provider's reply verbatim
+        self._update(step.name, status="failed", error=redact(f"{type(error).__name__}: {error}"))
         self.manifest.update(status="failed", failed_step=step.name)
         self._save()
 

@@ -18,6 +18,7 @@ from engine.pipeline.recipes import load_recipe
 from engine.pipeline.run_folder import RunFolder
 from engine.pipeline.store import Store, table_name
 from engine.recipe.shared import RecipeBase as Recipe
+from engine.redact import redact_row
 from engine.steps.base import RunOptions, StepContext
 
 DEFAULT_OPTIONS = RunOptions()  # frozen, so one shared default is safe
@@ -160,7 +161,8 @@ def _execute_step(
     log.info("%s: running (%s)", step.name, step.key[:16])
     started = time.perf_counter()
     try:
-        rows = list(step.module.run(ctx, inputs, step.config) or [])
+        # reasons quote library and provider errors: scrubbed of secrets before they are stored
+        rows = [redact_row(row) for row in step.module.run(ctx, inputs, step.config) or []]
         _publish_artifacts(ctx.work_dir, paths.artifacts / table_name(step.name, step.key))
         seconds = time.perf_counter() - started
         meta = {"config": step.config, "upstream": step.upstream, "seconds": seconds, "metrics": ctx.metrics}

@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1, run in a thread.
 
 Tests point litellm at `.base_url` and get real HTTP: latency, injected faults at given
-rates (429, 500, timeout, garbage, truncated JSON, 401), and counters for calls and the peak
-number of requests in flight, so concurrency limits and resume behaviour can be proven.
+rates (429, 500, timeout, garbage, truncated JSON, 401), fixed error replies that echo the
+request's Authorization header as real providers do (ErrorReply), and counters for calls and the
+peak number of requests in flight, so concurrency limits and resume behaviour can be proven.
 """
 
 from __future__ import annotations
@@ -12,10 +13,26 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = ("429", "500", "timeout", "garbage", "truncated", "401")
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """An HTTP error answered instead of a completion, shaped like OpenAI's error body.
+
+    `message` may hold `{authorization}`: the request's Authorization header, echoed as a real
+    401 ("Incorrect API key provided: Bearer sk-...") or a proxy's 500 does. `when(body)` picks
+    the requests that get it (None: every request).
+    """
+
+    status: int
+    message: str
+    code: str | None = None
+    when: Callable[[dict], bool] | None = None
 
 
 class FakeOpenAI:
@@ -34,6 +51,7 @@ class FakeOpenAI:
         faults: dict[str, float] | None = None,
         seed: int = 0,
         timeout_sleep: float = 2.0,
+        error: ErrorReply | None = None,
     ):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
@@ -41,6 +59,7 @@ class FakeOpenAI:
         self.responder, self.latency = responder, latency
         self.faults = dict(faults or {})
         self.timeout_sleep = timeout_sleep
+        self.error = error
         self.rng = random.Random(seed)
         self.calls = 0
         self.in_flight = 0
@@ -115,6 +134,11 @@ class FakeOpenAI:
                 self.in_flight -= 1
 
     def _respond(self, req: BaseHTTPRequestHandler, body: dict, fault: str | None) -> None:
+        error = self.error
+        if error is not None and (error.when is None or error.when(body)):
+            message = error.message.format(authorization=req.headers.get("Authorization", ""))
+            kind = "invalid_request_error" if error.status < 500 else "server_error"
+            return _send(req, error.status, {"error": {"message": message, "type": kind, "code": error.code}})
         if fault == "429":
             return _send(req, 429, {"error": {"message": "rate limited", "type": "rate_limit"}})
         if fault == "401":
