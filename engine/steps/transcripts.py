@@ -8,6 +8,7 @@ clean-up or chunking options never refetches. One video failing is a row with it
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from engine.sources.fetch import TranscriptFetcher
 from engine.sources.formats import clean_segments, parse_file
 from engine.sources.settings import TranscriptSettings
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_key, permanent_failure
+from engine.recipe.paths import locate
 from engine.sources.youtube import PERSISTENT, SKIPPED, format_counts
 from engine.steps.base import Inputs, StepContext
+
+log = logging.getLogger("engine.steps.transcripts")
 
 NAME = "transcripts"
 VERSION = 3
@@ -61,7 +65,7 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TranscriptSettings) -> list[dict]
     rows: list[dict] = []
     with ctx.progress(len(videos), "transcripts") as bar:
         for video in videos:
-            got = _local(video) if video["source"] == "local" else _youtube(ctx, video, cfg, fetcher)
+            got = _local(video, ctx.base_dir) if video["source"] == "local" else _youtube(ctx, video, cfg, fetcher)
             tally[got["how"]] += 1
             if got["status"] != "ok":
                 reasons[got["status"]][got["category"]] += 1
@@ -72,11 +76,16 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TranscriptSettings) -> list[dict]
     return rows
 
 
-def _local(video: dict) -> dict:
+def _local(video: dict, base_dir: Path) -> dict:
+    """A local file's segments; whatever is wrong with the file is a failed row naming it."""
+    recorded = video["path"]
     try:
-        segments = parse_file(Path(video["path"]), video["format"])
+        segments = parse_file(locate(recorded, base_dir), video["format"])
     except MalformedTranscript as e:
-        return _failure("failed", "malformed file", e.reason, how="failed")
+        return _failure("failed", "malformed file", f"{recorded}: {e.reason}", how="failed")
+    except Exception as e:  # noqa: BLE001 - a parser bug on one odd file must not end the run
+        log.debug("parsing %s failed", recorded, exc_info=True)
+        return _failure("failed", "malformed file", f"{recorded}: could not parse it ({type(e).__name__}: {e})", "failed")
     return {"status": "ok", "how": "read", "segments": segments, "kind": "local", "language": None, "via": "file"}
 
 
@@ -153,7 +162,8 @@ def _rows(video: dict, got: dict, cfg: TranscriptSettings) -> list[dict]:
     c = cfg.clean
     segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
     if not segments:
-        return [_textless_row(base, "failed", "empty after clean-up")]
+        where = f"{video['path']}: " if video.get("source") == "local" else ""
+        return [_textless_row(base, "failed", f"{where}empty after clean-up")]
     pieces = chunk_segments(segments, cfg.chunking.mode, cfg.chunking.window_tokens, cfg.chunking.overlap_tokens)
     return [
         {
@@ -178,7 +188,8 @@ def _textless_row(base: dict, status: str, reason: str) -> dict:
 
 
 def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
-    upstream = Counter(r["availability"] or r["reason"] for r in sources.rows("status = 'skipped'"))
+    skipped_rows = sources.rows("status = 'skipped'")
+    upstream = Counter(r["availability"] or (r["reason"] or "").split(" (")[0] for r in skipped_rows)
     ctx.metrics.update(
         read=tally["read"],
         fetched=tally["fetched"],

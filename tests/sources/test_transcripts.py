@@ -135,14 +135,14 @@ def test_malformed_local_files_are_rows_not_crashes(
         "binary": "failed",
         "broken": "failed",
     }
-    assert rows["empty"]["reason"] == "malformed file: empty file"
-    assert rows["binary"]["reason"] == "malformed file: binary file (NUL bytes)"
-    assert rows["broken"]["reason"].startswith("malformed file: bad timestamp line")
+    assert rows["empty"]["reason"] == "malformed file: transcripts/empty.vtt: empty file"
+    assert rows["binary"]["reason"].startswith("malformed file: transcripts/binary.srt: binary file (NUL bytes)")
+    assert rows["broken"]["reason"].startswith("malformed file: transcripts/broken.vtt: bad timestamp line")
     assert rows["insulin"]["title"] == "insulin"
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["transcripts"]
     assert metrics["read"] == 3 and metrics["failed"] == {"malformed file": 3}
     log = (result.run_dir / "run.log").read_text()
-    assert "failed empty: malformed file: empty file" in log
+    assert "failed empty: malformed file: transcripts/empty.vtt: empty file" in log
     assert "insulin.meta.json: ignoring invalid metadata" in caplog.text  # reported while listing
 
 
