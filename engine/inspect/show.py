@@ -142,7 +142,9 @@ def render_run(summary: dict[str, Any]) -> str:
 
 
 def _failure_lines(items: list[dict[str, Any]]) -> list[str]:
-    lines = [f"    {it['status']:<8} {it['name']}: {it['reason'] or 'no reason given'}" for it in items[:SHOWN_PER_TABLE]]
+    lines = [
+        f"    {it['status']:<8} {it['name']}: {it['reason'] or 'no reason given'}" for it in items[:SHOWN_PER_TABLE]
+    ]
     if len(items) > SHOWN_PER_TABLE:
         lines.append(f"    ... and {len(items) - SHOWN_PER_TABLE} more (recipe show --json lists them all)")
     return lines

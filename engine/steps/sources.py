@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from engine.errors import Problem
-from engine.pipeline.hashing import digest_file
+from engine.pipeline.hashing import Unkeyed, digest_file
 from engine.recipe.load import Located
 from engine.recipe.paths import local_source_files, shown_path
 from engine.retry import RateLimiter
@@ -108,14 +108,6 @@ def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[P
 def make_lister(cfg: TranscriptSettings) -> Lister:
     """The yt-dlp lister; tests replace this to inject a fake clock and sleep."""
     return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second))
-
-
-@dataclass(frozen=True)
-class Unkeyed:
-    """Bookkeeping the listing carries to run() that never enters the key (hashing drops
-    compare=False fields): where a file lives, and the files that are not transcripts."""
-
-    value: Any = field(compare=False)
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> dict:

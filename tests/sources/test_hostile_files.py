@@ -103,7 +103,7 @@ def test_every_hostile_file_is_one_row_and_the_run_completes(tmp_path: Path, pat
         status, reason, _ = rows[Path(name).stem] if Path(name).stem in rows else (None, name, None)
         assert status == "failed", name
         assert reason.startswith(f"malformed file: inbox/{name}: {why}"), reason
-    assert rows["cues_only"][:2] == ("failed", "inbox/cues_only.txt: empty after clean-up")
+    assert rows["cues_only"][:2] == ("failed", "empty after clean-up: inbox/cues_only.txt")
     for stem, text in READ.items():
         assert rows[stem][0] == "ok" and rows[stem][2] == text, stem
     assert len(rows) == len(FAILS) + len(READ) + 1  # one row per file, none lost
