@@ -113,40 +113,44 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
 
 
 def _cut(ctx: StepContext, video: dict, got: dict, cfg: TranscriptSettings, room: Room) -> dict:
-    """Clean the segments and cut them into pieces that fit the reading model's context.
-
-    A transcript that does not fit whole is cut into windows of the room there is, with a warning,
-    rather than failed: the alternative leaves the user to rerun with `mode: tokens` for every
-    video, and sending it whole would fail at the provider after paying for the others (or be
-    silently truncated by a local server).
-    """
+    """Clean the segments and cut them into pieces that fit the reading model's context."""
     c = cfg.clean
     segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
-    where = f"{video['path']}: " if video.get("source") == "local" else ""
     if not segments:
-        return _failure("failed", "empty after clean-up", where.rstrip(": "), how=got["how"])
+        where = video["path"] if video.get("source") == "local" else ""
+        return _failure("failed", "empty after clean-up", where, how=got["how"])
     if room.tokens < MIN_ROOM:
         return _failure("failed", "no room in the context", f"{room.explain()}; lower max_tokens", how=got["how"])
     chunking = cfg.chunking
-    window = min(chunking.window_tokens, room.tokens)
-    if chunking.mode == "whole":
-        tokens = estimate_tokens(" ".join(s["text"] for s in segments))
-        if tokens <= room.tokens:
-            return {**got, "pieces": chunk_segments(segments, "whole")}
-        pieces = chunk_segments(segments, "tokens", room.tokens, chunking.overlap_tokens)
-        ctx.log.warning(
-            "%s (%s): ~%d tokens do not fit one prompt: %s; cut into %d windows. Set "
-            "transcripts.chunking.context_tokens if the model reads more, or chunking.mode: tokens to choose "
-            "the windows yourself",
-            video["video_id"],
-            video["title"],
-            tokens,
-            room.explain(),
-            len(pieces),
-        )
-        ctx.metrics.setdefault("cut_to_fit", {})[video["video_id"]] = len(pieces)
-        return {**got, "pieces": pieces}
-    return {**got, "pieces": chunk_segments(segments, "tokens", window, chunking.overlap_tokens)}
+    if chunking.mode == "tokens":
+        window = min(chunking.window_tokens, room.tokens)
+        return {**got, "pieces": chunk_segments(segments, "tokens", window, chunking.overlap_tokens)}
+    return {**got, "pieces": _whole_or_windows(ctx, video, segments, cfg, room)}
+
+
+def _whole_or_windows(ctx: StepContext, video: dict, segments: list[dict], cfg: TranscriptSettings, room: Room) -> list:
+    """One piece when the transcript fits one prompt; else windows of the room there is.
+
+    Cut with a warning rather than failed: failing would leave the user to rerun with
+    `mode: tokens` for every video, and sending it whole would fail at the provider after paying
+    for the others (or be silently truncated by a local server).
+    """
+    tokens = estimate_tokens(" ".join(s["text"] for s in segments))
+    if tokens <= room.tokens:
+        return chunk_segments(segments, "whole")
+    pieces = chunk_segments(segments, "tokens", room.tokens, cfg.chunking.overlap_tokens)
+    ctx.log.warning(
+        "%s (%s): ~%d tokens do not fit one prompt: %s; cut into %d windows. Set "
+        "transcripts.chunking.context_tokens if the model reads more, or chunking.mode: tokens to choose "
+        "the windows yourself",
+        video["video_id"],
+        video["title"],
+        tokens,
+        room.explain(),
+        len(pieces),
+    )
+    ctx.metrics.setdefault("cut_to_fit", {})[video["video_id"]] = len(pieces)
+    return pieces
 
 
 def _warn_small_windows(ctx: StepContext, cfg: TranscriptSettings, room: Room) -> None:
