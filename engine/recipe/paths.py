@@ -18,11 +18,6 @@ class SourceFiles:
     skipped: list[tuple[Path, str]]
 
 
-def local_transcript_files(base_dir: Path, pattern: str) -> list[Path]:
-    """Transcript files named by a local source: a file, a directory, or a glob."""
-    return local_source_files(base_dir, pattern).transcripts
-
-
 def local_source_files(base_dir: Path, pattern: str) -> SourceFiles:
     """The entries a local source names, split into transcripts and skipped ones.
 
