@@ -124,8 +124,14 @@ def _cut(ctx: StepContext, video: dict, got: dict, cfg: TranscriptSettings, room
     chunking = cfg.chunking
     if chunking.mode == "tokens":
         window = min(chunking.window_tokens, room.tokens)
-        return {**got, "pieces": chunk_segments(segments, "tokens", window, chunking.overlap_tokens)}
-    return {**got, "pieces": _whole_or_windows(ctx, video, segments, cfg, room)}
+        pieces = chunk_segments(segments, "tokens", window, chunking.overlap_tokens)
+    else:
+        pieces = _whole_or_windows(ctx, video, segments, cfg, room)
+    largest = max(estimate_tokens(p["text"]) for p in pieces)
+    if largest > room.tokens:  # windows are cut between words: text with few spaces cannot be cut
+        why = f"a piece of ~{largest} tokens cannot be cut smaller (too few spaces to cut at): {room.explain()}"
+        return _failure("failed", "does not fit the context", f"{why}; use a model with a longer context", got["how"])
+    return {**got, "pieces": pieces}
 
 
 def _whole_or_windows(ctx: StepContext, video: dict, segments: list[dict], cfg: TranscriptSettings, room: Room) -> list:

@@ -120,3 +120,27 @@ def test_the_room_keys_the_step_and_the_model_name_does_not(tmp_path: Path, path
     assert transcripts_key("llm: {model: openai/fake-a, max_tokens: 2000}\n") != base  # more room
     told = "llm: {model: openai/fake-a}\ntranscripts: {chunking: {context_tokens: 32768}}\n"
     assert transcripts_key(told) != base
+
+
+JA = "断食はインスリンを下げ、体は蓄えた脂肪を燃やします。"  # 26 characters, no spaces
+
+
+def test_text_without_spaces_is_counted_by_character_and_cut_between_cues(tmp_path: Path, paths: Paths) -> None:
+    """A Japanese lecture as subtitles: a 'word' is a whole cue, so word counts would call an hour
+    of speech a few thousand tokens. It is cut between cues into windows that fit; a Chinese
+    text with no break at all cannot be cut and fails, naming why, before any call."""
+    (tmp_path / "talks").mkdir()
+    cues = [f"{i // 60:02}:{i % 60:02}.000 --> {i // 60:02}:{i % 60:02}.900\n{JA}{i}\n" for i in range(1200)]
+    (tmp_path / "talks" / "kouen.vtt").write_text("WEBVTT\n\n" + "\n".join(f"00:{c}" for c in cues), encoding="utf-8")
+    (tmp_path / "talks" / "wall.txt").write_text("断食" * 20_000, encoding="utf-8")
+    told = "transcripts: {chunking: {context_tokens: 8192}}\n"
+    result = run_recipe(_recipe(tmp_path, told), paths, until="transcripts", options=QUIET)
+    pieces = _pieces(result.run_dir)
+    log = (result.run_dir / "run.log").read_text()
+    room = int(re.search(r"which leaves ~(\d+) tokens for the transcript", log).group(1))
+    kouen = [text for _, text, status, _ in pieces["kouen"]]
+    assert estimate_tokens(" ".join(kouen)) > 1200 * len(JA)  # a token per character at least
+    assert len(kouen) > 10 and all(estimate_tokens(t) <= room for t in kouen)
+    assert kouen[0].startswith(JA + "0") and kouen[-1].endswith(JA + "1199")
+    [(_, _, status, reason)] = pieces["wall"]
+    assert status == "failed" and reason.startswith("does not fit the context: a piece of ~40002 tokens cannot be cut")
