@@ -79,7 +79,7 @@ def item_problems(run_dir: Path) -> dict[str, dict[str, int]]:
     return out
 
 
-# The first of these a table has names its rows (a file's path before its video id).
+# The first of these a row has names it (a file's path before its video id).
 NAME_COLUMNS = ("path", "video_id", "id", "artifact", "run")
 SHOWN_PER_TABLE = 10
 
@@ -99,9 +99,10 @@ def failed_items(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
             names = [c for c in NAME_COLUMNS if c in cols]
             if not {"status", "reason"} <= set(cols) or not names:
                 continue
-            chunk = ', "chunk"' if "chunk" in cols else ", NULL"
+            name = "COALESCE(" + ", ".join(f'CAST("{c}" AS VARCHAR)' for c in names) + ")"  # a YouTube row has no path
+            chunk = '"chunk"' if "chunk" in cols else "NULL"
             rows = con.execute(
-                f'SELECT status, "{names[0]}"{chunk}, reason FROM "{table}" '
+                f'SELECT status, {name}, {chunk}, reason FROM "{table}" '
                 "WHERE status IN ('failed', 'skipped') ORDER BY status, 2"
             ).fetchall()
             items = [{"status": st, "name": _item_name(n, c), "reason": r} for st, n, c, r in rows]
