@@ -19,6 +19,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "status": effective_status(manifest),
         "metrics": read_metrics(run_dir),
         "problems": item_problems(run_dir),
+        "failures": failed_items(run_dir),
         "dataset": dataset_stats(run_dir),
         "eval": eval_summary(run_dir),
     }
@@ -78,6 +79,42 @@ def item_problems(run_dir: Path) -> dict[str, dict[str, int]]:
     return out
 
 
+# The first of these a row has names it (a file's path before its video id).
+NAME_COLUMNS = ("path", "video_id", "id", "artifact", "run")
+SHOWN_PER_TABLE = 10
+
+
+def failed_items(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per step, every failed or skipped row by name with its full reason: which files, not only
+    how many (dropped rows are the filters' ordinary work, counted in `problems`)."""
+    db = run_dir / "data.duckdb"
+    if not db.is_file():
+        return {}
+    import duckdb
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall():
+            cols = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
+            names = [c for c in NAME_COLUMNS if c in cols]
+            if not {"status", "reason"} <= set(cols) or not names:
+                continue
+            name = "COALESCE(" + ", ".join(f'CAST("{c}" AS VARCHAR)' for c in names) + ")"  # a YouTube row has no path
+            chunk = '"chunk"' if "chunk" in cols else "NULL"
+            rows = con.execute(
+                f'SELECT status, {name}, {chunk}, reason FROM "{table}" '
+                "WHERE status IN ('failed', 'skipped') ORDER BY status, 2"
+            ).fetchall()
+            items = [{"status": st, "name": _item_name(n, c), "reason": r} for st, n, c, r in rows]
+            if items:
+                out[table] = items
+    return out
+
+
+def _item_name(name: Any, chunk: Any) -> str:
+    return f"{name} chunk {chunk}" if chunk else str(name)
+
+
 def _reason_kind(reason: str | None) -> str:
     """Group reasons that differ only in details ('too short (54 < 100)' -> 'too short')."""
     return (reason or "unknown").split(" (")[0].split(":")[0][:60]
@@ -97,11 +134,21 @@ def render_run(summary: dict[str, Any]) -> str:
             lines.append(f"      error: {step['error']}")
     for table, counts in summary["problems"].items():
         lines.append(f"\n  {table}: " + ", ".join(f"{n} {reason}" for reason, n in counts.items()))
+        lines.extend(_failure_lines(summary.get("failures", {}).get(table, [])))
     lines.extend(_metric_lines({k: v for k, v in summary["metrics"].items() if k != "evaluate"}))
     lines.extend(_dataset_lines(summary.get("dataset") or {}))
     lines.extend(_curation_lines(summary["metrics"].get("curate") or {}))
     lines.extend(_eval_lines(summary.get("eval") or {}))
     return "\n".join(lines)
+
+
+def _failure_lines(items: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"    {it['status']:<8} {it['name']}: {it['reason'] or 'no reason given'}" for it in items[:SHOWN_PER_TABLE]
+    ]
+    if len(items) > SHOWN_PER_TABLE:
+        lines.append(f"    ... and {len(items) - SHOWN_PER_TABLE} more (recipe show --json lists them all)")
+    return lines
 
 
 def _dataset_lines(dataset: dict[str, Any]) -> list[str]:

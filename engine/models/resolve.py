@@ -59,12 +59,15 @@ def resolve_model_path(spec: str, models_dir: Path, base_dir: Path | None = None
 
 
 def model_fingerprint(spec: str, base_dir: Path | None = None, memo: Any = None) -> dict[str, Any]:
-    """The content of the base model's files, so that replacing a local model or upgrading the
-    package re-runs training; hub ids are identified by the spec alone.
+    """The base model's identity: the content of its files for a local folder, a GGUF or a
+    packaged model; the name for a hub id. Never where it lives, so a project copied to another
+    folder (or a model moved and the recipe updated) keeps every cached step, while replacing a
+    local model or upgrading the package re-runs training.
 
     Hashing a multi-GB model on every `recipe plan` would be slow, so digests are memoised in
-    `memo` (an ItemCache) under path + size + mtime: the timestamp only decides whether to re-hash,
-    it never enters the key, so a reinstall with identical bytes keeps every cached step.
+    `memo` (an ItemCache in the store) under path + size + mtime: the location and timestamp only
+    decide whether to re-hash, they never enter the key, so a copy with identical bytes is hashed
+    once more and then keeps every cached step.
     """
     try:
         path = package_file(spec) if spec.startswith("package:") else Path(spec).expanduser()
@@ -72,8 +75,14 @@ def model_fingerprint(spec: str, base_dir: Path | None = None, memo: Any = None)
         return {"spec": spec, "missing": True}
     if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
         path = base_dir / path
-    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
-    return {"spec": spec, "files": [[f.name, _file_digest(f, memo)] for f in files]}
+    if path.is_file():
+        return {"files": [[path.suffix.lower(), _file_digest(path, memo)]]}
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*") if p.is_file())
+        return {"files": [[f.name, _file_digest(f, memo)] for f in files]}
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return {"hub": spec}
+    return {"spec": spec, "missing": True}
 
 
 def _file_digest(path: Path, memo: Any) -> str:

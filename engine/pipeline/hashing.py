@@ -15,6 +15,14 @@ from typing import Any
 from pydantic import BaseModel
 
 
+@dataclasses.dataclass(frozen=True)
+class Unkeyed:
+    """A value carried along with a key's inputs that is never hashed (it hashes as {}): e.g.
+    where a listed file lives, beside its keyed name and content digest."""
+
+    value: Any = dataclasses.field(compare=False)
+
+
 def _plain(value: Any) -> Any:
     """Turn config models, dataclasses, tuples, sets and paths into JSON-able values."""
     if isinstance(value, BaseModel):

@@ -77,6 +77,13 @@ class Chunking(Section):
     mode: Literal["whole", "tokens"] = Field("whole", description="`whole` or `tokens`.")
     window_tokens: int = Field(6000, ge=100, description="Window size in tokens (approximate: words × 1.3).")
     overlap_tokens: int = Field(300, ge=0, description="Tokens shared by consecutive windows.")
+    context_tokens: int | None = Field(
+        None,
+        ge=512,
+        description="Context window (tokens) of the model that reads transcripts (questions and answers "
+        "passes); null: looked up (litellm's model list, a local model's files), else 8192. A transcript "
+        "that does not fit with the prompt and max_tokens is cut into windows, with a warning.",
+    )
 
 
 class TranscriptSettings(Section):

@@ -12,7 +12,7 @@ import gc
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,7 +72,9 @@ Settings = EvalSettings
 @dataclass(frozen=True)
 class Config:
     eval: EvalSettings
-    base_model: str
+    # Not keyed as written (a path is a location): the base model's identity keys train, whose
+    # key is upstream of this step's.
+    base_model: str = field(compare=False)
     banned: tuple[str, ...]  # the curate step's banned phrases, scored on both models' answers
     creator: str
     # The judge's prompt and model only matter (and only key the step) when judging is on.

@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,9 @@ Settings = ExportSettings
 @dataclass(frozen=True)
 class Config:
     export: ExportSettings
-    model: str  # the base model the adapter was trained on
+    # The base model the adapter was trained on. Keyed by its identity (fingerprint), never by
+    # the spec as written: a path is a location, and a copied project must keep its cache.
+    model: str = field(compare=False)
     system: str | None  # the training system prompt, for the Modelfile
     name: str  # the recipe's name, written into the GGUF metadata
 
@@ -77,7 +79,8 @@ def config(recipe: Recipe) -> Config:
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> Any:
-    """The base model's files: a replaced local model or an upgraded package re-runs this step."""
+    """The base model's identity (its files' content, or a hub id): a replaced local model or an
+    upgraded package re-runs this step; moving it does not."""
     from engine.models.resolve import model_fingerprint
 
     return model_fingerprint(cfg.model, ctx.base_dir, ctx.item_cache("file_digests"))

@@ -19,9 +19,9 @@ from typing import Any
 from pydantic import Field
 
 from engine.errors import Problem
-from engine.pipeline.hashing import digest_file
+from engine.pipeline.hashing import Unkeyed, digest_file
 from engine.recipe.load import Located
-from engine.recipe.paths import local_transcript_files
+from engine.recipe.paths import local_source_files, shown_path
 from engine.retry import RateLimiter
 from engine.sources.settings import LocalSource, Source, TranscriptSettings, YoutubeSource
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_states
@@ -29,7 +29,7 @@ from engine.sources.youtube import PERSISTENT, Lister, apply_filters, format_cou
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "sources"
-VERSION = 3
+VERSION = 4  # 4: paths relative to the recipe, files that are not transcripts listed as skipped
 DEPENDS: tuple[str, ...] = ()
 COLUMNS = {
     "video_id": "VARCHAR",
@@ -69,18 +69,24 @@ def config(recipe: Recipe) -> Config:
 def check(recipe: Recipe, located: Located) -> list[Problem]:
     problems = []
     for i, source in enumerate(recipe.sources):
-        if source.type == "local" and not local_transcript_files(recipe.base_dir, source.path):
-            shown = Path(source.path) if Path(source.path).is_absolute() else recipe.base_dir / source.path
-            problems.append(
-                located.problem(
-                    ("sources", i, "path"),
-                    f"no transcript files at {shown} (.txt .md .vtt .srt .json .json3); check the path, "
-                    "which is relative to the recipe file",
-                )
-            )
+        if source.type == "local":
+            problems.extend(_local_problems(recipe, located, source, i))
         if source.type == "youtube":
             problems.extend(_youtube_problems(located, source, i))
     return problems
+
+
+def _local_problems(recipe: Recipe, located: Located, source: LocalSource, i: int) -> list[Problem]:
+    files = local_source_files(recipe.base_dir, source.path)
+    if files.transcripts:
+        return []
+    shown = Path(source.path) if Path(source.path).is_absolute() else recipe.base_dir / source.path
+    found = "; found only " + ", ".join(p.name for p, _ in files.skipped[:5]) if files.skipped else ""
+    message = (
+        f"no transcript files at {shown} (.txt .md .vtt .srt .json .json3){found}; check the path, "
+        "which is relative to the recipe file"
+    )
+    return [located.problem(("sources", i, "path"), message)]
 
 
 def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[Problem]:
@@ -104,34 +110,60 @@ def make_lister(cfg: TranscriptSettings) -> Lister:
     return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second))
 
 
-def fingerprint(ctx: StepContext, cfg: Config) -> list[dict]:
-    """Everything listed, in order: what keys this step and downstream."""
+def fingerprint(ctx: StepContext, cfg: Config) -> dict:
+    """Everything listed, in order: what keys this step and downstream.
+
+    A local file is keyed by its name and its bytes, never by where it lives, so a project
+    copied or cloned into another folder keeps every cached step.
+    """
     listing: list[dict] = []
+    ignored: list[dict] = []
     lister: Lister | None = None
     for source in cfg.sources:
         if source.type == "local":
-            listing.extend(_local_listing(ctx.base_dir, source, ctx))
+            files = local_source_files(ctx.base_dir, source.path)
+            listing.extend(_local_listing(ctx.base_dir, source, files.transcripts, ctx))
+            ignored.extend(_ignored(ctx, source, files.skipped))
             continue
         lister = lister or make_lister(cfg.transcripts)
         listing.extend(_youtube_listing(source, lister, ctx, cfg.transcripts))
-    return _mark_duplicates(listing)
+    # Files that are not transcripts change no output, so they are kept out of the key: a stray
+    # PDF must not rerun training. They are reported on every plan/run and become skipped rows.
+    return {"listing": _mark_duplicates(listing), "ignored": Unkeyed(ignored)}
 
 
-def _local_listing(base_dir: Path, source: Any, ctx: Any) -> list[dict]:
+def _local_listing(base_dir: Path, source: LocalSource, paths: list[Path], ctx: Any) -> list[dict]:
     entries = []
-    for path in local_transcript_files(base_dir, source.path):
+    for path in paths:
         meta = _sidecar(path, ctx) if source.sidecar else {}
+        try:
+            content = digest_file(path)
+        except OSError as e:  # unreadable: the transcripts step turns it into a failed row
+            content = f"unreadable: {e.strerror or e}"
         entries.append(
             {
                 "kind": "local",
                 "id": str(meta.get("video_id") or path.stem),
-                "path": str(path),
-                "digest": digest_file(path),
+                "name": path.name,
+                "path": Unkeyed(shown_path(path, base_dir, source.path)),
+                "digest": content,
                 "format": source.format,
                 "meta": meta,
             }
         )
     return entries
+
+
+def _ignored(ctx: Any, source: LocalSource, skipped: list[tuple[Path, str]]) -> list[dict]:
+    out = []
+    for path, reason in skipped:
+        shown = shown_path(path, ctx.base_dir, source.path)
+        ctx.log.warning("%s: skipped, %s", shown, reason)
+        out.append({"name": path.name, "path": shown, "reason": reason})
+    return out
+
+
+SIDECAR_FIELDS = ("video_id", "title", "url", "upload_date")
 
 
 def _sidecar(path: Path, ctx: Any) -> dict:
@@ -141,10 +173,14 @@ def _sidecar(path: Path, ctx: Any) -> dict:
         return {}
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except ValueError as e:
+    except (ValueError, OSError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         ctx.log.warning("%s: ignoring invalid metadata (%s)", sidecar, e)
         return {}
-    return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        ctx.log.warning("%s: ignoring metadata that is not a JSON object", sidecar)
+        return {}
+    # only the fields we use, and only as text: a number or list here must not break the table
+    return {k: str(meta[k]) for k in SIDECAR_FIELDS if isinstance(meta.get(k), (str, int, float)) and meta[k] != ""}
 
 
 def _youtube_listing(
@@ -209,19 +245,21 @@ def _mark_duplicates(listing: list[dict]) -> list[dict]:
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
-    rows = [_local_row(item) if item["kind"] == "local" else _youtube_row(item) for item in ctx.fingerprint]
+    listing, ignored = ctx.fingerprint["listing"], ctx.fingerprint["ignored"].value
+    rows = [_local_row(item) if item["kind"] == "local" else _youtube_row(item) for item in listing]
+    rows += [_ignored_row(item) for item in ignored]
     _summarise(ctx, rows)
     return rows
 
 
 def _local_row(item: dict) -> dict:
-    path, meta = Path(item["path"]), item["meta"]
+    meta = item["meta"]
     return {
         "video_id": item["id"],
         "source": "local",
-        "title": meta.get("title") or path.stem.replace("_", " "),
+        "title": meta.get("title") or Path(item["name"]).stem.replace("_", " "),
         "url": meta.get("url"),
-        "path": str(path),
+        "path": item["path"].value,  # relative to the recipe's folder (see shown_path)
         "format": item["format"],
         "digest": item["digest"],
         "duration": None,
@@ -229,6 +267,19 @@ def _local_row(item: dict) -> dict:
         "availability": None,
         "status": item.get("status", "ok"),
         "reason": item.get("reason"),
+    }
+
+
+def _ignored_row(item: dict) -> dict:
+    """A file in a local source that is not a transcript: listed, so nothing vanishes silently."""
+    empty = dict.fromkeys(("title", "url", "format", "digest", "duration", "upload_date", "availability"))
+    return {
+        **empty,
+        "video_id": item["name"],
+        "source": "local",
+        "path": item["path"],
+        "status": "skipped",
+        "reason": item["reason"],
     }
 
 
@@ -251,7 +302,7 @@ def _youtube_row(item: dict) -> dict:
 
 def _summarise(ctx: Any, rows: list[dict]) -> None:
     status = Counter(r["status"] for r in rows)
-    skipped = Counter(r["availability"] for r in rows if r["status"] == "skipped")
+    skipped = Counter(r["availability"] or _reason_kind(r["reason"]) for r in rows if r["status"] == "skipped")
     dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")
     ctx.metrics.update(videos=len(rows), ok=status["ok"], skipped=dict(skipped), dropped=dict(dropped))
     ctx.log.info(
@@ -263,3 +314,8 @@ def _summarise(ctx: Any, rows: list[dict]) -> None:
         status["dropped"],
         status["failed"],
     )
+
+
+def _reason_kind(reason: str | None) -> str:
+    """'not a transcript format (.pdf); ...' -> 'not a transcript format'."""
+    return (reason or "unknown").split(" (")[0].split(";")[0]

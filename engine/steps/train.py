@@ -142,7 +142,9 @@ def _is_gguf(path: Path) -> bool:
 
 
 def fingerprint(ctx: StepContext, cfg: TrainSettings) -> Any:
-    """The base model's files: a replaced local model or an upgraded package re-runs this step."""
+    """The base model's identity, which keys this step in place of the spec as written
+    (TrainSettings.UNKEYED): its files' content for a local folder, GGUF or packaged model, its
+    name for a hub id. A replaced model or an upgraded package re-runs training; a moved one not."""
     from engine.models.resolve import model_fingerprint
 
     return model_fingerprint(cfg.model, ctx.base_dir, ctx.item_cache("file_digests"))

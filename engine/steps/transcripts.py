@@ -8,21 +8,28 @@ clean-up or chunking options never refetches. One video failing is a row with it
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import FetchFailed, MalformedTranscript
-from engine.sources.chunking import chunk_segments
+from engine.llm.context import TOKENS_PER_QUESTION, Reader, Room, transcript_room
+from engine.pipeline.hashing import Unkeyed
+from engine.recipe.paths import locate
+from engine.sources.chunking import chunk_segments, estimate_tokens
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.formats import clean_segments, parse_file
 from engine.sources.settings import TranscriptSettings
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_key, permanent_failure
 from engine.sources.youtube import PERSISTENT, SKIPPED, format_counts
-from engine.steps.base import Inputs, StepContext
+from engine.steps.base import Inputs, Recipe, StepContext
+
+log = logging.getLogger("engine.steps.transcripts")
 
 NAME = "transcripts"
-VERSION = 3
+VERSION = 4  # 4: transcripts longer than the reading model's context are cut into windows
 DEPENDS = ("sources",)
 COLUMNS = {
     "video_id": "VARCHAR",
@@ -41,11 +48,40 @@ COLUMNS = {
 }
 SECTION = "transcripts"
 Settings = TranscriptSettings
-Config = TranscriptSettings  # the section is everything this step uses
+# Below this many tokens of room a transcript cannot be read in any useful piece.
+MIN_ROOM = 100
 
 
-def config(recipe: Any) -> TranscriptSettings:
-    return recipe.transcripts
+@dataclass(frozen=True)
+class Config:
+    transcripts: TranscriptSettings
+    # The LLM passes that read whole transcripts. They key this step only through the room they
+    # leave for a transcript (a number, in the fingerprint): another model with the same context,
+    # or another prompt wording, changes nothing here.
+    readers: tuple[Reader, ...] = field(compare=False)
+
+
+def config(recipe: Recipe) -> Config:
+    return Config(recipe.transcripts, _readers(recipe))
+
+
+def _readers(recipe: Recipe) -> tuple[Reader, ...]:
+    prompts = recipe.prompts
+    asked = getattr(getattr(recipe, "questions", None), "max_per_video", 15) * TOKENS_PER_QUESTION
+    readers = []
+    for name, template, extra in (("questions", prompts.questions, 0), ("answers", prompts.answers, asked)):
+        params = recipe.llm.for_pass(name)
+        prompt_tokens = estimate_tokens(f"{prompts.system} {template}") + extra
+        readers.append(Reader(name, params.model, params.max_tokens, prompt_tokens))
+    return tuple(readers)
+
+
+def fingerprint(ctx: StepContext, cfg: Config) -> dict:
+    """The tokens of transcript one prompt can hold: it decides which videos are cut into windows,
+    so it keys this step (the model behind it and its context ride along unkeyed, for the log)."""
+    override = cfg.transcripts.chunking.context_tokens
+    room = transcript_room(cfg.readers, ctx.base_dir, ctx.item_cache("model_context"), override)
+    return {"room": room.tokens, "why": Unkeyed(room)}
 
 
 def make_fetcher(cfg: TranscriptSettings) -> TranscriptFetcher:
@@ -53,30 +89,98 @@ def make_fetcher(cfg: TranscriptSettings) -> TranscriptFetcher:
     return TranscriptFetcher.from_config(cfg)
 
 
-def run(ctx: StepContext, inputs: Inputs, cfg: TranscriptSettings) -> list[dict]:
+def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     videos = inputs["sources"].ok_rows()
+    settings, room = cfg.transcripts, ctx.fingerprint["why"].value
     tally: Counter = Counter()
     reasons: dict[str, Counter] = {"failed": Counter(), "skipped": Counter()}
     fetcher: list[TranscriptFetcher] = []  # created on the first YouTube video only
     rows: list[dict] = []
+    _warn_small_windows(ctx, settings, room)
     with ctx.progress(len(videos), "transcripts") as bar:
         for video in videos:
-            got = _local(video) if video["source"] == "local" else _youtube(ctx, video, cfg, fetcher)
+            got = _local(video, ctx.base_dir) if video["source"] == "local" else _youtube(ctx, video, settings, fetcher)
             tally[got["how"]] += 1
+            if got["status"] == "ok":
+                got = _cut(ctx, video, got, settings, room)
             if got["status"] != "ok":
                 reasons[got["status"]][got["category"]] += 1
                 ctx.log.warning("%s %s: %s", got["status"], video["video_id"], got["reason"])
-            rows.extend(_rows(video, got, cfg))
+            rows.extend(_rows(video, got))
             bar.advance()
     _summarise(ctx, tally, reasons, fetcher, inputs["sources"])
     return rows
 
 
-def _local(video: dict) -> dict:
+def _cut(ctx: StepContext, video: dict, got: dict, cfg: TranscriptSettings, room: Room) -> dict:
+    """Clean the segments and cut them into pieces that fit the reading model's context."""
+    c = cfg.clean
+    segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
+    if not segments:
+        where = video["path"] if video.get("source") == "local" else ""
+        return _failure("failed", "empty after clean-up", where, how=got["how"])
+    if room.tokens < MIN_ROOM:
+        return _failure("failed", "no room in the context", f"{room.explain()}; lower max_tokens", how=got["how"])
+    chunking = cfg.chunking
+    if chunking.mode == "tokens":
+        window = min(chunking.window_tokens, room.tokens)
+        pieces = chunk_segments(segments, "tokens", window, chunking.overlap_tokens)
+    else:
+        pieces = _whole_or_windows(ctx, video, segments, cfg, room)
+    largest = max(estimate_tokens(p["text"]) for p in pieces)
+    if largest > room.tokens:  # windows are cut between words: text with few spaces cannot be cut
+        why = f"a piece of ~{largest} tokens cannot be cut smaller (too few spaces to cut at): {room.explain()}"
+        return _failure("failed", "does not fit the context", f"{why}; use a model with a longer context", got["how"])
+    return {**got, "pieces": pieces}
+
+
+def _whole_or_windows(ctx: StepContext, video: dict, segments: list[dict], cfg: TranscriptSettings, room: Room) -> list:
+    """One piece when the transcript fits one prompt; else windows of the room there is.
+
+    Cut with a warning rather than failed: failing would leave the user to rerun with
+    `mode: tokens` for every video, and sending it whole would fail at the provider after paying
+    for the others (or be silently truncated by a local server).
+    """
+    tokens = estimate_tokens(" ".join(s["text"] for s in segments))
+    if tokens <= room.tokens:
+        return chunk_segments(segments, "whole")
+    pieces = chunk_segments(segments, "tokens", room.tokens, cfg.chunking.overlap_tokens)
+    ctx.log.warning(
+        "%s (%s): ~%d tokens do not fit one prompt: %s; cut into %d windows. Set "
+        "transcripts.chunking.context_tokens if the model reads more, or chunking.mode: tokens to choose "
+        "the windows yourself",
+        video["video_id"],
+        video["title"],
+        tokens,
+        room.explain(),
+        len(pieces),
+    )
+    ctx.metrics.setdefault("cut_to_fit", {})[video["video_id"]] = len(pieces)
+    return pieces
+
+
+def _warn_small_windows(ctx: StepContext, cfg: TranscriptSettings, room: Room) -> None:
+    if cfg.chunking.mode == "tokens" and cfg.chunking.window_tokens > room.tokens >= MIN_ROOM:
+        ctx.log.warning(
+            "transcripts.chunking.window_tokens (%d) does not fit one prompt: %s; windows of %d tokens are used",
+            cfg.chunking.window_tokens,
+            room.explain(),
+            room.tokens,
+        )
+
+
+def _local(video: dict, base_dir: Path) -> dict:
+    """A local file's segments; whatever is wrong with the file is a failed row naming it."""
+    recorded = video["path"]
     try:
-        segments = parse_file(Path(video["path"]), video["format"])
+        segments = parse_file(locate(recorded, base_dir), video["format"])
     except MalformedTranscript as e:
-        return _failure("failed", "malformed file", e.reason, how="failed")
+        return _failure("failed", "malformed file", f"{recorded}: {e.reason}", how="failed")
+    except Exception as e:  # noqa: BLE001 - a parser bug on one odd file must not end the run
+        log.debug("parsing %s failed", recorded, exc_info=True)
+        return _failure(
+            "failed", "malformed file", f"{recorded}: could not parse it ({type(e).__name__}: {e})", "failed"
+        )
     return {"status": "ok", "how": "read", "segments": segments, "kind": "local", "language": None, "via": "file"}
 
 
@@ -140,7 +244,7 @@ def _failure(status: str, category: str, reason: str, how: str) -> dict:
     }
 
 
-def _rows(video: dict, got: dict, cfg: TranscriptSettings) -> list[dict]:
+def _rows(video: dict, got: dict) -> list[dict]:
     base = {
         "video_id": video["video_id"],
         "title": video["title"],
@@ -150,11 +254,6 @@ def _rows(video: dict, got: dict, cfg: TranscriptSettings) -> list[dict]:
     }
     if got["status"] != "ok":
         return [_textless_row(base, got["status"], got["reason"])]
-    c = cfg.clean
-    segments = clean_segments(got["segments"], c.strip_cues, c.merge_overlaps, c.normalize_whitespace)
-    if not segments:
-        return [_textless_row(base, "failed", "empty after clean-up")]
-    pieces = chunk_segments(segments, cfg.chunking.mode, cfg.chunking.window_tokens, cfg.chunking.overlap_tokens)
     return [
         {
             **base,
@@ -167,7 +266,7 @@ def _rows(video: dict, got: dict, cfg: TranscriptSettings) -> list[dict]:
             "status": "ok",
             "reason": None,
         }
-        for i, p in enumerate(pieces)
+        for i, p in enumerate(got["pieces"])
     ]
 
 
@@ -178,7 +277,8 @@ def _textless_row(base: dict, status: str, reason: str) -> dict:
 
 
 def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
-    upstream = Counter(r["availability"] or r["reason"] for r in sources.rows("status = 'skipped'"))
+    skipped_rows = sources.rows("status = 'skipped'")
+    upstream = Counter(r["availability"] or (r["reason"] or "").split(" (")[0] for r in skipped_rows)
     ctx.metrics.update(
         read=tally["read"],
         fetched=tally["fetched"],

@@ -135,14 +135,14 @@ def test_malformed_local_files_are_rows_not_crashes(
         "binary": "failed",
         "broken": "failed",
     }
-    assert rows["empty"]["reason"] == "malformed file: empty file"
-    assert rows["binary"]["reason"] == "malformed file: binary file (NUL bytes)"
-    assert rows["broken"]["reason"].startswith("malformed file: bad timestamp line")
+    assert rows["empty"]["reason"] == "malformed file: transcripts/empty.vtt: empty file"
+    assert rows["binary"]["reason"].startswith("malformed file: transcripts/binary.srt: binary file (NUL bytes)")
+    assert rows["broken"]["reason"].startswith("malformed file: transcripts/broken.vtt: bad timestamp line")
     assert rows["insulin"]["title"] == "insulin"
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["transcripts"]
     assert metrics["read"] == 3 and metrics["failed"] == {"malformed file": 3}
     log = (result.run_dir / "run.log").read_text()
-    assert "failed empty: malformed file: empty file" in log
+    assert "failed empty: malformed file: transcripts/empty.vtt: empty file" in log
     assert "insulin.meta.json: ignoring invalid metadata" in caplog.text  # reported while listing
 
 
@@ -195,3 +195,14 @@ def test_demo_recipe_reads_six_lectures_and_chunks_on_request(tmp_path: Path, pa
     insulin = chunked["insulin"]
     assert [r["chunk"] for r in insulin] == [0, 1, 2]
     assert insulin[1]["start_time"] > insulin[0]["start_time"] and insulin[1]["segments"]
+
+
+def test_token_estimates_count_characters_of_unspaced_scripts() -> None:
+    assert estimate_tokens("insulin lowers blood sugar") == 6  # 4 words x 1.3
+    assert estimate_tokens("断食は体に良い") == 2 + 7  # one 'word', seven characters
+    assert estimate_tokens("단식은 몸에 좋다") == 4 + 7  # Korean spaces words, each syllable costs too
+    windows = chunk_segments(
+        [{"start": float(i), "duration": 1.0, "text": "断食" * 10} for i in range(50)], "tokens", 100, 0
+    )
+    assert [len(w["segments"]) for w in windows] == [4] * 12 + [2]  # 21.3 tokens a cue: 4 fit in 100
+    assert all(estimate_tokens(w["text"]) <= 100 for w in windows)

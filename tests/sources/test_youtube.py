@@ -23,6 +23,7 @@ import yt_dlp
 from yt_dlp.utils import DownloadError
 
 from engine.errors import FetchFailed
+from engine.inspect.show import failed_items
 from engine.pipeline.runner import Paths, run_recipe
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
@@ -411,6 +412,13 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     assert metrics["skipped"] == {"members-only": 1, "private": 1, "live": 1}
     assert metrics["retries"] == 2 + 2 + 2  # ketones 429 x2, slowvid timeout x2 (api) + x2 (yt-dlp)
     assert "transcripts: 0 read, 4 fetched" in (result.run_dir / "run.log").read_text()
+    shown = failed_items(result.run_dir)  # what `recipe show` lists: YouTube rows by video id
+    assert {f["name"]: f["reason"] for f in shown["sources"]} == {
+        "members0003": "members-only",
+        "private0004": "private",
+        "livenow0005": "live",
+    }
+    assert {f["name"] for f in shown["transcripts"]} == {"nocapt00006", "slowvid0008"}
 
 
 def test_new_upload_is_the_only_video_fetched(yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths) -> None:
