@@ -105,7 +105,12 @@ def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | 
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--until", default=None, help="Stop after this step (e.g. split).")
 @click.option("--force", multiple=True, help="Rerun this step and everything downstream (repeatable).")
-@click.option("--retry-failed", is_flag=True, help="Retry videos recorded as unavailable/members-only.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Ask again what failed before: LLM items (timeouts, invalid replies) of questions, answers, "
+    "curate and augment, and videos recorded as unavailable/members-only. Finished items are reused.",
+)
 @click.option("--wait", is_flag=True, help="If another run holds the store, wait for it.")
 @store_option
 @runs_option
@@ -131,6 +136,9 @@ def run(
         f"{result.status}: {result.run_dir}  ({len(ran)} step(s) ran"
         f"{': ' + ', '.join(ran) if ran else ''}; {len(result.steps) - len(ran)} cached)"
     )
+    summary = result.failed_summary()
+    if summary:
+        click.echo(summary)
 
 
 @main.command(epilog="Example: recipe runs")

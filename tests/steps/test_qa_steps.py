@@ -172,7 +172,7 @@ def test_unanswerable_and_invalid_items_are_failed_rows_with_reasons(tmp_path: P
     assert sorted(a["status"] for a in answers) == ["failed", "failed", "ok", "ok"]
     reasons = {a["reason"] for a in answers if a["status"] == "failed"}
     # the follow-up asked it alone, as number 1; its reply was an empty JSON list
-    assert reasons == {"unanswered after follow-ups: unusable reply: [] should be non-empty"}
+    assert reasons == {"unanswered after follow-ups: invalid reply after 2 attempt(s): [] should be non-empty"}
 
 
 def test_killed_run_resumes_without_repeating_a_request(tmp_path: Path) -> None:
@@ -259,10 +259,7 @@ def test_normalise_question() -> None:
 
 
 def test_a_single_question_prose_reply_is_kept_whole() -> None:
-    from engine.llm.client import LLMResult
-    from engine.steps.answers import _match
+    from engine.steps.answers import read_single_answer
 
     text = "Why does it happen? Because:\n- insulin rises\n- fat is stored"
-    reasons: dict[str, str] = {}
-    got = _match([{"id": "q1", "question": "Why do we gain weight?"}], LLMResult("r", True, text, text, None), reasons)
-    assert got == {"q1": text} and reasons == {}
+    assert read_single_answer(text, "Why do we gain weight?") == ([{"number": 1, "answer": text}], None)
