@@ -166,6 +166,7 @@ class LLMClient:
     async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
         self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
         self._in_flight_limit = self.params.max_concurrency
+        self._calm = 0  # calls answered since the last timeout
         self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
 
         async def one(request: LLMRequest) -> LLMResult:
@@ -244,7 +245,9 @@ class LLMClient:
             try:
                 async with self._semaphore:
                     await self._limiter.acquire_async()
-                    return await self._call(messages)
+                    answered = await self._call(messages)
+                self._recover()
+                return answered
             except Exception as e:  # noqa: BLE001 - classified just below
                 if _refused(e):
                     raise LLMUnavailable(
@@ -273,19 +276,33 @@ class LLMClient:
         """A timeout means the server is saturated (a single-slot local server queues what we
         send, and queued time counts toward the timeout): keep one request fewer in flight.
 
-        The slot is retired by taking a semaphore permit for good; at least one stays.
+        The slot is retired by holding a semaphore permit; at least one stays. `_recover` gives
+        slots back as calls succeed, so a passing hiccup does not slow the rest of the run.
         """
+        self._calm = 0
         if self._in_flight_limit <= 1:
             return
+        first = self._in_flight_limit == self.params.max_concurrency
         self._in_flight_limit -= 1
-        self.metrics["concurrency_lowered_to"] = self._in_flight_limit
-        log.warning(
-            "%s: a call timed out after %g s; at most %d request(s) in flight from now on",
+        self.metrics["concurrency_lowered_to"] = min(
+            self._in_flight_limit, self.metrics.get("concurrency_lowered_to", self._in_flight_limit)
+        )
+        (log.warning if first else log.debug)(
+            "%s: a call timed out after %g s (time queued at the server counts); at most %d request(s) "
+            "in flight until calls come back in time",
             self.params.model,
             self.params.timeout,
             self._in_flight_limit,
         )
         await self._semaphore.acquire()
+
+    def _recover(self) -> None:
+        """Additive increase: one slot back after as many timely calls as are in flight."""
+        self._calm += 1
+        if self._in_flight_limit < self.params.max_concurrency and self._calm >= self._in_flight_limit:
+            self._in_flight_limit += 1
+            self._calm = 0
+            self._semaphore.release()
 
     async def _call(self, messages: list[dict]) -> tuple[str, dict]:
         litellm = load_litellm()

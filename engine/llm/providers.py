@@ -96,9 +96,7 @@ def load_litellm() -> Any:
     # When Ctrl-C cancels a call during that preparation, the coroutine (no request was sent
     # yet) is dropped and Python warns it was "never awaited". Nothing leaked; the warning
     # would only alarm the user at the moment they stopped the run, so exactly it is silenced.
-    warnings.filterwarnings(
-        "ignore", message=r"coroutine '.*\.acompletion' was never awaited", category=RuntimeWarning
-    )
+    warnings.filterwarnings("ignore", message=r"coroutine '.*\.acompletion' was never awaited", category=RuntimeWarning)
     # one INFO line per call would drown the run log
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
     _configured = True

@@ -1,8 +1,10 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1, run in a thread.
 
 Tests point litellm at `.base_url` and get real HTTP: latency, injected faults at given
-rates (429, 500, timeout, garbage, truncated JSON, 401), and counters for calls and the peak
-number of requests in flight, so concurrency limits and resume behaviour can be proven.
+rates (429, 500, timeout, garbage body, junk content, truncated JSON, 401), a limited number of
+slots (a local server that serves one request at a time queues the rest), and counters for
+calls and the peak number of requests in flight, so concurrency limits and resume behaviour
+can be proven.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "timeout", "garbage", "truncated", "401")
+FAULTS = ("429", "500", "timeout", "garbage", "junk", "truncated", "401")
+# What a confused model writes: a well-formed completion whose content is neither JSON nor prose.
+JUNK = "not json {{{ ["
 
 
 class FakeOpenAI:
@@ -24,7 +28,10 @@ class FakeOpenAI:
     responder(body) returns the assistant message content for a request body.
     faults maps a fault name from FAULTS to the probability of injecting it on a call.
     A "timeout" fault sleeps `timeout_sleep` seconds before answering (set it past the
-    client's timeout).
+    client's timeout); "garbage" answers with a body that is not a completion, "junk" with a
+    completion whose content is JUNK. `slots` serves that many requests at a time (None: all);
+    the others wait their turn, as at a single-slot local server, and a client that gave up
+    on one does not free its place in the queue.
     """
 
     def __init__(
@@ -34,6 +41,7 @@ class FakeOpenAI:
         faults: dict[str, float] | None = None,
         seed: int = 0,
         timeout_sleep: float = 2.0,
+        slots: int | None = None,
     ):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
@@ -41,6 +49,7 @@ class FakeOpenAI:
         self.responder, self.latency = responder, latency
         self.faults = dict(faults or {})
         self.timeout_sleep = timeout_sleep
+        self._slots = threading.Semaphore(slots) if slots else None
         self.rng = random.Random(seed)
         self.calls = 0
         self.in_flight = 0
@@ -103,16 +112,23 @@ class FakeOpenAI:
             body = json.loads(raw or b"{}")
             with self._lock:
                 self.requests.append(body)
-            if self.latency:
-                time.sleep(self.latency)
-            fault = self._pick_fault()
-            if fault:
-                with self._lock:
-                    self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
-            self._respond(req, body, fault)
+            if self._slots is not None:
+                with self._slots:
+                    self._serve(req, body)
+            else:
+                self._serve(req, body)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _serve(self, req: BaseHTTPRequestHandler, body: dict) -> None:
+        if self.latency:
+            time.sleep(self.latency)
+        fault = self._pick_fault()
+        if fault:
+            with self._lock:
+                self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
+        self._respond(req, body, fault)
 
     def _respond(self, req: BaseHTTPRequestHandler, body: dict, fault: str | None) -> None:
         if fault == "429":
@@ -135,7 +151,7 @@ class FakeOpenAI:
             time.sleep(self.timeout_sleep)
         if fault == "garbage":
             return _send_raw(req, 200, b"<html>not json at all")
-        content = self.responder(body)
+        content = JUNK if fault == "junk" else self.responder(body)
         if fault == "truncated":
             # a 200 whose assistant content is JSON cut in half, as when max_tokens is hit
             content = content[: max(1, len(content) // 2)]
