@@ -76,12 +76,14 @@ class RunResult:
         """What re-asks the failed items (pasteable: a path with spaces stays one argument)."""
         return f"recipe run {shlex.quote(self.recipe_path)} --retry-failed"
 
-    def failed_summary(self) -> str | None:
-        """One line for the end of a run that left failed items, or None."""
+    def failed_summary(self, retry_command: str | None = None) -> str | None:
+        """One line for the end of a run that left failed items, or None; the CLI passes the
+        command spelled with the options it was given (--until, --store, --runs-dir)."""
         if not self.failed:
             return None
         per_step = ", ".join(f"{step} {n}" for step, n in self.failed.items())
-        return f"{sum(self.failed.values())} failed item(s) ({per_step}); retry them with: {self.retry_command}"
+        command = retry_command or self.retry_command
+        return f"{sum(self.failed.values())} failed item(s) ({per_step}); retry them with: {command}"
 
 
 def plan_recipe(

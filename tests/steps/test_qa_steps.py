@@ -316,7 +316,8 @@ def test_junk_answer_to_a_single_question_is_a_failed_row_until_retry_failed(tmp
             catch_exceptions=False,
         )
         assert plain.exit_code == 0 and srv.calls == calls
-        assert f"3 failed item(s) (answers 3); retry them with: recipe run {recipe} --retry-failed" in plain.output
+        retry = f"recipe run {recipe} --until answers --store {paths.store} --runs-dir {paths.runs_dir} --retry-failed"
+        assert f"3 failed item(s) (answers 3); retry them with: {retry}" in plain.output
 
         healthy["on"] = True
         retried = run_recipe(recipe, paths, until="answers", options=RunOptions(quiet=True, retry_failed=True))
@@ -399,3 +400,54 @@ def test_twenty_percent_faults_complete_and_no_invalid_reply_is_stored_as_valid(
     assert cached and all(isinstance(c["valid"], bool) for c in cached)
     assert all(not c["valid"] for c in cached if c["text"] == JUNK)
     assert sum(c["text"] == JUNK for c in cached) >= 1  # junk did reach the cache, marked invalid
+
+
+def _questions_started(paths: Paths) -> bool:
+    return any("questions: running" in log.read_text() for log in paths.runs_dir.glob("*/run.log"))
+
+
+@pytest.mark.parametrize("moment", ["while litellm loads", "with calls in flight"])
+def test_ctrl_c_during_llm_calls_exits_at_once_and_keeps_finished_calls(tmp_path: Path, moment: str) -> None:
+    """Issue 12 item 6: SIGINT took 6.7-8.6 s and warned "coroutine ... was never awaited"."""
+    slow = {"on": True}
+
+    def model(body: dict) -> str:
+        prompt = first_user(body)
+        if slow["on"] and "List the questions" in prompt and title_of(prompt) != "insulin":
+            time.sleep(20)  # two calls hang at the server; the insulin one is answered
+        return good_model(body)
+
+    paths = paths_in(tmp_path)
+    with FakeOpenAI(model) as srv:
+        recipe = write_recipe(tmp_path, srv, concurrency=3)
+        command = [sys.executable, "-m", "engine.cli", "--quiet", "run", str(recipe), "--until", "answers"]
+        command += ["--store", str(paths.store), "--runs-dir", str(paths.runs_dir)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        if moment == "while litellm loads":  # the LLM step has started; importing litellm takes a second or more
+            while not _questions_started(paths) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            finished = 0
+        else:
+            while not (srv.calls == 3 and srv.in_flight == 2) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            time.sleep(0.5)  # the insulin reply is in and committed; two calls are in flight
+            assert srv.calls == 3 and srv.in_flight == 2
+            finished = 1
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        seconds = time.monotonic() - interrupted
+        print(f"{moment}: exit {proc.returncode} {seconds:.2f} s after SIGINT")  # reported, see pytest -s
+        assert proc.returncode == 130 and "interrupted; finished steps are kept" in stderr
+        assert seconds < 5, f"took {seconds:.1f} s to stop"
+        assert "never awaited" not in stderr and "Traceback" not in stderr, stderr
+
+        slow["on"] = False
+        sent_before = srv.calls
+        result = run_recipe(recipe, paths, until="answers", options=QUIET)
+    asked = [json.dumps(b["messages"]) for b in srv.requests if "List the questions" in first_user(b)]
+    assert len(set(asked)) == 3 and len(asked) == sent_before + 3 - finished  # no finished call repeated
+    assert result.executed == ["questions", "answers"]
+    assert len([a for a in table(result.run_dir, "answers") if a["status"] == "ok"]) == 6
