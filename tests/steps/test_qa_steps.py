@@ -345,6 +345,10 @@ def test_retry_failed_asks_failed_chunks_again_and_nothing_that_succeeded(tmp_pa
         before = answers_bodies(srv)
         questions_asked = len(srv.requests) - len(before)  # the insulin chunk: asked, then re-asked once
         assert run_recipe(recipe, paths, until="answers", options=QUIET).executed == []  # plain: cached
+        still = run_recipe(recipe, paths, until="answers", options=RunOptions(quiet=True, retry_failed=True))
+        # asked again, failed again: the questions table is unchanged, so answers stays cached
+        assert still.executed == ["questions"] and still.failed == {"questions": 1}
+        questions_asked += 1
 
         broken["on"] = False
         retried = run_recipe(recipe, paths, until="answers", options=RunOptions(quiet=True, retry_failed=True))
