@@ -316,6 +316,7 @@ def test_junk_answer_to_a_single_question_is_a_failed_row_until_retry_failed(tmp
             catch_exceptions=False,
         )
         assert plain.exit_code == 0 and srv.calls == calls
+        assert "LLM items" in " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
         retry = f"recipe run {recipe} --until answers --store {paths.store} --runs-dir {paths.runs_dir} --retry-failed"
         assert f"3 failed item(s) (answers 3); retry them with: {retry}" in plain.output
 
