@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -28,6 +29,18 @@ class ErrorEdge(click.Group):
     errors: exit 2, --help, ctx.exit) and a closed pipe pass untouched: click handles them.
     """
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The process's entry point (the console script, `python -m engine.cli`; CliRunner calls
+        `main` instead). After Ctrl-C everything finished is committed and every store is
+        closed (the context managers unwound on the way here), so the process leaves at once:
+        the interpreter's own teardown of litellm's modules alone takes about a second."""
+        try:
+            return self.main(*args, **kwargs)
+        except SystemExit as e:
+            if e.code == 130:
+                _leave_now(130)
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -42,6 +55,17 @@ class ErrorEdge(click.Group):
                 raise
             click.echo(redact(_one_line(e)), err=True)
             ctx.exit(1)
+
+
+def _leave_now(code: int) -> None:
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _one_line(error: Exception) -> str:
@@ -116,7 +140,12 @@ def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | 
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--until", default=None, help="Stop after this step (e.g. split).")
 @click.option("--force", multiple=True, help="Rerun this step and everything downstream (repeatable).")
-@click.option("--retry-failed", is_flag=True, help="Retry videos recorded as unavailable/members-only.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Ask again what failed before: LLM items (timeouts, invalid replies) of questions, answers, "
+    "curate and augment, and videos recorded as unavailable/members-only. Finished items are reused.",
+)
 @click.option("--wait", is_flag=True, help="If another run holds the store, wait for it.")
 @store_option
 @runs_option
@@ -142,6 +171,15 @@ def run(
         f"{result.status}: {result.run_dir}  ({len(ran)} step(s) ran"
         f"{': ' + ', '.join(ran) if ran else ''}; {len(result.steps) - len(ran)} cached)"
     )
+    if result.failed:
+        click.echo(result.failed_summary(_retry_command(recipe, until, store, runs_dir)))
+
+
+def _retry_command(recipe: Path, until: str | None, store: Path | None, runs_dir: Path | None) -> str:
+    """The `recipe run` that re-asks the failed items of this run, as it was spelled (pasteable)."""
+    words = ["recipe", "run", str(recipe), *(["--until", until] if until else [])]
+    words += [*(["--store", str(store)] if store else []), *(["--runs-dir", str(runs_dir)] if runs_dir else [])]
+    return shlex.join([*words, "--retry-failed"])
 
 
 @main.command(epilog="Example: recipe runs")

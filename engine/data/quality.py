@@ -81,6 +81,36 @@ def language_reason(answer: str, language: str) -> str | None:
     return None
 
 
+# Words a model puts around a question it merely echoes ("Q: ...", "Question: ... Answer:").
+ECHO_LABELS = frozenset({"q", "a", "question", "answer", "re"})
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words, punctuation and spacing ignored."""
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+def repeats_question(question: str, answer: str) -> bool:
+    """Whether the answer is only its question again: once case, spacing and punctuation are
+    ignored, the question's words in order (once or more), with nothing else but labels such
+    as "Q:" or "Answer:". "Can you fast? Yes." says something, so it is not a repeat."""
+    q, a = _words(question), _words(answer)
+    if not q or not a:
+        return False
+    rest, i, found = list(a), 0, False
+    while i + len(q) <= len(rest):  # cut every occurrence of the question out of the answer
+        if rest[i : i + len(q)] == q:
+            del rest[i : i + len(q)]
+            found = True
+        else:
+            i += 1
+    return found and set(rest) <= ECHO_LABELS
+
+
+def repeat_reason(question: str, answer: str) -> str | None:
+    return "repeats the question" if repeats_question(question, answer) else None
+
+
 def formatting_reason(answer: str, cfg: Formatting) -> str | None:
     """Per-row mode: every required feature must be present."""
     if cfg.mode != "row":
@@ -93,6 +123,7 @@ def row_reason(row: dict, filters: Any, language: str) -> str | None:
     """The first per-row filter an answer fails, cheapest first."""
     answer = row.get("answer") or ""
     checks = [
+        lambda: repeat_reason(row.get("question") or "", answer),
         (lambda: language_reason(answer, language))
         if filters.require_language
         else (lambda: "empty answer" if not answer.strip() else None),

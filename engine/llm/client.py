@@ -7,11 +7,21 @@ retried with jittered exponential backoff. Every response is committed to the st
 item cache the moment it arrives, keyed by digest(model, messages, params), so a run killed at
 any point and started again never pays for the same call twice. API keys stay in the
 environment: litellm reads them there and they are never part of a key or a file.
+
+A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
+`error`). A cached reply is read again by the request's reader before it is used, so an
+invalid one never becomes an ok result. An invalid cached reply may still stand as the
+earlier turn of a re-ask conversation (the follow-up's reply is cached under the conversation
+that contains it), but one that would be the item's final word is asked again: whenever a
+step runs again (--retry-failed, --force, a changed config), items that ended invalid are
+re-asked while every valid reply is reused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +38,44 @@ if TYPE_CHECKING:
     from engine.pipeline.store import ItemCache
     from engine.recipe.shared import LLMParams
 
+log = logging.getLogger("engine.llm.client")
+
 # Seconds of the first retry's backoff ceiling; tests lower it to keep fault runs fast.
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 30.0
+
+
+# Turns a reply's text into the value the step uses: (value, None), or (None, why it is unusable).
+Reader = Callable[[str], tuple[Any, "str | None"]]
 
 
 @dataclass(frozen=True)
 class LLMRequest:
     id: str
     messages: list[dict]
-    schema: dict | None = None  # JSON Schema of the expected JSON value; None = free text
+    schema: dict | None = None  # JSON Schema of the expected JSON value; None = free text (prose)
+    # The step's own reader, when schema validation alone cannot tell a usable reply; by default
+    # a schema'd reply is parsed against it and free text must be prose (json_reply.read_prose).
+    read: Reader | None = field(default=None, compare=False, repr=False)
+
+    def reader(self) -> Reader:
+        from engine.llm.json_reply import parse, read_prose
+
+        if self.read is not None:
+            return self.read
+        schema = self.schema
+        return read_prose if schema is None else (lambda text: parse(text, schema))
+
+
+@dataclass
+class Reply:
+    """One call's reply, read: `error` is None when `value` is usable."""
+
+    text: str
+    value: Any
+    error: str | None
+    cached: bool
+    usage: dict
 
 
 @dataclass
@@ -91,6 +129,7 @@ class LLMClient:
             "failures",
             "retries",
             "reasks",
+            "invalid_reasked",
         ):
             self.metrics.setdefault(name, 0)
         self.context = context or {}  # models_dir/base_dir for the local provider
@@ -105,6 +144,11 @@ class LLMClient:
         """Results in request order; never raises for one bad request (it comes back not ok)."""
         if not requests:
             return []
+        # The slow synchronous parts (importing litellm, loading a local model) happen before
+        # the event loop starts: Ctrl-C there stops at once, whereas inside the loop it only
+        # cancels the calls once the loop gets control back, seconds later.
+        load_litellm()
+        self.provider.setup(self.context)
         coro = self._run_all(requests, progress)
         try:
             asyncio.get_running_loop()
@@ -130,8 +174,9 @@ class LLMClient:
 
     # -- fan-out ------------------------------------------------------------------------
     async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
-        self.provider.setup(self.context)
         self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
+        self._in_flight_limit = self.params.max_concurrency
+        self._calm = 0  # calls answered since the last timeout
         self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
 
         async def one(request: LLMRequest) -> LLMResult:
@@ -152,39 +197,56 @@ class LLMClient:
         return results
 
     async def _run_one(self, request: LLMRequest) -> LLMResult:
-        from engine.llm.json_reply import followup_message, parse
+        from engine.llm.json_reply import followup_message
 
+        read = request.reader()
         messages = list(request.messages)
         usage: dict[str, float] = {}
-        reason = None
-        text = ""
-        cached = False
-        for round_ in range(self.params.reask + 1):
+        reply: Reply | None = None
+        rounds = self.params.reask + 1
+        for round_ in range(rounds):
             try:
-                text, cached, call_usage = await self._complete(messages)
+                # an invalid cached reply may open a re-ask conversation, never end one
+                reply = await self._complete(messages, read, reuse_invalid=round_ < rounds - 1)
             except CallFailed as e:
+                text, cached = (reply.text, reply.cached) if reply else ("", False)
                 return LLMResult(request.id, False, None, text, str(e), cached, usage)
-            for k, v in call_usage.items():
+            for k, v in reply.usage.items():
                 usage[k] = usage.get(k, 0) + v
-            if request.schema is None:
-                return LLMResult(request.id, True, text, text, None, cached, usage)
-            value, error = parse(text, request.schema)
-            if error is None:
-                return LLMResult(request.id, True, value, text, None, cached, usage)
-            reason = f"invalid JSON after {round_ + 1} attempt(s): {error}"
-            if round_ < self.params.reask:
+            if reply.error is None:
+                return LLMResult(request.id, True, reply.value, reply.text, None, reply.cached, usage)
+            if round_ < rounds - 1:
                 self.metrics["reasks"] += 1
-                messages = messages + [{"role": "assistant", "content": text}, followup_message(error)]
-        return LLMResult(request.id, False, None, text, reason, cached, usage)
+                followup = followup_message(reply.error, prose=request.schema is None)
+                messages = messages + [{"role": "assistant", "content": reply.text}, followup]
+        assert reply is not None  # rounds >= 1
+        kind = "JSON" if request.schema is not None else "reply"
+        reason = f"invalid {kind} after {rounds} attempt(s): {reply.error}"
+        return LLMResult(request.id, False, None, reply.text, reason, reply.cached, usage)
 
-    async def _complete(self, messages: list[dict]) -> tuple[str, bool, dict]:
-        """One logical call: from the cache, else over the network with retries."""
+    async def _complete(self, messages: list[dict], read: Reader, reuse_invalid: bool) -> Reply:
+        """One logical call: from the cache, else over the network with retries; read either way."""
         key = self.cache_key(messages)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                self.metrics["cached"] += 1
-                return hit["text"], True, {}
+                # Read again rather than trusting the stored verdict: the value is needed anyway,
+                # and an entry from before verdicts were stored is judged like a new reply.
+                value, error = _read(read, hit["text"])
+                if error is None or reuse_invalid:
+                    self.metrics["cached"] += 1
+                    return Reply(hit["text"], value, error, True, {})
+                self.metrics["invalid_reasked"] += 1  # its last word was invalid: ask again
+        text, usage = await self._call_with_retries(messages)
+        value, error = _read(read, text)
+        # committed before anything else happens: a kill after this line loses nothing
+        if self.cache is not None:
+            entry = {"text": text, "usage": usage, "model": self.params.model, "valid": error is None, "error": error}
+            self.cache.put(key, entry)
+        self._count(usage)
+        return Reply(text, value, error, False, usage)
+
+    async def _call_with_retries(self, messages: list[dict]) -> tuple[str, dict]:
         last: BaseException | None = None
         for attempt in range(self.params.retries + 1):
             if attempt:
@@ -193,7 +255,9 @@ class LLMClient:
             try:
                 async with self._semaphore:
                     await self._limiter.acquire_async()
-                    text, usage = await self._call(messages)
+                    answered = await self._call(messages)
+                self._recover()
+                return answered
             except Exception as e:  # noqa: BLE001 - classified just below
                 if _refused(e):
                     raise LLMUnavailable(
@@ -204,14 +268,51 @@ class LLMClient:
                 if not is_transient(e):
                     raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e
                 last = e
-                continue
-            # committed before anything else happens: a kill after this line loses nothing
-            if self.cache is not None:
-                self.cache.put(key, {"text": text, "usage": usage, "model": self.params.model})
-            self._count(usage)
-            return text, False, usage
+                if _timed_out(e):
+                    await self._ease_off()
         self._gave_up += 1
-        raise CallFailed(f"gave up after {self.params.retries + 1} attempt(s): {type(last).__name__}: {_short(last)}")
+        hint = ""
+        if last is not None and _timed_out(last):
+            hint = (
+                f" (each attempt may take llm.timeout = {self.params.timeout:g} s, time spent queued at the "
+                "server included: raise llm.timeout or lower llm.max_concurrency for a slow server; "
+                "`recipe run --retry-failed` asks again)"
+            )
+        raise CallFailed(
+            f"gave up after {self.params.retries + 1} attempt(s): {type(last).__name__}: {_short(last)}{hint}"
+        )
+
+    async def _ease_off(self) -> None:
+        """A timeout means the server is saturated (a single-slot local server queues what we
+        send, and queued time counts toward the timeout): keep one request fewer in flight.
+
+        The slot is retired by holding a semaphore permit; at least one stays. `_recover` gives
+        slots back as calls succeed, so a passing hiccup does not slow the rest of the run.
+        """
+        self._calm = 0
+        if self._in_flight_limit <= 1:
+            return
+        first = self._in_flight_limit == self.params.max_concurrency
+        self._in_flight_limit -= 1
+        self.metrics["concurrency_lowered_to"] = min(
+            self._in_flight_limit, self.metrics.get("concurrency_lowered_to", self._in_flight_limit)
+        )
+        (log.warning if first else log.debug)(
+            "%s: a call timed out after %g s (time queued at the server counts); at most %d request(s) "
+            "in flight until calls come back in time",
+            self.params.model,
+            self.params.timeout,
+            self._in_flight_limit,
+        )
+        await self._semaphore.acquire()
+
+    def _recover(self) -> None:
+        """Additive increase: one slot back after as many timely calls as are in flight."""
+        self._calm += 1
+        if self._in_flight_limit < self.params.max_concurrency and self._calm >= self._in_flight_limit:
+            self._in_flight_limit += 1
+            self._calm = 0
+            self._semaphore.release()
 
     async def _call(self, messages: list[dict]) -> tuple[str, dict]:
         litellm = load_litellm()
@@ -252,6 +353,18 @@ def _usage(response: Any) -> dict:
     except (TypeError, ValueError):
         cost = 0.0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "tokens": prompt + completion, "cost": cost}
+
+
+def _read(read: Reader, text: str) -> tuple[Any, str | None]:
+    """A step's reader never takes a paid reply down with it: a bug there is an invalid reply."""
+    try:
+        return read(text)
+    except Exception as e:  # noqa: BLE001 - reported as the reply's error, with its type
+        return None, f"the reply could not be read ({type(e).__name__}: {_short(e)})"
+
+
+def _timed_out(error: BaseException) -> bool:
+    return isinstance(error, TimeoutError) or "Timeout" in type(error).__name__
 
 
 def _short(error: BaseException | None, limit: int = 300) -> str:

@@ -20,6 +20,8 @@ _MARKER = re.compile(r"^\s*(?:(?:Q(?:uestion)?\s*)?(\d{1,3})\s*[.):\]-]|[-*•])
 _FRAGMENT = re.compile(r"\{[^{}]*")
 _QUESTION_SENTENCE = re.compile(r"[A-Z][^.?!\n\"]{6,}\?")
 _QUOTED_QUESTION = re.compile(r'"((?:[^"\\\n]|\\.){8,}\?)"')
+# a JSON list ("[1", "[\"", "[[", "[]"), a code fence or an HTML/XML tag opening a reply
+_STRUCTURE_START = re.compile(r"\[\s*[\[\]\"\d-]|```|<[A-Za-z/!?]")
 
 
 def validation_error(value: Any, schema: dict) -> str | None:
@@ -53,12 +55,37 @@ def parse(text: str, schema: dict) -> tuple[Any, str | None]:
     return None, first_error
 
 
-def followup_message(error: str) -> dict:
+def followup_message(error: str, prose: bool = False) -> dict:
     """The user turn that re-asks after an invalid reply, quoting the validation error."""
-    return {
-        "role": "user",
-        "content": (f"Your reply could not be used: {error}\nReply again with only the corrected JSON, no other text."),
-    }
+    again = "only your answer, as plain text" if prose else "only the corrected JSON, no other text"
+    return {"role": "user", "content": f"Your reply could not be used: {error}\nReply again with {again}."}
+
+
+# -- free text ------------------------------------------------------------------------------
+def prose_error(text: str, what: str = "the reply") -> str | None:
+    """Why `text` is not usable where prose is expected (an answer, a paraphrase), or None.
+
+    The rule is about form, not content: prose has words, and no data or markup syntax. JSON
+    braces never occur in spoken-word text, and a reply that opens like a JSON list, a code
+    fence or an HTML tag is structure the model was not asked for (or broken JSON, e.g.
+    `not json {{{ [`). Whether well-formed prose is a good answer is curate's question.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return f"{what} is empty"
+    if not any(ch.isalpha() for ch in stripped):
+        return f"{what} has no words"
+    if "{" in stripped or "}" in stripped:
+        return f"{what} holds JSON braces, not prose"
+    if _STRUCTURE_START.match(stripped):
+        return f"{what} is JSON, code or markup, not prose"
+    return None
+
+
+def read_prose(text: str) -> tuple[str | None, str | None]:
+    """(the stripped text, None) when it is usable prose, else (None, why not)."""
+    error = prose_error(text)
+    return (None, error) if error else (text.strip(), None)
 
 
 # -- JSON extraction ------------------------------------------------------------------------

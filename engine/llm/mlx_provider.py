@@ -65,7 +65,12 @@ def load(spec: str, models_dir: Path, base_dir: Path | None) -> tuple[Any, Any]:
 
 
 def generate(
-    spec: str, context: dict, conversations: list[list[dict]], max_tokens: int, temperature: float
+    spec: str,
+    context: dict,
+    conversations: list[list[dict]],
+    max_tokens: int,
+    temperature: float,
+    stop: threading.Event | None = None,
 ) -> tuple[list[str], list[dict]]:
     """Blocking batched generation; returns texts and per-conversation token usage."""
     from engine.models.generate import chat_generate
@@ -81,6 +86,7 @@ def generate(
             temperature=temperature,
             repetition_penalty=REPETITION_PENALTY,
             batch_size=BATCH_SIZE,
+            stop=stop,
         )
     usages = []
     for conv, text in zip(conversations, texts, strict=True):
@@ -115,10 +121,16 @@ class MicroBatcher:
             if not batch:
                 continue
             self.batch_sizes.append(len(batch))
+            stop = threading.Event()
             try:
                 texts, usages = await asyncio.to_thread(
-                    generate, self.spec, self.context, [m for m, _ in batch], self.max_tokens, self.temperature
+                    generate, self.spec, self.context, [m for m, _ in batch], self.max_tokens, self.temperature, stop
                 )
+            except asyncio.CancelledError:
+                # the run is stopping (Ctrl-C): end the generating thread at its next token
+                # instead of letting the loop's shutdown wait for the whole batch
+                stop.set()
+                raise
             except Exception as e:  # noqa: BLE001 - every waiting caller gets the error
                 for _, future in batch:
                     if not future.done():

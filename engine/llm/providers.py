@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import warnings
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class LitellmProvider:
 
 
 LITELLM = LitellmProvider()
+_configured = False  # load_litellm has set litellm up
 _registered: dict[str, Provider] = {}
 
 
@@ -80,12 +82,22 @@ def provider_for(model: str) -> Provider:
 
 
 def load_litellm() -> Any:
-    """litellm, imported on first use (it takes seconds) and configured for this tool."""
+    """litellm, imported on first use (it takes seconds) and configured for this tool (once:
+    the client calls this for every request)."""
+    global _configured
     # The bundled cost map avoids a network fetch at import time (we are often offline).
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
+    if _configured:
+        return litellm
     litellm.suppress_debug_info = True
+    # litellm prepares each call on a worker thread that hands back the request's coroutine.
+    # When Ctrl-C cancels a call during that preparation, the coroutine (no request was sent
+    # yet) is dropped and Python warns it was "never awaited". Nothing leaked; the warning
+    # would only alarm the user at the moment they stopped the run, so exactly it is silenced.
+    warnings.filterwarnings("ignore", message=r"coroutine '.*\.acompletion' was never awaited", category=RuntimeWarning)
     # one INFO line per call would drown the run log
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    _configured = True
     return litellm

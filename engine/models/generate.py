@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from engine.models.blas import import_mlx
+
+
+class GenerationStopped(Exception):
+    """Raised inside a generation whose `stop` event was set (the run is being interrupted)."""
+
+
+def _stopper(stop: threading.Event) -> Any:
+    """A logits processor that ends the generation at its next token once `stop` is set: mlx-lm
+    runs a batch to the end otherwise, and Ctrl-C would wait for it."""
+
+    def check(tokens: Any, logits: Any) -> Any:
+        if stop.is_set():
+            raise GenerationStopped("generation stopped")
+        return logits
+
+    return check
 
 
 def chat_prompt_tokens(tokenizer: Any, conversation: list[dict]) -> list[int]:
@@ -29,8 +46,11 @@ def chat_generate(
     seed: int = 0,
     repetition_penalty: float | None = None,
     batch_size: int = 8,
+    stop: threading.Event | None = None,
 ) -> list[str]:
-    """One reply per conversation, in order. Greedy at temperature 0; seeded otherwise."""
+    """One reply per conversation, in order. Greedy at temperature 0; seeded otherwise.
+
+    Setting `stop` (from another thread) ends it with GenerationStopped within one token."""
     mx = import_mlx()
     from mlx_lm.generate import batch_generate
 
@@ -41,6 +61,8 @@ def chat_generate(
     extra: dict[str, Any] = {}
     if sampler is not None:
         extra["sampler"] = sampler
+    if stop is not None:
+        processors = [*(processors or []), _stopper(stop)]
     if processors:
         extra["logits_processors"] = processors
     prompts = [chat_prompt_tokens(tokenizer, c) for c in conversations]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shlex
 import shutil
 import time
 import traceback
@@ -63,10 +65,26 @@ class RunResult:
     run_hash: str
     status: str
     steps: list[StepOutcome] = field(default_factory=list)
+    failed: dict[str, int] = field(default_factory=dict)  # step -> rows with status 'failed'
+    recipe_path: str = ""
 
     @property
     def executed(self) -> list[str]:
         return [s.name for s in self.steps if s.status == "ran"]
+
+    @property
+    def retry_command(self) -> str:
+        """What re-asks the failed items (pasteable: a path with spaces stays one argument)."""
+        return f"recipe run {shlex.quote(self.recipe_path)} --retry-failed"
+
+    def failed_summary(self, retry_command: str | None = None) -> str | None:
+        """One line for the end of a run that left failed items, or None; the CLI passes the
+        command spelled with the options it was given (--until, --store, --runs-dir)."""
+        if not self.failed:
+            return None
+        per_step = ", ".join(f"{step} {n}" for step, n in self.failed.items())
+        command = retry_command or self.retry_command
+        return f"{sum(self.failed.values())} failed item(s) ({per_step}); retry them with: {command}"
 
 
 def plan_recipe(
@@ -89,7 +107,41 @@ def _plan(
     def context_for(name: str) -> StepContext:
         return _context(True, name, recipe, store, paths, options)
 
-    return make_plan(recipe, store, context_for, until=until, force=force)
+    plan = make_plan(recipe, store, context_for, until=until, force=force)
+    return _retrying_failed_rows(plan, store) if options.retry_failed else plan
+
+
+def _retrying_failed_rows(plan: Plan, store: Store) -> Plan:
+    """--retry-failed: a cached step that opts in (RETRY_FAILED_ROWS) and has failed rows runs
+    again under the same key, since its inputs did not change, only the luck of its calls. Its
+    finished items come back from the item caches; only the failed ones are asked again.
+    Steps after it rerun only if its table comes out different (see _execute_plan)."""
+    steps = [
+        dataclasses.replace(s, cached=False)
+        if s.cached and getattr(s.module, "RETRY_FAILED_ROWS", False) and failed_rows(store, s.key)
+        else s
+        for s in plan.steps
+    ]
+    return dataclasses.replace(plan, steps=tuple(steps))
+
+
+def failed_rows(store: Store, key: str) -> int:
+    """Rows of a step's table with status 'failed' (0 for tables without a status)."""
+    table = store.table(key)
+    if "status" not in table.columns():
+        return 0
+    return int(table.sql("SELECT count(*) AS n FROM {t} WHERE status = 'failed'")[0]["n"])
+
+
+def _content_digest(store: Store, key: str) -> str | None:
+    """A digest of a step table's rows in any order; None when the step has no table yet."""
+    if not store.has(key):
+        return None
+    row = store.table(key).sql(
+        "SELECT md5(coalesce(string_agg(CAST(t AS VARCHAR), chr(10) ORDER BY CAST(t AS VARCHAR)), '')) AS d "
+        "FROM {t} AS t"
+    )
+    return str(row[0]["d"])
 
 
 def run_recipe(
@@ -112,19 +164,29 @@ def run_recipe(
 
 
 def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, options: RunOptions) -> RunResult:
-    result = RunResult(folder.path, plan.run_hash, "running")
+    result = RunResult(folder.path, plan.run_hash, "running", recipe_path=folder.manifest["recipe_path"])
     log.info("run %s: %d steps, %d cached", plan.run_id, len(plan.steps), sum(s.cached for s in plan.steps))
+    # Steps rerun under their old key (--retry-failed) whose rows came out different: a step
+    # after one of them is stale even though its key, and so its cached table, is the same.
+    changed: set[str] = set()
     for step in plan.steps:
-        if step.cached:
+        if step.cached and not changed.intersection(step.upstream):
             result.steps.append(StepOutcome(step.name, step.key, "cached", store.table(step.key).count()))
             folder.step_done(step, "cached", result.steps[-1].rows, 0.0)
             continue
+        before = _content_digest(store, step.key)
         result.steps.append(_execute_step(step, plan, store, folder, paths, options))
+        if before is not None and _content_digest(store, step.key) != before:
+            changed.add(step.name)
+    result.failed = {s.name: n for s in plan.steps if (n := failed_rows(store, s.key))}
     folder.finish(plan, store, paths.artifacts)
     if result.executed or not (folder.path / "report.html").is_file():
         _refresh_report(folder.path)  # ~1 s (matplotlib): only when there is something new to show
     result.status = "complete"
     log.info("run %s complete: %s", plan.run_id, folder.path)
+    summary = result.failed_summary()
+    if summary:
+        log.info(summary)  # the CLI prints it too, after the run's own line
     return result
 
 

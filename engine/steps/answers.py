@@ -15,14 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.data.quality import repeats_question
 from engine.llm.client import LLMRequest, LLMResult, client_for
-from engine.llm.json_reply import parse
+from engine.llm.json_reply import parse, prose_error
 from engine.pipeline.hashing import digest
 from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "answers"
-VERSION = 2
+VERSION = 3  # 3: every answer kept must be prose and more than its question
 DEPENDS = ("questions", "transcripts")
 COLUMNS = {
     "id": "VARCHAR",
@@ -50,6 +51,7 @@ SCHEMA = {
 
 SECTION = None  # its settings are the prompts and `llm.passes.answers`
 LLM_PASSES = ("answers",)
+RETRY_FAILED_ROWS = True  # --retry-failed reruns it: finished calls come from the LLM cache
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,13 @@ def _units(groups: dict, texts: dict, answers: dict, round_: int) -> list[tuple[
 
 
 def _request(cfg: Config, chunk: dict, questions: list[dict], request_id: str) -> LLMRequest:
-    # one question: free text, parsed below (JSON if it is JSON, else the prose itself)
-    schema = SCHEMA if len(questions) > 1 else None
-    return LLMRequest(request_id, _messages(cfg, chunk, questions), schema)
+    messages = _messages(cfg, chunk, questions)
+    if len(questions) > 1:
+        return LLMRequest(request_id, messages, SCHEMA)
+    # one question: free text (JSON if it is JSON, else the prose itself), read right away so
+    # that a reply which is no answer is re-asked and never cached as a valid one
+    question = questions[0]["question"]
+    return LLMRequest(request_id, messages, None, read=lambda text: read_single_answer(text, question))
 
 
 def numbered(questions: list[dict]) -> str:
@@ -136,56 +142,44 @@ def _match(questions: list[dict], result: LLMResult, reasons: dict[str, str]) ->
         for q in questions:
             reasons[q["id"]] = result.reason or "the call failed"
         return {}
-    value = result.value
-    if len(questions) == 1 and isinstance(value, str):
-        value = _single_answer(value, questions[0], reasons)
-        if value is None:
-            return {}
     by_number: dict[int, str] = {}
-    for item in value:
-        text = str(item["answer"]).strip()
-        if text and item["number"] not in by_number:
-            by_number[item["number"]] = text
+    for item in result.value:
+        if item["number"] not in by_number:
+            by_number[item["number"]] = str(item["answer"]).strip()
     got = {}
     for i, q in enumerate(questions, start=1):
-        if i in by_number:
-            got[q["id"]] = by_number[i]
-        else:
+        if i not in by_number:
             reasons[q["id"]] = f"no answer numbered {i} in the reply"
+        elif why := answer_error(by_number[i], q["question"], f"answer {i}"):
+            reasons[q["id"]] = why
+        else:
+            got[q["id"]] = by_number[i]
     return got
 
 
-def _single_answer(text: str, question: dict, reasons: dict[str, str]) -> list[dict] | None:
+def answer_error(answer: str, question: str, what: str = "the reply") -> str | None:
+    """Why one answer text is unusable (not prose, or the question again), or None."""
+    if repeats_question(question, answer):
+        return f"{what} only repeats the question"
+    return prose_error(answer, what)
+
+
+def read_single_answer(text: str, question: str) -> tuple[list[dict] | None, str | None]:
     """The reply to one question: its JSON when it has an "answer" field, else the prose whole.
 
     Prose is never split as a list: an answer with bullet points or rhetorical questions is
-    still one answer.
+    still one answer. Either way the answer must be prose and more than the question again.
     """
-    prose = _prose(text)
-    if prose is None or '"answer"' in text:
+    stripped = text.strip()
+    if '"answer"' in text or stripped[:1] in ("{", "[", "`"):
         value, error = parse(text, SCHEMA)
-        if error is None:
-            return value
-        if prose is None:
-            reasons[question["id"]] = f"unusable reply: {error}"
-            return None
-    if _same(prose, question["question"]):
-        reasons[question["id"]] = "the reply only repeats the question"
-        return None
-    return [{"number": 1, "answer": prose}]
-
-
-def _same(a: str, b: str) -> bool:
-    return re.sub(r"\W+", " ", a).strip().lower() == re.sub(r"\W+", " ", b).strip().lower()
-
-
-def _prose(text: str) -> str | None:
-    """A plain-text reply to a single question, minus a leading "1." or "Answer:"; None if it
-    looks like broken JSON or is empty."""
-    text = text.strip()
-    if not text or text[0] in "{[`":
-        return None
-    return re.sub(r"^(?:1\s*[.)]|A(?:nswer)?\s*1?\s*:)\s*", "", text).strip() or None
+        if error is not None:
+            return None, error
+        answer = str(value[0]["answer"]).strip()
+    else:  # minus a leading "1." or "Answer:"
+        answer = re.sub(r"^(?:1\s*[.)]|A(?:nswer)?\s*1?\s*:)\s*", "", stripped).strip()
+    error = answer_error(answer, question)
+    return (None, error) if error else ([{"number": 1, "answer": answer}], None)
 
 
 def _row(cfg: Config, q: dict, answers: dict, reasons: dict, has_text: bool) -> dict:

@@ -21,7 +21,7 @@ from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "augment"
-VERSION = 2
+VERSION = 3  # 3: every generated text must be prose (see engine.llm.json_reply.prose_error)
 DEPENDS = ("curate",)
 COLUMNS = {
     "id": "VARCHAR",
@@ -56,6 +56,7 @@ LANGUAGE_NAMES = {
 
 SECTION = "augment"
 LLM_PASSES = ("augment",)
+RETRY_FAILED_ROWS = True  # --retry-failed reruns it: finished calls come from the LLM cache
 
 
 class BackTranslation(Section):
@@ -142,11 +143,29 @@ def _row(
     }
 
 
-def _ask(ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], schema: dict) -> list[Any]:
+def _reader(schema: dict, text_field: str | None) -> Any:
+    """Reads a reply against `schema`; the generated text(s) in it must be prose too, so that
+    JSON or markup inside a valid shape is re-asked like any invalid reply, never kept."""
+    from engine.llm.json_reply import parse, prose_error
+
+    def read(text: str) -> tuple[Any, str | None]:
+        value, error = parse(text, schema)
+        if error is None:
+            texts = value if text_field is None else [value[text_field]]
+            error = next((e for t in texts if (e := prose_error(str(t), f"the {text_field or 'item'}"))), None)
+        return (None, error) if error else (value, None)
+
+    return read
+
+
+def _ask(
+    ctx: Any, client: Any, label: str, prompts: list[tuple[str, str]], schema: dict, text_field: str | None
+) -> list[Any]:
     """Run (id, user prompt) pairs; returns the LLM results in order."""
     from engine.llm.client import LLMRequest
 
-    requests = [LLMRequest(rid, [{"role": "user", "content": text}], schema) for rid, text in prompts]
+    read = _reader(schema, text_field)
+    requests = [LLMRequest(rid, [{"role": "user", "content": text}], schema, read) for rid, text in prompts]
     with ctx.progress(len(requests), label) as bar:
         return client.run_many(requests, bar)
 
@@ -160,6 +179,7 @@ def _paraphrases(ctx: Any, client: Any, cfg: Config, origins: list[dict], n: int
         # every placeholder the prompt may declare (engine.recipe.shared.Prompts.paraphrase)
         [(o["id"], template.format(question=o["question"], n=n, creator=cfg.creator)) for o in origins],
         PARAPHRASES,
+        None,
     )
     rows = []
     for origin, result in zip(origins, results, strict=True):
@@ -191,6 +211,7 @@ def _answer_variants(ctx: Any, client: Any, cfg: Config, origins: list[dict], ki
             for o in origins
         ],
         ANSWER,
+        "answer",
     )
     rows = []
     for origin, result in zip(origins, results, strict=True):
@@ -213,6 +234,7 @@ def _back_translate(ctx: Any, client: Any, cfg: Config, origins: list[dict], piv
         f"translating to {pivot}",
         [(f"{o['id']}:to", template.format(language=pivot, text=o["question"])) for o in origins],
         TEXT,
+        "text",
     )
     todo = [(o, r.value["text"]) for o, r in zip(origins, there, strict=True) if r.ok]
     back = _ask(
@@ -221,6 +243,7 @@ def _back_translate(ctx: Any, client: Any, cfg: Config, origins: list[dict], piv
         f"translating back to {home}",
         [(f"{o['id']}:back", template.format(language=home, text=text)) for o, text in todo],
         TEXT,
+        "text",
     )
     returned = {o["id"]: r for (o, _), r in zip(todo, back, strict=True)}
     rows = []

@@ -9,6 +9,8 @@ A step is one module in `engine/steps/` with:
     SECTION: str | None            # the recipe key it owns, e.g. "filters" (None: none)
     Settings: type[Section]        # that section's class: the schema fragment, defaults, bounds
     LLM_PASSES: tuple[str, ...]    # optional: names under `llm.passes` it reads
+    RETRY_FAILED_ROWS: bool        # optional: under --retry-failed a cached table with failed rows
+                                   #   is recomputed (cheap: finished items come from item caches)
     def config(recipe) -> Config   # everything run() uses, typed and frozen; all of it keys the step
     def fingerprint(ctx, cfg)      # optional: digest of outside inputs (files, listings)
     def check(recipe, located)     # optional: rules the schema cannot express -> [Problem]

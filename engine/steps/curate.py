@@ -20,7 +20,7 @@ from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "curate"
-VERSION = 2
+VERSION = 3  # 3: answers that repeat their question are dropped
 DEPENDS = ("answers",)
 COLUMNS = {
     "id": "VARCHAR",
@@ -47,6 +47,7 @@ SCORE_SCHEMA = {
 SECTION = "filters"
 Settings = Filters
 LLM_PASSES = ("score",)
+RETRY_FAILED_ROWS = True  # --retry-failed reruns it: finished calls come from the LLM cache
 
 
 @dataclass(frozen=True)

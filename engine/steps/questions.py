@@ -96,6 +96,7 @@ _TITLES = {"dr", "prof", "mr", "mrs", "ms", "sir", "md", "phd"}
 
 SECTION = "questions"
 LLM_PASSES = ("questions",)
+RETRY_FAILED_ROWS = True  # --retry-failed reruns it: finished calls come from the LLM cache
 
 
 class QuestionsSettings(Section):

@@ -1,9 +1,11 @@
 """A fake OpenAI-compatible chat-completions server on 127.0.0.1, run in a thread.
 
 Tests point litellm at `.base_url` and get real HTTP: latency, injected faults at given
-rates (429, 500, timeout, garbage, truncated JSON, 401), fixed error replies that echo the
-request's Authorization header as real providers do (ErrorReply), and counters for calls and the
-peak number of requests in flight, so concurrency limits and resume behaviour can be proven.
+rates (429, 500, timeout, garbage body, junk content, truncated JSON, 401), fixed error replies
+that echo the request's Authorization header as real providers do (ErrorReply), a limited number
+of slots (a local server that serves one request at a time queues the rest), and counters for
+calls and the peak number of requests in flight, so concurrency limits and resume behaviour
+can be proven.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "timeout", "garbage", "truncated", "401")
+FAULTS = ("429", "500", "timeout", "garbage", "junk", "truncated", "401")
+# What a confused model writes: a well-formed completion whose content is neither JSON nor prose.
+JUNK = "not json {{{ ["
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,10 @@ class FakeOpenAI:
     responder(body) returns the assistant message content for a request body.
     faults maps a fault name from FAULTS to the probability of injecting it on a call.
     A "timeout" fault sleeps `timeout_sleep` seconds before answering (set it past the
-    client's timeout).
+    client's timeout); "garbage" answers with a body that is not a completion, "junk" with a
+    completion whose content is JUNK. `slots` serves that many requests at a time (None: all);
+    the others wait their turn, as at a single-slot local server, and a client that gave up
+    on one does not free its place in the queue.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class FakeOpenAI:
         seed: int = 0,
         timeout_sleep: float = 2.0,
         error: ErrorReply | None = None,
+        slots: int | None = None,
     ):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
@@ -60,6 +68,7 @@ class FakeOpenAI:
         self.faults = dict(faults or {})
         self.timeout_sleep = timeout_sleep
         self.error = error
+        self._slots = threading.Semaphore(slots) if slots else None
         self.rng = random.Random(seed)
         self.calls = 0
         self.in_flight = 0
@@ -122,16 +131,23 @@ class FakeOpenAI:
             body = json.loads(raw or b"{}")
             with self._lock:
                 self.requests.append(body)
-            if self.latency:
-                time.sleep(self.latency)
-            fault = self._pick_fault()
-            if fault:
-                with self._lock:
-                    self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
-            self._respond(req, body, fault)
+            if self._slots is not None:
+                with self._slots:
+                    self._serve(req, body)
+            else:
+                self._serve(req, body)
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _serve(self, req: BaseHTTPRequestHandler, body: dict) -> None:
+        if self.latency:
+            time.sleep(self.latency)
+        fault = self._pick_fault()
+        if fault:
+            with self._lock:
+                self.faults_injected[fault] = self.faults_injected.get(fault, 0) + 1
+        self._respond(req, body, fault)
 
     def _respond(self, req: BaseHTTPRequestHandler, body: dict, fault: str | None) -> None:
         error = self.error
@@ -159,7 +175,7 @@ class FakeOpenAI:
             time.sleep(self.timeout_sleep)
         if fault == "garbage":
             return _send_raw(req, 200, b"<html>not json at all")
-        content = self.responder(body)
+        content = JUNK if fault == "junk" else self.responder(body)
         if fault == "truncated":
             # a 200 whose assistant content is JSON cut in half, as when max_tokens is hit
             content = content[: max(1, len(content) // 2)]

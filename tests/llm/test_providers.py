@@ -137,3 +137,23 @@ def _engine_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
     return found
+
+
+def test_local_generation_stops_within_a_token_when_the_run_is_interrupted(tiny_llama: Path, tmp_path: Path) -> None:
+    """Ctrl-C cancels the batch's task; the generating thread must not run the batch to its end."""
+    pytest.importorskip("mlx_lm")
+    import threading
+    import time
+
+    from engine.llm import mlx_provider
+    from engine.models.generate import GenerationStopped
+
+    conversations = [[{"role": "user", "content": f"Why fast {i}?"}] for i in range(4)]
+    context = {"models_dir": tmp_path / "models"}
+    mlx_provider.generate(str(tiny_llama), context, conversations[:1], 2, 0.0)  # loaded before timing
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(GenerationStopped):
+        mlx_provider.generate(str(tiny_llama), context, conversations, 100_000, 0.0, stop)
+    assert time.monotonic() - started < 3

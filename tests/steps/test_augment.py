@@ -130,9 +130,9 @@ def test_every_augmentation_keeps_origin_and_video(tmp_path: Path) -> None:
     assert calls == 8 * 5  # paraphrase, short, long, and two translations per question
     assert ctx.metrics["llm"]["calls"] == calls
 
-    with FakeOpenAI(responder) as again:  # same prompts: everything comes from the LLM cache
+    with FakeOpenAI(responder) as again:  # same prompts: every valid reply comes from the LLM cache
         rows2, _, _ = run_augment(tmp_path, again, aug, name="b")
-        assert again.calls == 0
+        assert again.calls == 2  # only the two replies that were not JSON are asked again
 
     def content(out: list[dict]) -> list[tuple]:
         return [(r["id"], r["question"], r["answer"]) for r in out]

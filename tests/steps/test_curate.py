@@ -342,3 +342,44 @@ def test_workers_do_not_change_the_step_key(tmp_path: Path) -> None:
         all_cores = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"workers": -1}}})[1]
         stricter = make_ctx(tmp_path, store, "curate", {"filters": {"dedup": {"threshold": 90}}})[1]
     assert key_of(one) == key_of(all_cores) != key_of(stricter)
+
+
+def test_answers_that_repeat_the_question_are_dropped_with_the_reason(tmp_path: Path) -> None:
+    question = "Why do I get hungry at the same time every day?"
+    long_echo = (
+        "Q: why do I get HUNGRY at the same time, every day??  A: Why do I get hungry at the same time every day"
+    )
+    rows = [
+        answer_row("v1", question, question),  # what the demo's model wrote for 3 of 12 rows
+        answer_row("v2", question, "  why DO i get hungry at the same time every day  "),
+        answer_row("v3", question, long_echo),  # labels around the question, twice
+        answer_row("v4", "Can you fast safely for a day?", "Can you fast safely for a day? Yes, " + GOOD),
+        answer_row("v5", question, GOOD),
+    ]
+    out, ctx = run_curate(tmp_path, rows, {"filters": {"dedup": {"enabled": False}, "answer_length": {"min": 0}}})
+    status = {r["video_id"]: (r["status"], r["reason"]) for r in out}
+    assert status == {
+        "v1": ("dropped", "repeats the question"),
+        "v2": ("dropped", "repeats the question"),
+        "v3": ("dropped", "repeats the question"),
+        "v4": ("ok", None),  # it starts with the question, then answers it
+        "v5": ("ok", None),
+    }
+    assert ctx.metrics["reasons"]["repeats the question"] == 3
+
+
+@pytest.mark.parametrize(
+    "question,answer,repeats",
+    [
+        ("What is insulin?", "what is insulin", True),
+        ("What is insulin?", "Question: What is insulin? Answer:", True),
+        ("What is insulin?", "Insulin?", False),  # shorter than the question: says little, repeats nothing
+        ("Is fasting good or bad?", "Fasting is good.", False),  # the question's words, not the question
+        ("Can you fast?", "Can you fast? Yes.", False),
+        ("", "anything", False),
+    ],
+)
+def test_repeats_question(question: str, answer: str, repeats: bool) -> None:
+    from engine.data.quality import repeats_question
+
+    assert repeats_question(question, answer) is repeats
