@@ -21,7 +21,8 @@ _FRAGMENT = re.compile(r"\{[^{}]*")
 _QUESTION_SENTENCE = re.compile(r"[A-Z][^.?!\n\"]{6,}\?")
 _QUOTED_QUESTION = re.compile(r'"((?:[^"\\\n]|\\.){8,}\?)"')
 # a JSON list ("[1", "[\"", "[[", "[]"), a code fence or an HTML/XML tag opening a reply
-_STRUCTURE_START = re.compile(r"\[\s*[\[\]\"\d-]|```|<[A-Za-z/!?]")
+# Openings of a JSON value, a fenced block or an HTML page/tag: structure, not an answer.
+_STRUCTURE_START = re.compile(r"\{\s*\"|\[\s*[\[\]\"\d{-]|```|<[A-Za-z/!?]")
 
 
 def validation_error(value: Any, schema: dict) -> str | None:
@@ -65,21 +66,32 @@ def followup_message(error: str, prose: bool = False) -> dict:
 def prose_error(text: str, what: str = "the reply") -> str | None:
     """Why `text` is not usable where prose is expected (an answer, a paraphrase), or None.
 
-    The rule is about form, not content: prose has words, and no data or markup syntax. JSON
-    braces never occur in spoken-word text, and a reply that opens like a JSON list, a code
-    fence or an HTML tag is structure the model was not asked for (or broken JSON, e.g.
-    `not json {{{ [`). Whether well-formed prose is a good answer is curate's question.
+    The rule is about form, not content: prose has words, and it is not data or markup the
+    model was not asked for. A reply that is JSON, opens like a JSON value or an HTML page, or
+    leaves braces/brackets unbalanced (broken JSON such as `not json {{{ [`) is rejected.
+    Balanced braces stay allowed: a creator who teaches programming writes `{}` in code.
+    Whether well-formed prose is a good answer is curate's question.
     """
     stripped = text.strip()
     if not stripped:
         return f"{what} is empty"
     if not any(ch.isalpha() for ch in stripped):
         return f"{what} has no words"
-    if "{" in stripped or "}" in stripped:
-        return f"{what} holds JSON braces, not prose"
-    if _STRUCTURE_START.match(stripped):
+    if _STRUCTURE_START.match(stripped) or _is_json(stripped):
         return f"{what} is JSON, code or markup, not prose"
+    if stripped.count("{") != stripped.count("}") or stripped.count("[") != stripped.count("]"):
+        return f"{what} has unbalanced braces or brackets (broken JSON?), not prose"
     return None
+
+
+def _is_json(text: str) -> bool:
+    """A reply that parses whole as a JSON object or list (a bare word or number is prose)."""
+    if text[0] not in "[{":
+        return False
+    try:
+        return isinstance(json.loads(text), (dict, list))
+    except ValueError:
+        return False
 
 
 def read_prose(text: str) -> tuple[str | None, str | None]:

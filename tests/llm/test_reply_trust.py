@@ -140,6 +140,8 @@ def test_free_text_that_is_not_prose_is_an_invalid_reply(text: str) -> None:
         "Insulin rises after a meal [laughs] and then it falls.",
         "1. Eat less often.\n2. Sleep more.",
         "Why? Because the body adapts (within weeks) to the new schedule.",
+        "In JavaScript an empty object is written `{}` and a list is `[1, 2]`.",
+        "[Music] Welcome back. Today: why the body stores fat.",
     ],
 )
 def test_prose_is_a_valid_reply(text: str) -> None:
@@ -153,7 +155,10 @@ def test_free_text_junk_is_reasked_as_plain_text_never_ok(tmp_path: Path) -> Non
     ):
         [failed] = LLMClient(params(srv, reask=1), store.item_cache("llm")).run_many(ask(schema=None))
         assert not failed.ok and failed.value is None
-        assert failed.reason == "invalid reply after 2 attempt(s): the reply holds JSON braces, not prose"
+        assert (
+            failed.reason
+            == "invalid reply after 2 attempt(s): the reply has unbalanced braces or brackets (broken JSON?), not prose"
+        )
         followup = srv.requests[1]["messages"][-1]["content"]
         assert "plain text" in followup and "JSON" in followup
         [ok] = LLMClient(params(srv, reask=1), store.item_cache("llm")).run_many(ask(schema=None))

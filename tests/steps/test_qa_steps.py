@@ -305,7 +305,7 @@ def test_junk_answer_to_a_single_question_is_a_failed_row_until_retry_failed(tmp
         first = run_recipe(recipe, paths, until="answers", options=QUIET)
         answers = table(first.run_dir, "answers")
         assert len(answers) == 3 and {a["status"] for a in answers} == {"failed"}
-        assert all(a["answer"] is None and "JSON braces, not prose" in a["reason"] for a in answers)
+        assert all(a["answer"] is None and "unbalanced braces" in a["reason"] for a in answers)
         assert first.failed == {"answers": 3}
 
         calls = srv.calls  # a plain rerun keeps the table, and says how to retry
