@@ -71,6 +71,8 @@ def is_finite_number(value: Any) -> bool:
 def load_recipe(path: str | Path, spec: RecipeSpec) -> Any:
     """Read, validate and type a recipe file; raises RecipeInvalid with every problem."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder, not a recipe file (name the .yaml file inside it)")
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file (try `recipe new NAME` or `ls recipes/`)")
     located = parse_yaml(file_text.read_text(path), str(path))
