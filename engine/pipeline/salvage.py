@@ -111,9 +111,10 @@ def _attach(con: duckdb.DuckDBPyConnection, source: Path, shown: str) -> None:
     """Attach the store read-only as OLD: it is never written to, whatever happens."""
     import duckdb
 
+    if not source.exists():
+        raise RecipeError(f"no store at {shown}; a run creates it (default runs/store.duckdb), or pass --store PATH")
     if not source.is_file() or source.stat().st_size == 0:
-        what = "does not exist" if not source.exists() else "is not a regular file" if not source.is_file() else "is empty"
-        raise StoreUnreadable(shown, f"it {what}")
+        raise StoreUnreadable(shown, "it is not a regular file" if not source.is_file() else "it is empty (0 bytes)")
     try:
         con.execute(f"ATTACH '{_sql_string(source.resolve())}' AS {OLD} (READ_ONLY)")
     except duckdb.Error as e:

@@ -1,0 +1,171 @@
+"""A damaged store on real files, made from the store of a real run (questions and answers asked of
+the fake OpenAI server over HTTP): a clear error and no write on open or mid-run, `recipe store
+check` says what is readable, `recipe store salvage` saves it and a rerun reuses the saved replies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+from fakes.openai_server import FakeOpenAI
+from helpers.pipeline import BASE_RECIPE, CASES, pipeline_model
+
+import engine.llm.client as llm
+from engine.cli import main
+from engine.errors import StoreDamaged
+from engine.pipeline.runner import Paths, run_recipe
+from engine.pipeline.salvage import check_store, salvage_store
+from engine.pipeline.store import Store
+from engine.steps.base import RunOptions
+
+UNTIL = "answers"
+
+
+@pytest.fixture()
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A recipe over the three test transcripts, run once until answers: a real store to damage."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
+    shutil.copytree(CASES / "engine_transcripts", tmp_path / "transcripts")
+    with FakeOpenAI(pipeline_model) as srv:
+        _write_recipe(tmp_path, srv.base_url)
+        run_recipe(tmp_path / "recipe.yaml", _paths(tmp_path), until=UNTIL, options=RunOptions(quiet=True))
+    shutil.copyfile(_paths(tmp_path).store, tmp_path / "good.duckdb")
+    return tmp_path
+
+
+def _write_recipe(root: Path, base_url: str) -> None:
+    (root / "recipe.yaml").write_text(BASE_RECIPE.format(base_url=base_url), encoding="utf-8")
+
+
+def _paths(root: Path) -> Paths:
+    return Paths(runs_dir=root / "runs", store=root / "runs" / "store.duckdb")
+
+
+def damage(good: Path, store: Path, how: str) -> None:
+    """Replace the store by a damaged copy of `good`."""
+    data = good.read_bytes()
+    if how == "truncated":
+        store.write_bytes(data[: len(data) // 2])
+    elif how == "garbled":  # 64 KiB of noise in the middle, as a bad sector or a torn copy leaves
+        noise = random.Random(0).randbytes(65536)
+        middle = len(data) // 2
+        store.write_bytes(data[:middle] + noise + data[middle + len(noise) :])
+    elif how == "text":
+        store.write_text("store.duckdb: replaced by a text file\n", encoding="utf-8")
+    elif how == "empty":
+        store.write_bytes(b"")
+    elif how == "directory":
+        store.unlink()
+        store.mkdir()
+
+
+def fingerprint(path: Path) -> str:
+    """The bytes of the store and whatever sits beside it (a WAL would be a write)."""
+    siblings = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path)
+    content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+    return f"{content} {siblings}"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled", "text", "empty", "directory"])
+def test_a_damaged_store_is_a_clear_error_and_never_written(project: Path, how: str) -> None:
+    store = _paths(project).store
+    (run_dir,) = [p.parent for p in (project / "runs").glob("*/manifest.json")]
+    data_before = (run_dir / "data.duckdb").read_bytes()
+    damage(project / "good.duckdb", store, how)
+    before = fingerprint(store)
+    with FakeOpenAI(pipeline_model) as srv:
+        _write_recipe(project, srv.base_url)
+        # through $RECIPE_STORE: `--store` itself refuses a directory before the store is opened
+        env = {"RECIPE_STORE": str(store), "RECIPE_RUNS": str(project / "runs")}
+        code, out = cli("run", str(project / "recipe.yaml"), "--until", UNTIL, env=env)
+    assert code == 1, out
+    assert f"store {store} is damaged" in out and "Traceback" not in out
+    assert f"recipe store salvage {store.parent / 'store.salvaged.duckdb'} --store {store}" in out
+    assert fingerprint(store) == before  # not a byte written, no WAL beside it
+    # the run folder of the earlier, complete run is not left half-written
+    assert (run_dir / "data.duckdb").read_bytes() == data_before
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] in ("complete", "failed")  # failed: the damage was found mid-run, and said
+    if manifest["status"] == "failed":
+        assert "damaged" in manifest.get("error", "") + json.dumps(manifest["steps"])
+
+
+def test_garbled_blocks_found_mid_run_stop_it_without_a_checkpoint(project: Path) -> None:
+    """The garbled store opens (its catalog is intact); the damage shows when a table is read."""
+    store = _paths(project).store
+    damage(project / "good.duckdb", store, "garbled")
+    with Store(store) as opened:  # the probe passes: metadata and catalog are readable
+        with pytest.raises(StoreDamaged, match="reading it failed"):
+            for entry in opened.catalog():
+                opened.table(entry["key"]).rows()
+        with pytest.raises(StoreDamaged, match="earlier read found a damaged block"):
+            opened.item_cache("llm").put("k", {"text": "never written"})
+    assert not (store.parent / "store.duckdb.wal").exists()
+
+
+def test_check_lists_what_is_readable(project: Path) -> None:
+    store = _paths(project).store
+    code, out = cli("store", "check", "--store", str(store))
+    assert code == 0 and "every row readable" in out and "_cache_llm" in out
+    damage(project / "good.duckdb", store, "garbled")
+    code, out = cli("store", "check", "--store", str(store))
+    assert code == 1 and "BAD" in out and "recipe store salvage" in out
+    report = check_store(store)
+    assert {t.name for t in report.damaged} and all(t.errors for t in report.damaged)
+
+
+@pytest.mark.parametrize("how", ["garbled", "truncated"])
+def test_salvage_saves_readable_replies_and_a_rerun_reuses_them(project: Path, how: str) -> None:
+    store = _paths(project).store
+    with duckdb.connect(str(project / "good.duckdb"), read_only=True) as con:
+        replies = con.execute("SELECT count(*) FROM _cache_llm").fetchone()[0]
+    damage(project / "good.duckdb", store, how)
+    before = fingerprint(store)
+    new = project / "salvaged.duckdb"
+    code, out = cli("store", "salvage", str(new), "--store", str(store))
+    assert code == 0, out
+    assert fingerprint(store) == before  # read only
+    assert f"into {new}" in out and f"mv {store} {store}.damaged && mv {new} {store}" in out
+    with duckdb.connect(str(new), read_only=True) as con:
+        saved = con.execute("SELECT count(*) FROM _cache_llm").fetchone()[0]
+        catalog = {r[0] for r in con.execute("SELECT table_name FROM _catalog").fetchall()}
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert catalog <= tables  # every catalog entry points at a whole table
+    if how == "garbled":
+        assert saved == replies > 0  # the noise missed the replies: every one is saved
+    store.rename(store.with_name("store.duckdb.damaged"))
+    new.rename(store)
+    with FakeOpenAI(pipeline_model) as srv:
+        _write_recipe(project, srv.base_url)
+        result = run_recipe(project / "recipe.yaml", _paths(project), until=UNTIL, options=RunOptions(quiet=True))
+    assert result.status == "complete"
+    assert srv.calls == replies - saved  # exactly the replies that were lost are asked again
+
+
+def test_salvage_refuses_to_overwrite(project: Path) -> None:
+    store = _paths(project).store
+    code, out = cli("store", "salvage", str(store), "--store", str(store))
+    assert code == 1 and "other than" in out
+    code, out = cli("store", "salvage", str(project / "good.duckdb"), "--store", str(store))
+    assert code == 1 and "already exists" in out
+
+
+def test_a_store_nothing_can_be_read_from_says_start_fresh(project: Path) -> None:
+    store = _paths(project).store
+    damage(project / "good.duckdb", store, "text")
+    with pytest.raises(Exception, match="cannot be read at all"):
+        salvage_store(store, project / "new.duckdb")
+    code, out = cli("store", "check", "--store", str(store))
+    assert code == 1 and f"mv {store} {store}.damaged" in out and not (project / "new.duckdb").exists()
