@@ -13,8 +13,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from click.testing import CliRunner
-from fakes.openai_server import FakeOpenAI
-from helpers.pipeline import BASE_RECIPE, CASES, pipeline_model
 
 import engine.llm.client as llm
 from engine.cli import main
@@ -23,6 +21,8 @@ from engine.pipeline.runner import Paths, run_recipe
 from engine.pipeline.salvage import check_store, salvage_store
 from engine.pipeline.store import Store
 from engine.steps.base import RunOptions
+from fakes.openai_server import FakeOpenAI
+from helpers.pipeline import BASE_RECIPE, CASES, pipeline_model
 
 UNTIL = "answers"
 

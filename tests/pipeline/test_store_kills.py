@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from fakes.openai_server import FakeOpenAI
 from helpers.pipeline import BASE_RECIPE, CASES, pipeline_model
 
