@@ -225,9 +225,13 @@ def _probe_rows(con: duckdb.DuckDBPyConnection, database: str, name: str) -> Cal
 
 
 def _read_ranges(
-    con: duckdb.DuckDBPyConnection, database: str, name: str, report: TableReport, read: Callable[[int, int], int]
+    con: duckdb.DuckDBPyConnection,
+    database: str,
+    name: str,
+    report: TableReport,
+    take: Callable[[int, int], int],
 ) -> int:
-    """Apply `read` to every range of rowids, halving the ranges that fail; rows read in all."""
+    """Apply `take` (a copy, or a read) to every readable range of rowids; rows taken in all."""
     import duckdb
 
     try:
@@ -236,23 +240,80 @@ def _read_ranges(
         report.errors.append(short(e))
         return 0
     end = (found[0] if found and found[0] is not None else -1) + 1
-    return sum(_read_range(read, lo, min(lo + CHUNK, end), report) for lo in range(0, end, CHUNK))
+    ranges = _Ranges(_probe_rows(con, database, name), report)
+    return sum(ranges.take_readable(take, lo, min(lo + CHUNK, end)) for lo in range(0, end, CHUNK))
 
 
-def _read_range(read: Callable[[int, int], int], lo: int, hi: int, report: TableReport) -> int:
-    import duckdb
+class _Ranges:
+    """Finds the readable runs of rows around damaged ones with a logarithmic number of reads.
 
-    try:
-        return read(lo, hi)
-    except duckdb.Error as e:
-        if not is_damage(e):
-            raise
-        if hi - lo <= 1:
-            if not report.errors:
-                report.errors.append(short(e))
+    A damaged block holds a contiguous run of rowids (of one column). Within a chunk that fails:
+    the longest readable prefix is found by bisection, then the damaged run is skipped by
+    galloping to the next readable row, and so on. Reading row by row instead costs one failed
+    read per lost row (minutes for one bad block of a big cache). Rows that read fine but sit
+    between two damaged runs closer than the gallop step may be counted lost: never a bad row kept.
+    """
+
+    def __init__(self, probe: Callable[[int, int], int], report: TableReport):
+        self.probe, self.report = probe, report
+
+    def take_readable(self, take: Callable[[int, int], int], lo: int, hi: int) -> int:
+        taken, pos = 0, lo
+        while pos < hi:
+            good = self._readable_prefix(pos, hi)
+            if good:
+                taken += self._take(take, pos, pos + good)
+                pos += good
+            if pos < hi:
+                pos = self._next_readable(pos, hi)
+        return taken
+
+    def _reads(self, lo: int, hi: int) -> bool:
+        import duckdb
+
+        try:
+            self.probe(lo, hi)
+            return True
+        except duckdb.Error as e:
+            if not is_damage(e):
+                raise
+            if not self.report.errors:
+                self.report.errors.append(short(e))
+            return False
+
+    def _readable_prefix(self, pos: int, hi: int) -> int:
+        """The most rows from `pos` that read back (bisection)."""
+        if self._reads(pos, hi):
+            return hi - pos
+        ok, bad = 0, hi - pos
+        while bad - ok > 1:
+            mid = (ok + bad) // 2
+            ok, bad = (mid, bad) if self._reads(pos, pos + mid) else (ok, mid)
+        return ok
+
+    def _next_readable(self, pos: int, hi: int) -> int:
+        """The first readable row after the damaged row `pos` (galloping, then bisection); hi if none."""
+        step = 1
+        while pos + step < hi and not self._reads(pos + step, pos + step + 1):
+            step *= 2
+        if pos + step >= hi:
+            return hi
+        bad, good = pos + step // 2, pos + step
+        while good - bad > 1:
+            mid = (bad + good) // 2
+            bad, good = (bad, mid) if self._reads(mid, mid + 1) else (mid, good)
+        return good
+
+    def _take(self, take: Callable[[int, int], int], lo: int, hi: int) -> int:
+        import duckdb
+
+        try:
+            return take(lo, hi)
+        except duckdb.Error as e:  # read fine a moment ago; if not now, these rows are lost too
+            if not is_damage(e):
+                raise
+            self.report.errors.append(short(e))
             return 0
-        mid = (lo + hi) // 2
-        return _read_range(read, lo, mid, report) + _read_range(read, mid, hi, report)
 
 
 def _where(lo: int, hi: int) -> str:

@@ -169,3 +169,31 @@ def test_a_store_nothing_can_be_read_from_says_start_fresh(project: Path) -> Non
         salvage_store(store, project / "new.duckdb")
     code, out = cli("store", "check", "--store", str(store))
     assert code == 1 and f"mv {store} {store}.damaged" in out and not (project / "new.duckdb").exists()
+
+
+def test_a_partly_readable_cache_is_salvaged_row_range_by_row_range(tmp_path: Path) -> None:
+    """20,000 cached replies over several blocks; one block garbled costs only the rows stored in it."""
+    good = tmp_path / "good.duckdb"
+    with Store(good) as store:
+        table = store.item_cache("llm").table
+        store.execute(
+            f"INSERT INTO {table} SELECT printf('key-%05d', i), json_object('text', printf('reply %d ', i) "
+            "|| repeat('word ', 30)), now() FROM range(20000) t(i)"
+        )
+    with duckdb.connect(str(good), read_only=True) as con:
+        original = dict(con.execute("SELECT key, value FROM _cache_llm").fetchall())
+    data, block = good.read_bytes(), 262144  # DuckDB's block size: one checksum each
+    bad = tmp_path / "bad.duckdb"
+    for offset in range(block // 2, len(data), block):  # the first block whose damage hits the replies in part
+        bad.write_bytes(data[:offset] + bytes(b ^ 0xFF for b in data[offset : offset + 64]) + data[offset + 64 :])
+        (cache,) = [t for t in check_store(bad).tables if t.name == "_cache_llm"]
+        if 0 < cache.readable < cache.total:  # type: ignore[operator]
+            break
+    else:
+        pytest.fail("no single damaged block left the cache partly readable")
+    assert cache.errors and "checksum" in cache.errors[0]
+    report = salvage_store(bad, tmp_path / "new.duckdb")
+    assert [t.readable for t in report.tables if t.name == "_cache_llm"] == [cache.readable]
+    with duckdb.connect(str(tmp_path / "new.duckdb"), read_only=True) as con:
+        saved = dict(con.execute("SELECT key, value FROM _cache_llm").fetchall())
+    assert len(saved) == cache.readable and all(original[k] == v for k, v in saved.items())
