@@ -206,8 +206,9 @@ class Store:
         The file is built under a temporary name and renamed: a kill or a damaged block
         mid-copy leaves the previous file (or none), never half of one.
         """
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed export (we hold the lock)
+            _remove_database(stale)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        _remove_database(tmp)
         try:
             with self._mutex, self._guard():
                 self.con.execute(f"ATTACH '{_sql_string(tmp)}' AS run_export")

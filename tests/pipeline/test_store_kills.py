@@ -145,6 +145,9 @@ def test_ten_sigkills_resume_with_identical_tables_and_no_finished_call_repeated
     assert step_tables(runs) == step_tables(tmp_path / "baseline")
     manifest = json.loads(next(runs.glob("*/manifest.json")).read_text())
     assert manifest["status"] == "complete"
+    assert not list(runs.glob("*/.data.duckdb*")), "a killed export left its temporary file"
+    with duckdb.connect(str(runs / "store.duckdb"), read_only=True) as con:
+        assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '_tmp_%'").fetchall()
 
 
 def kill_at_random_moment(
