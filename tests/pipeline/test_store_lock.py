@@ -93,3 +93,16 @@ def test_wait_queues_behind_another_program(local_recipe: Path, paths: Paths) ->
     result = run_recipe(local_recipe, paths, until="transcripts", options=RunOptions(quiet=True), wait=True)
     assert result.status == "complete" and time.monotonic() - started >= 0.5
     holder.wait()
+
+
+def test_store_check_while_a_run_holds_the_store_says_in_use(tmp_path: Path) -> None:
+    from engine.pipeline.salvage import check_store
+
+    store = spellings(tmp_path)[0]
+    holder = hold(HOLD_STORE, store, 30)
+    try:
+        with pytest.raises(StoreBusy, match=f"in use by pid {holder.pid}"):
+            check_store(store)
+    finally:
+        holder.kill()
+        holder.wait()
