@@ -265,6 +265,7 @@ def check(ctx: click.Context, store: Path | None) -> None:
 
     path = Paths.resolve(store).store
     report = check_store(path)
+    click.echo(f"{path}: opens; every row of its {len(report.tables)} table(s) read back (read-only):")
     _print_tables(report.tables)
     if report.damaged:
         click.echo(f"{path}: {len(report.damaged)} table(s) damaged; copy what is readable with:")
