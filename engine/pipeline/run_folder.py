@@ -125,7 +125,7 @@ class RunFolder:
 
     def run_failed(self, error: BaseException) -> None:
         """Record a failure outside any step (e.g. the store turned out damaged) and why."""
-        self.manifest.update(status="failed", error=f"{type(error).__name__}: {error}", updated=now())
+        self.manifest.update(status="failed", error=redact(f"{type(error).__name__}: {error}"), updated=now())
         self._save()
 
     def finish(self, plan: Plan, store: Store, artifacts: Path) -> None:
