@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 import engine.llm.client as llm
 from engine.cli import main
-from engine.errors import StoreDamaged
+from engine.errors import RecipeError, StoreDamaged
 from engine.pipeline.runner import Paths, run_recipe
 from engine.pipeline.salvage import check_store, salvage_store
 from engine.pipeline.store import Store
@@ -48,15 +49,18 @@ def _paths(root: Path) -> Paths:
     return Paths(runs_dir=root / "runs", store=root / "runs" / "store.duckdb")
 
 
+BLOCK = 262144  # DuckDB's block size: each has its own checksum
+
+
 def damage(good: Path, store: Path, how: str) -> None:
     """Replace the store by a damaged copy of `good`."""
     data = good.read_bytes()
     if how == "truncated":
         store.write_bytes(data[: len(data) // 2])
-    elif how == "garbled":  # 64 KiB of noise in the middle, as a bad sector or a torn copy leaves
-        noise = random.Random(0).randbytes(65536)
-        middle = len(data) // 2
-        store.write_bytes(data[:middle] + noise + data[middle + len(noise) :])
+    elif how == "garbled":  # the first block of noise that opens, then fails reading a step's table
+        store.write_bytes(garbled(good, opens_but_a_step_table_is_damaged))
+    elif how == "garbled-not-replies":  # the first that spares the LLM replies but damages something else
+        store.write_bytes(garbled(good, replies_intact_something_else_damaged))
     elif how == "text":
         store.write_text("store.duckdb: replaced by a text file\n", encoding="utf-8")
     elif how == "empty":
@@ -64,6 +68,46 @@ def damage(good: Path, store: Path, how: str) -> None:
     elif how == "directory":
         store.unlink()
         store.mkdir()
+
+
+def garbled(good: Path, wanted: Callable[[Path], bool]) -> bytes:
+    """`good` with 4 KiB of noise in one block (a bad sector, a torn copy): the first block, from the
+    middle of the file on, whose damage gives the case `wanted` asks for. Which block holds what
+    depends on DuckDB's layout, so the test looks for it instead of hard-coding an offset."""
+    data = good.read_bytes()
+    noise = random.Random(0).randbytes(4096)
+    probe = good.with_name("probe.duckdb")
+    blocks = range(len(data) // BLOCK)
+    for block in sorted(blocks, key=lambda b: abs(b - len(blocks) // 2)):
+        offset = block * BLOCK + BLOCK // 2
+        variant = data[:offset] + noise + data[offset + len(noise) :]
+        probe.write_bytes(variant)
+        try:
+            if wanted(probe):
+                return variant
+        finally:
+            probe.unlink()
+    raise AssertionError(f"no single damaged block of {good.name} gives that case")
+
+
+def _opens(path: Path) -> bool:
+    try:
+        Store(path, read_only=True).close()
+        return True
+    except StoreDamaged:
+        return False
+
+
+def opens_but_a_step_table_is_damaged(path: Path) -> bool:
+    return _opens(path) and any(t.kind == "step" for t in check_store(path).damaged)
+
+
+def replies_intact_something_else_damaged(path: Path) -> bool:
+    try:
+        report = check_store(path)
+    except RecipeError:
+        return False
+    return bool(report.damaged) and all(t.complete for t in report.tables if t.name == "_cache_llm")
 
 
 def fingerprint(path: Path) -> str:
@@ -97,7 +141,8 @@ def test_a_damaged_store_is_a_clear_error_and_never_written(project: Path, how: 
     # the run folder of the earlier, complete run is not left half-written
     assert (run_dir / "data.duckdb").read_bytes() == data_before
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"] in ("complete", "failed")  # failed: the damage was found mid-run, and said
+    # a garbled block opens, then fails mid-run: said in the manifest; the others never start a run
+    assert manifest["status"] == ("failed" if how == "garbled" else "complete")
     if manifest["status"] == "failed":
         assert "damaged" in manifest.get("error", "") + json.dumps(manifest["steps"])
 
@@ -126,7 +171,7 @@ def test_check_lists_what_is_readable(project: Path) -> None:
     assert {t.name for t in report.damaged} and all(t.errors for t in report.damaged)
 
 
-@pytest.mark.parametrize("how", ["garbled", "truncated"])
+@pytest.mark.parametrize("how", ["garbled-not-replies", "truncated"])
 def test_salvage_saves_readable_replies_and_a_rerun_reuses_them(project: Path, how: str) -> None:
     store = _paths(project).store
     with duckdb.connect(str(project / "good.duckdb"), read_only=True) as con:
@@ -143,7 +188,7 @@ def test_salvage_saves_readable_replies_and_a_rerun_reuses_them(project: Path, h
         catalog = {r[0] for r in con.execute("SELECT table_name FROM _catalog").fetchall()}
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert catalog <= tables  # every catalog entry points at a whole table
-    if how == "garbled":
+    if how == "garbled-not-replies":
         assert saved == replies > 0  # the noise missed the replies: every one is saved
     store.rename(store.with_name("store.duckdb.damaged"))
     new.rename(store)
