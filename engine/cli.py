@@ -250,6 +250,65 @@ def gc(dry_run: bool, store: Path | None, runs_dir: Path | None) -> None:
     )
 
 
+@main.group(epilog="Example: recipe store check")
+def store() -> None:
+    """Check a store file, or copy what is readable of a damaged one into a new one."""
+
+
+@store.command(epilog="Example: recipe store check --store runs/store.duckdb")
+@store_option
+@click.pass_context
+def check(ctx: click.Context, store: Path | None) -> None:
+    """Read every row of every table (read-only); say what is readable. Exit 1 if anything is not."""
+    from engine.pipeline.runner import Paths
+    from engine.pipeline.salvage import check_store
+
+    path = Paths.resolve(store).store
+    report = check_store(path)
+    click.echo(f"{path}: opens; every row of its {len(report.tables)} table(s) read back (read-only):")
+    _print_tables(report.tables)
+    if report.damaged:
+        click.echo(f"{path}: {len(report.damaged)} table(s) damaged; copy what is readable with:")
+        click.echo(f"  recipe store salvage {path.with_name(path.stem + '.salvaged.duckdb')} --store {path}")
+        ctx.exit(1)
+    click.echo(f"{path}: ok, {len(report.tables)} table(s), every row readable")
+
+
+@store.command(epilog="Example: recipe store salvage runs/store.salvaged.duckdb --store runs/store.duckdb")
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def salvage(new: Path, store: Path | None) -> None:
+    """Copy every readable row of the store into a NEW store file (the old one is only read).
+
+    Item caches (LLM replies, transcripts) keep every readable row; a step table is kept only
+    when all of its rows are readable (else the step is recomputed, from the saved caches).
+    """
+    from engine.pipeline.runner import Paths
+    from engine.pipeline.salvage import salvage_store
+
+    path = Paths.resolve(store).store
+    report = salvage_store(path, new)
+    _print_tables(report.tables, salvaged=True)
+    kept = [t for t in report.tables if t.kept]
+    click.echo(
+        f"saved {sum(t.readable for t in kept)} row(s) in {len(kept)} table(s) into {new}; "
+        f"lost {len(report.tables) - len(kept)} table(s) and {_lost_rows(report.tables)} row(s)"
+    )
+    click.echo(f"to use it: mv {path} {path}.damaged && mv {new} {path}")
+
+
+def _print_tables(tables: list[Any], salvaged: bool = False) -> None:
+    for table in tables:
+        mark = "ok  " if table.complete else "LOST" if salvaged and not table.kept else "BAD "
+        click.echo(f"  {mark} {table.name:<32} {table.kind:<8} {table.describe()}")
+
+
+def _lost_rows(tables: list[Any]) -> str:
+    if any(t.total is None for t in tables):
+        return "an unknown number of"
+    return str(sum(t.total - (t.readable if t.kept else 0) for t in tables))
+
+
 @main.command(epilog="Example: recipe diff 3f2a9c 7b1e04 --md --plot losses.png")
 @click.argument("run_a")
 @click.argument("run_b")

@@ -89,6 +89,46 @@ class StoreBusy(RecipeError):
         )
 
 
+class StoreDamaged(RecipeError):
+    """The store file cannot be read: truncated, garbled, not a DuckDB file, or not a file at all.
+
+    Raised when opening finds it (nothing is written to it then) and when a damaged block turns
+    up mid-run (the run stops; the store is closed without a checkpoint). The message names the
+    file and the three ways on: see what is readable, copy it into a new store, or start fresh.
+    """
+
+    def __init__(self, path: str, detail: str, during: str = "opening"):
+        self.path, self.detail = path, detail
+        store = shlex.quote(path)
+        salvaged = shlex.quote(str(Path(path).with_name(Path(path).stem + ".salvaged.duckdb")))
+        moved = shlex.quote(path + ".damaged")
+        super().__init__(
+            f"store {path} is damaged ({during} it failed: {detail})\n"
+            "it was not written to after the damage was found; cached work in it may still be readable:\n"
+            + _aligned(
+                [
+                    (f"recipe store check --store {store}", "list what is still readable"),
+                    (
+                        f"recipe store salvage {salvaged} --store {store}",
+                        "copy every readable row into a new store",
+                    ),
+                    (f"mv {store} {moved}", "or move it away and start fresh"),
+                ]
+            )
+        )
+
+
+class StoreUnreadable(RecipeError):
+    """`recipe store check/salvage` found nothing readable: the file does not open at all."""
+
+    def __init__(self, path: str, detail: str):
+        moved = shlex.quote(path + ".damaged")
+        super().__init__(
+            f"store {path} cannot be read at all ({detail}); nothing in it can be saved.\n"
+            f"move it away and start fresh (the next run recomputes everything):\n  mv {shlex.quote(path)} {moved}"
+        )
+
+
 class StepFailed(RecipeError):
     """A step raised; the manifest records it and the next run resumes from here.
 
@@ -113,6 +153,11 @@ def _next_commands(step: str, recipe_path: str, run_id: str) -> str:
         (f"recipe run {recipe} --force {step}", f"redo '{step}' and the steps after it"),
         (f"recipe show {run_id}", "inspect the run"),
     ]
+    return _aligned(commands)
+
+
+def _aligned(commands: list[tuple[str, str]]) -> str:
+    """Commands to paste, one a line, with why after an aligned `#`."""
     width = max(len(command) for command, _ in commands)
     return "\n".join(f"  {command:<{width}}  # {why}" for command, why in commands)
 

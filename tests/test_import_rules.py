@@ -101,7 +101,13 @@ def test_only_the_cli_and_the_runner_import_inspect() -> None:
 # Layers, lowest first (DESIGN: cli -> inspect / pipeline -> steps -> llm, sources, data, models
 # -> recipe, errors). The store, hashing, progress bars and logging sit with the recipe at the
 # bottom: every layer above writes tables, hashes keys and shows progress.
-CORE_PIPELINE = ("engine.pipeline.store", "engine.pipeline.hashing", "engine.pipeline.progress", "engine.pipeline.logs")
+CORE_PIPELINE = (
+    "engine.pipeline.store",
+    "engine.pipeline.store_open",
+    "engine.pipeline.hashing",
+    "engine.pipeline.progress",
+    "engine.pipeline.logs",
+)
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine", "engine.errors", "engine.retry"),
     ("engine.recipe", *CORE_PIPELINE),

@@ -1,7 +1,11 @@
 """The self-contained run folder `runs/<id>/`: recipe, resolved config, manifest, data, files.
 
 The manifest is rewritten (atomically) after every step, so a killed or failed run leaves a
-manifest that says which step was running or failed, and why.
+manifest that says which step was running or failed, and why. The folder is marked complete
+only at the very end: until then its manifest says "running" (or "failed", with the error), and
+its big files (data.duckdb, metrics.json) are each written under a temporary name and renamed,
+so a run that stops while finishing never leaves half a file or a half-complete folder that
+claims to be done.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class RunFolder:
             "recipe": plan.recipe.name,
             "recipe_path": str(recipe_path),
             "store": store,
-            "status": "running",
+            "status": "running",  # "complete" only once finish() has written everything
             "pid": os.getpid(),
             "created": previous.get("created", now()),
             "updated": now(),
@@ -119,16 +123,29 @@ class RunFolder:
     def _save(self) -> None:
         write_json(self.manifest_path, self.manifest)
 
+    def run_failed(self, error: BaseException) -> None:
+        """Record a failure outside any step (e.g. the store turned out damaged) and why."""
+        self.manifest.update(status="failed", error=redact(f"{type(error).__name__}: {error}"), updated=now())
+        self._save()
+
     def finish(self, plan: Plan, store: Store, artifacts: Path) -> None:
         """Copy this run's tables, link its files and collect metrics; then mark it complete."""
+        try:
+            self._write_outputs(plan, store, artifacts)
+        except Exception as e:
+            self.run_failed(e)
+            raise
+        self.manifest.pop("failed_step", None)
+        self.manifest.pop("error", None)
+        self.manifest.update(status="complete", finished=now())
+        self._save()
+
+    def _write_outputs(self, plan: Plan, store: Store, artifacts: Path) -> None:
         tables = {s.name: table_name(s.name, s.key) for s in plan.steps}
         store.export_tables(self.path / "data.duckdb", tables)
         for step in plan.steps:
             link_tree(artifacts / table_name(step.name, step.key), self.path)
         write_json(self.path / "metrics.json", collect_metrics(plan, store))
-        self.manifest.pop("failed_step", None)
-        self.manifest.update(status="complete", finished=now())
-        self._save()
 
 
 def collect_metrics(plan: Plan, store: Store) -> dict[str, Any]:

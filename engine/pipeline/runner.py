@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepFailed
+from engine.errors import StepFailed, StoreDamaged
 from engine.pipeline.logs import run_log
 from engine.pipeline.plan import Plan, PlannedStep, make_plan
 from engine.pipeline.recipes import load_recipe
@@ -160,7 +160,12 @@ def run_recipe(
         folder = RunFolder(paths.runs_dir / plan.run_id)
         folder.start(Path(recipe_path), plan, str(paths.store))
         with run_log(folder.path / "run.log"):
-            return _execute_plan(plan, store, folder, paths, options)
+            try:
+                return _execute_plan(plan, store, folder, paths, options)
+            except StoreDamaged as e:  # found reading a cached table: the folder says so
+                if folder.manifest.get("status") == "running":
+                    folder.run_failed(e)
+                raise
 
 
 def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, options: RunOptions) -> RunResult:
@@ -232,7 +237,7 @@ def _execute_step(
     except BaseException as e:  # recorded, then re-raised: KeyboardInterrupt too
         log.debug("%s failed:\n%s", step.name, traceback.format_exc())
         folder.step_failed(step, e)
-        if isinstance(e, Exception):
+        if isinstance(e, Exception) and not isinstance(e, StoreDamaged):  # its own message says what to do
             raise StepFailed(step.name, step.key, e, folder.manifest["recipe_path"], plan.run_id) from e
         raise
     log.info("%s: %d rows in %.1fs", step.name, len(rows), seconds)

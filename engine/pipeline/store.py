@@ -4,26 +4,30 @@ One file (default `runs/store.duckdb`) holds every step table as `<step>_<key16>
 written under a temporary name and renamed in the same transaction as its catalog row, so a
 killed process leaves either the whole table or nothing. Per-item caches (LLM responses,
 transcripts) commit each item as it arrives, which is what makes a killed run resume with
-nothing lost. A lock file next to the database keeps a second process out.
+nothing lost. A lock file next to the database keeps a second process out; it is taken on the
+resolved path, so a symlink or a `runs/../runs/` spelling reaches the same lock.
+
+A damaged file (truncated, garbled, not a database) is refused on open before any write
+(engine.pipeline.store_open); a damaged block found later stops the store: every later call
+raises StoreDamaged and the connection closes without a checkpoint.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import StoreBusy
+from engine.errors import StoreDamaged
 from engine.pipeline.hashing import canonical_json
-
-CATALOG = "_catalog"
+from engine.pipeline.store_open import CATALOG, is_damage, open_store, short
+from engine.pipeline.store_open import StoreLock as StoreLock  # where engine.inspect.runs finds it
 
 Row = dict[str, Any]  # one table row, column name -> value
 
@@ -43,56 +47,26 @@ def cache_table_name(name: str) -> str:
     return f"_cache_{name}"
 
 
-class StoreLock:
-    """An exclusive flock on `<store>.lock`; the file holds the owner's pid for the message."""
-
-    def __init__(self, path: Path):
-        self.path = path.with_name(path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self, wait: bool = False, poll: float = 0.5) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    pid = self._owner_pid(fd)
-                    os.close(fd)
-                    raise StoreBusy(str(self.path.with_suffix("")), pid) from None
-                time.sleep(poll)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    @staticmethod
-    def _owner_pid(fd: int) -> int | None:
-        text = os.pread(fd, 32, 0).decode(errors="ignore").strip()
-        return int(text) if text.isdigit() else None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
 class Store:
     """A DuckDB file of step tables. Use as a context manager: it holds the store lock."""
 
     def __init__(self, path: Path | str, wait: bool = False, read_only: bool = False):
-        import duckdb  # lazy: keeps `recipe --help` fast
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = StoreLock(self.path)
-        if not read_only:
-            self.lock.acquire(wait=wait)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self.path = Path(path)  # as given: what messages say
+        file = self.path.resolve()  # what is locked and opened: one file however it is reached
+        file.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = StoreLock(file, str(self.path))
+        self.damaged = False
         self._mutex = threading.RLock()  # one connection shared by worker threads
         if not read_only:
-            self.con.execute(CATALOG_DDL)
+            self.lock.acquire(wait=wait)
+        try:
+            self.con = open_store(file, str(self.path), read_only, wait)
+            if not read_only:
+                with self._guard():
+                    self.con.execute(CATALOG_DDL)
+        except BaseException:
+            self.lock.release()  # a store that failed to open is not held
+            raise
 
     def __enter__(self) -> Store:
         return self
@@ -101,11 +75,31 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        if self.damaged:  # a checkpoint would write blocks into a damaged file: leave the WAL
+            try:
+                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            except Exception:  # noqa: BLE001, S110 - closing must not fail; DuckDB may refuse anything now
+                pass
         self.con.close()
         self.lock.release()
 
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn DuckDB's "this block is unreadable" into StoreDamaged, and stop using the file."""
+        import duckdb
+
+        if self.damaged:
+            raise StoreDamaged(str(self.path), "an earlier read found a damaged block", during="using")
+        try:
+            yield
+        except duckdb.Error as e:
+            if not is_damage(e):
+                raise
+            self.damaged = True
+            raise StoreDamaged(str(self.path), short(e), during="reading") from e
+
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._mutex:
+        with self._mutex, self._guard():
             return self.con.execute(sql, params or []).fetchall()
 
     # -- step tables -----------------------------------------------------------------------
@@ -137,9 +131,13 @@ class Store:
             count = _write_jsonl(f, rows)
             ndjson = f.name
         try:
-            with self._mutex:
-                self._create_from_jsonl(tmp, final, columns, ndjson, count)
-                self._commit_catalog(step, key, final, count, meta)
+            with self._mutex, self._guard():
+                try:
+                    self._create_from_jsonl(tmp, final, columns, ndjson, count)
+                    self._commit_catalog(step, key, final, count, meta)
+                except BaseException:
+                    self._rollback()  # the connection stays usable (and the store unchanged)
+                    raise
         finally:
             os.unlink(ndjson)
         return Table(self, final)
@@ -177,8 +175,14 @@ class Store:
         )
         self.con.execute("COMMIT")
 
+    def _rollback(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001, S110 - no transaction open, or DuckDB already ended it
+            pass
+
     def query(self, sql: str, params: Iterable[Any] | None = None) -> list[Row]:
-        with self._mutex:
+        with self._mutex, self._guard():
             cur = self.con.execute(sql, params or [])
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -189,7 +193,7 @@ class Store:
     def drop_step(self, key: str) -> None:
         entry = self.catalog_entry(key)
         if entry:
-            with self._mutex:
+            with self._mutex, self._guard():
                 self.con.execute(f'DROP TABLE IF EXISTS "{entry["table_name"]}"')
                 self.con.execute(f"DELETE FROM {CATALOG} WHERE key = ?", [key])
 
@@ -197,15 +201,27 @@ class Store:
         return ItemCache(self, cache_table_name(name))
 
     def export_tables(self, target: Path, tables: dict[str, str]) -> None:
-        """Copy step tables into another DuckDB file under plain names (`{alias: table}`)."""
-        target.unlink(missing_ok=True)
-        with self._mutex:
-            self.con.execute(f"ATTACH '{target}' AS run_export")
-            try:
-                for alias, name in tables.items():
-                    self.con.execute(f'CREATE TABLE run_export."{alias}" AS SELECT * FROM "{name}"')
-            finally:
-                self.con.execute("DETACH run_export")
+        """Copy step tables into another DuckDB file under plain names (`{alias: table}`).
+
+        The file is built under a temporary name and renamed: a kill or a damaged block
+        mid-copy leaves the previous file (or none), never half of one.
+        """
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed export (we hold the lock)
+            _remove_database(stale)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with self._mutex, self._guard():
+                self.con.execute(f"ATTACH '{_sql_string(tmp)}' AS run_export")
+                try:
+                    for alias, name in tables.items():
+                        self.con.execute(f'CREATE TABLE run_export."{alias}" AS SELECT * FROM "{name}"')
+                finally:
+                    self.con.execute("DETACH run_export")
+        except BaseException:
+            _remove_database(tmp)
+            raise
+        _wal(target).unlink(missing_ok=True)  # an old WAL next to the target would be replayed into the new file
+        tmp.replace(target)
 
 
 class Table:
@@ -272,6 +288,19 @@ class ItemCache:
 
     def __len__(self) -> int:
         return int(self.store.execute(f'SELECT count(*) FROM "{self.table}"')[0][0])
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _remove_database(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _wal(path).unlink(missing_ok=True)
+
+
+def _sql_string(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def _write_jsonl(f: Any, rows: Iterable[Row]) -> int:

@@ -75,3 +75,18 @@ def test_canonical_hash_ignores_key_order_but_not_values() -> None:
 def test_unknown_key_raises(tmp_path: Path) -> None:
     with Store(tmp_path / "s.duckdb") as store, pytest.raises(KeyError):
         store.table("nope")
+
+
+def test_export_leaves_no_temporary_file_and_clears_a_killed_exports(tmp_path: Path) -> None:
+    target = tmp_path / "run" / "data.duckdb"
+    target.parent.mkdir()
+    leftover = target.with_name(".data.duckdb.99999.tmp")  # a killed process's half-written export
+    leftover.write_bytes(b"half a database")
+    leftover.with_name(leftover.name + ".wal").write_bytes(b"its log")
+    with Store(tmp_path / "s.duckdb") as store:
+        store.write_step("sources", KEY, COLUMNS, ROWS, {})
+        store.export_tables(target, {"sources": table_name("sources", KEY)})
+        store.export_tables(target, {"again": table_name("sources", KEY)})  # over an existing file
+    assert sorted(p.name for p in target.parent.iterdir()) == ["data.duckdb"]
+    with duckdb.connect(str(target), read_only=True) as con:
+        assert [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()] == ["again"]
