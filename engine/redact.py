@@ -22,9 +22,11 @@ it imports nothing of the engine, so every layer may use it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 MIN_SECRET_LENGTH = 8
 
@@ -132,3 +134,37 @@ def redact_row(row: dict) -> dict:
     if not dirty:
         return row
     return {**row, **{c: redact(row[c]) for c in dirty}}
+
+
+def redact_json(data: Any) -> Any:
+    """`data` (JSON-shaped) with every string scrubbed: the files a run writes (manifest,
+    metrics) hold library messages that may echo a key. Strings, not the serialized text, so
+    a replacement can never break the JSON."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {key: redact_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_json(value) for value in data]
+    return data
+
+
+class RedactSecrets(logging.Filter):
+    """Scrubs secrets from every record a handler emits.
+
+    On the handlers, not the logger: a logger's filter misses records from its children
+    (engine.steps.questions, ...), a handler's sees them all. The message is rendered with its
+    arguments first (a key is usually an argument), and a traceback is rendered to text so it
+    is scrubbed too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = redact(record.exc_text or logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None  # a handler would otherwise format the raw traceback again
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True

@@ -8,6 +8,7 @@ the key. Plus the scrubber itself on real-shaped provider and library messages.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -124,6 +125,34 @@ def test_only_message_columns_of_a_row_are_scrubbed(monkeypatch: pytest.MonkeyPa
 
 
 # -- the choke points ------------------------------------------------------------------------
+
+
+def test_json_files_a_run_writes_are_scrubbed_string_by_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.json and manifest.json carry library messages (a step's reason, an export error)."""
+    from engine.pipeline.run_folder import write_json
+
+    key = "sk-proj-" + secrets.token_hex(16)
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    metrics = {"export": {"reason": f"401: Incorrect API key provided: {key}"}, "tries": [f'"{key}"', 3]}
+    write_json(tmp_path / "metrics.json", metrics)
+    text = (tmp_path / "metrics.json").read_text()
+    assert key not in text and key[8:] not in text
+    assert json.loads(text)["export"]["reason"] == "401: Incorrect API key provided: [REDACTED:OPENAI_API_KEY]"
+    assert json.loads(text)["tries"] == ['"[REDACTED:OPENAI_API_KEY]"', 3]
+
+
+def test_litellms_own_log_handlers_scrub_too(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    from engine.llm.providers import load_litellm
+
+    load_litellm()
+    handlers = [h for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy") for h in logging.getLogger(name).handlers]
+    assert handlers, "litellm no longer installs handlers of its own; drop this test"
+    key = secrets.token_hex(20)  # no sk- prefix: litellm's own filter only knows key shapes
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    logging.getLogger("LiteLLM").error("upstream said: bad key %s", key)
+    captured = capfd.readouterr()
+    assert key not in captured.err + captured.out
+    assert "[REDACTED:ANTHROPIC_API_KEY]" in captured.err + captured.out
 
 
 def test_our_exceptions_scrub_their_messages(monkeypatch: pytest.MonkeyPatch) -> None:

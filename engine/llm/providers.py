@@ -14,6 +14,8 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.redact import RedactSecrets
+
 if TYPE_CHECKING:
     from engine.recipe.shared import LLMParams
 
@@ -99,5 +101,9 @@ def load_litellm() -> Any:
     warnings.filterwarnings("ignore", message=r"coroutine '.*\.acompletion' was never awaited", category=RuntimeWarning)
     # one INFO line per call would drown the run log
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    # litellm prints through handlers of its own; an error it logs may echo the request's key
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(RedactSecrets())
     _configured = True
     return litellm

@@ -7,32 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.redact import redact
+from engine.redact import RedactSecrets
 
 LOGGER = "engine"
 FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 CONSOLE_HANDLER = "recipe-console"  # the name that marks our console handler, so it is added once
-
-
-class RedactSecrets(logging.Filter):
-    """Scrubs API keys and credentials (engine.redact) from every record a handler emits.
-
-    On the handlers, not the logger: a logger's filter misses records from its children
-    (engine.steps.questions, ...), a handler's sees them all. The message is rendered with its
-    arguments first (a key is usually an argument), and a traceback is rendered to text so it
-    is scrubbed too.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
-        if record.exc_info:
-            record.exc_text = redact(record.exc_text or logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None  # a handler would otherwise format the raw traceback again
-        elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
 
 
 def setup_console(debug: bool = False, quiet: bool = False) -> None:

@@ -24,7 +24,7 @@ from engine import __version__
 from engine.pipeline.plan import Plan, PlannedStep
 from engine.pipeline.recipes import resolved
 from engine.pipeline.store import Store, table_name
-from engine.redact import redact
+from engine.redact import redact, redact_json
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
 
@@ -36,6 +36,7 @@ def now() -> str:
 def write_json(path: Path, data: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = redact_json(data)  # library messages in a manifest or metrics may echo a key
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
 

@@ -259,8 +259,7 @@ def _context(
     """A step's context; planning gets one too (fingerprints may use item caches)."""
     work_dir = paths.artifacts / (f".plan-{name}" if plan_ctx else f".tmp-{name}-{key[:16]}-{os.getpid()}")
     if not plan_ctx:  # planning only reads; a running step gets a fresh, empty folder
-        if work_dir.exists():
-            shutil.rmtree(work_dir)  # leftovers of a killed attempt are never trusted
+        _clear_killed_attempts(paths.artifacts, f".tmp-{name}-{key[:16]}-")
         work_dir.mkdir(parents=True)
     return StepContext(
         step=name,
@@ -274,6 +273,28 @@ def _context(
         fingerprint=fingerprint,
         log=logging.getLogger(f"engine.steps.{name}"),
     )
+
+
+def _clear_killed_attempts(artifacts: Path, prefix: str) -> None:
+    """Remove the work folders of earlier attempts at this step whose process is gone.
+
+    They carry the pid so two stores sharing a runs folder never share one; an attempt that
+    was killed leaves its folder behind, and nothing half-written is ever trusted.
+    """
+    for leftover in artifacts.glob(prefix + "*"):
+        pid = leftover.name[len(prefix) :]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _publish_artifacts(work_dir: Path, final: Path) -> None:

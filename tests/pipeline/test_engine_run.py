@@ -166,6 +166,7 @@ def test_killed_run_resumes_with_nothing_lost(local_recipe: Path, paths: Paths, 
     computed = [line.split()[1] for line in log.read_text().splitlines()]
     assert sorted(computed) == sorted(set(computed)), "an item was computed twice"
     assert len(computed) == 3
+    assert not list(paths.artifacts.glob(".tmp-*")), "the killed attempt's work folder was left behind"
 
     fresh = Paths(tmp_path / "fresh", tmp_path / "fresh" / "store.duckdb")
     assert _slow_run(local_recipe, fresh, tmp_path / "fresh.log", delay=0.0).wait(timeout=120) == 0
