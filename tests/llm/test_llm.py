@@ -14,6 +14,7 @@ from engine.llm.json_reply import parse
 from engine.pipeline.store import Store
 from engine.recipe.shared import LLMParams
 from fakes.openai_server import FakeOpenAI, last_user_message
+from helpers.llm_params import fake_params
 
 LIST = {
     "type": "array",
@@ -34,25 +35,8 @@ ANSWERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-
-
 def params(srv: FakeOpenAI, **kw) -> LLMParams:  # noqa: ANN003
-    base = dict(
-        model="openai/fake",
-        api_base=srv.base_url,
-        temperature=0.0,
-        max_tokens=200,
-        max_concurrency=8,
-        requests_per_minute=0,
-        timeout=5.0,
-        retries=6,
-        reask=2,
-    )
-    return LLMParams(**{**base, **kw})
+    return fake_params(srv, **kw)
 
 
 def echo(body: dict) -> str:

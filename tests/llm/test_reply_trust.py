@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import engine.llm.client as llm
 from engine.llm.client import LLMClient, LLMRequest
 from engine.llm.json_reply import read_prose
 from engine.pipeline.store import Store
 from engine.recipe.shared import LLMParams
 from fakes.openai_server import JUNK, FakeOpenAI
+from helpers.llm_params import fake_params
 
 LIST = {
     "type": "array",
@@ -25,25 +25,8 @@ LIST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llm, "BACKOFF_BASE", 0.01)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-
-
 def params(srv: FakeOpenAI, **kw) -> LLMParams:  # noqa: ANN003
-    base = dict(
-        model="openai/fake",
-        api_base=srv.base_url,
-        temperature=0.0,
-        max_tokens=200,
-        max_concurrency=4,
-        requests_per_minute=0,
-        timeout=5.0,
-        retries=2,
-        reask=0,
-    )
-    return LLMParams(**{**base, **kw})
+    return fake_params(srv, **{"max_concurrency": 4, "retries": 2, "reask": 0, **kw})
 
 
 def ask(n: int = 1, schema: dict | None = LIST) -> list[LLMRequest]:
