@@ -37,6 +37,11 @@ def package_file(spec: str) -> Path:
     raise RecipeError(f"model spec {spec!r}: {name} not found inside package {module}")
 
 
+def looks_like_hub_id(spec: str) -> bool:
+    """`owner/name` and nothing that reads as a path."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+
+
 def resolve_model_path(spec: str, models_dir: Path, base_dir: Path | None = None) -> Path | str:
     """The MLX folder for `spec` (GGUF converted into models_dir), or the hub id unchanged."""
     if spec.startswith("package:"):
@@ -53,7 +58,7 @@ def resolve_model_path(spec: str, models_dir: Path, base_dir: Path | None = None
         return import_gguf(path, Path(models_dir))
     if path.is_dir():
         return path
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+    if looks_like_hub_id(spec):
         return spec  # hub id: mlx-lm downloads it (or finds it in the HF cache)
     raise RecipeError(f"model spec {spec!r}: no such folder or file")
 
@@ -80,7 +85,7 @@ def model_fingerprint(spec: str, base_dir: Path | None = None, memo: Any = None)
     if path.is_dir():
         files = sorted(p for p in path.glob("*") if p.is_file())
         return {"files": [[f.name, _file_digest(f, memo)] for f in files]}
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+    if looks_like_hub_id(spec):
         return {"hub": spec}
     return {"spec": spec, "missing": True}
 
@@ -150,3 +155,48 @@ def flat_parameters(tree: Any) -> list[tuple[str, Any]]:
 
     # without a `destination`, tree_flatten always returns the list form of its declared union
     return cast(list[tuple[str, Any]], tree_flatten(tree))
+
+
+def why_missing(spec: str, base_dir: Path) -> str | None:
+    """Why `spec` names no usable model on this machine, or None; hub ids are left to mlx-lm.
+
+    The rules of resolve_model_path, checked without loading or converting anything: a
+    package file, a .gguf file (relative to the recipe's folder, else the working directory), or
+    a folder. The recipe checks call it so a mistyped model fails before any step runs.
+    """
+    if spec.startswith("package:"):
+        try:
+            path = package_file(spec)
+        except RecipeError as e:
+            return str(e).removeprefix(f"model spec {spec!r}: ")
+    else:
+        local = _existing(Path(spec).expanduser(), base_dir)
+        if local is None:
+            if _hub_id(spec, base_dir):
+                return None
+            return f"no such file or folder (relative paths are relative to the recipe's folder, {base_dir})"
+        path = local
+    if path.suffix.lower() == ".gguf":
+        return None if _is_gguf(path) else f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')"
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else f"{path} holds no model (no config.json)"
+    return f"{path} is neither a .gguf file nor a model folder"
+
+
+def _existing(path: Path, base_dir: Path) -> Path | None:
+    candidates = [path] if path.is_absolute() else [base_dir / path, path]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _hub_id(spec: str, base_dir: Path) -> bool:
+    """`owner/name`, as resolve_model_path treats it, unless `owner` is a folder here (a path, then)."""
+    owner = spec.split("/")[0]
+    return looks_like_hub_id(spec) and not spec.lower().endswith(".gguf") and _existing(Path(owner), base_dir) is None
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:  # a folder named x.gguf, or unreadable
+        return False

@@ -189,9 +189,6 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, opt
         _refresh_report(folder.path)  # ~1 s (matplotlib): only when there is something new to show
     result.status = "complete"
     log.info("run %s complete: %s", plan.run_id, folder.path)
-    summary = result.failed_summary()
-    if summary:
-        log.info(summary)  # the CLI prints it too, after the run's own line
     return result
 
 

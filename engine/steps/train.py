@@ -58,7 +58,7 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     return _budget_problems(recipe.train, located) + [
         located.problem(path, f"{spec!r}: {why}")
         for path, spec in _local_models(recipe)
-        if (why := _missing_model(spec, recipe.base_dir))
+        if (why := _why_missing(spec, recipe.base_dir))
     ]
 
 
@@ -77,6 +77,12 @@ def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
     return problems
 
 
+def _why_missing(spec: str, base_dir: Path) -> str | None:
+    from engine.models.resolve import why_missing
+
+    return why_missing(spec, base_dir)
+
+
 def _local_models(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
     """(path in the recipe, model spec) of train.model and of every `mlx:` model in `llm`."""
     found: list[tuple[tuple[str, ...], str]] = [(("train", "model"), recipe.train.model)]
@@ -88,57 +94,6 @@ def _local_models(recipe: Recipe) -> list[tuple[tuple[str, ...], str]]:
         if override is not None and (override.model or "").startswith(MLX_PREFIX):
             found.append((("llm", "passes", name, "model"), override.model.removeprefix(MLX_PREFIX)))
     return found
-
-
-def _missing_model(spec: str, base_dir: Path) -> str | None:
-    """Why `spec` names no usable model on this machine, or None; hub ids are left to mlx-lm.
-
-    Mirrors engine.models.resolve.resolve_model_path without loading anything: a package file,
-    a .gguf file (relative to the recipe's folder, else the working directory), or a folder.
-    """
-    from engine.models.resolve import package_file
-
-    if spec.startswith("package:"):
-        try:
-            path = package_file(spec)
-        except RecipeError as e:
-            return str(e).removeprefix(f"model spec {spec!r}: ")
-    else:
-        local = _existing(Path(spec).expanduser(), base_dir)
-        if local is None:
-            if _hub_id(spec, base_dir):
-                return None
-            return f"no such file or folder (relative paths are relative to the recipe's folder, {base_dir})"
-        path = local
-    if path.suffix.lower() == ".gguf":
-        return None if _is_gguf(path) else f"{path} is not a GGUF file (it does not start with the bytes 'GGUF')"
-    if path.is_dir():
-        return None if (path / "config.json").is_file() else f"{path} holds no model (no config.json)"
-    return f"{path} is neither a .gguf file nor a model folder"
-
-
-def _existing(path: Path, base_dir: Path) -> Path | None:
-    candidates = [path] if path.is_absolute() else [base_dir / path, path]
-    return next((c for c in candidates if c.exists()), None)
-
-
-def _hub_id(spec: str, base_dir: Path) -> bool:
-    """`owner/name`, as resolve_model_path treats it, unless `owner` is a folder here (a path, then)."""
-    owner = spec.split("/")[0]
-    return (
-        spec.count("/") == 1
-        and not spec.startswith((".", "/", "~"))
-        and not spec.lower().endswith(".gguf")
-        and _existing(Path(owner), base_dir) is None
-    )
-
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"GGUF"
-    except OSError:  # a folder named x.gguf, or unreadable
-        return False
 
 
 def fingerprint(ctx: StepContext, cfg: TrainSettings) -> Any:
