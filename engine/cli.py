@@ -124,13 +124,23 @@ def validate(recipe: Path) -> None:
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--until", default=None, help="Plan up to this step.")
 @click.option("--force", multiple=True, help="Pretend this step (and downstream) must rerun.")
+@click.option("--retry-failed", is_flag=True, help="Plan as `recipe run --retry-failed` would run.")
 @store_option
 @runs_option
-def plan(recipe: Path, until: str | None, force: tuple[str, ...], store: Path | None, runs_dir: Path | None) -> None:
-    """Show each step with its key and whether it is cached or to run."""
+def plan(
+    recipe: Path,
+    until: str | None,
+    force: tuple[str, ...],
+    retry_failed: bool,
+    store: Path | None,
+    runs_dir: Path | None,
+) -> None:
+    """Show each step with its key and whether it is cached or to run (and its failed items)."""
     from engine.pipeline.runner import Paths, plan_recipe
+    from engine.steps.base import RunOptions
 
-    result = plan_recipe(recipe, Paths.resolve(store, runs_dir), until=until, force=force)
+    options = RunOptions(retry_failed=retry_failed)
+    result = plan_recipe(recipe, Paths.resolve(store, runs_dir), until=until, force=force, options=options)
     for step in result.steps:
         click.echo(f"{step.name:<12} {step.key[:16]}  {step.status}")
     click.echo(f"run {result.run_id}")

@@ -28,10 +28,13 @@ class PlannedStep:
     upstream: dict[str, str]
     fingerprint: Any = field(repr=False, compare=False)
     cached: bool
+    failed: int = field(default=0, compare=False)  # rows of its cached table that failed (retryable)
 
     @property
     def status(self) -> str:
-        return "cached" if self.cached else "to run"
+        if self.cached:
+            return f"cached, {self.failed} failed (--retry-failed asks them again)" if self.failed else "cached"
+        return f"to run (asks {self.failed} failed again)" if self.failed else "to run"
 
 
 @dataclass(frozen=True)

@@ -108,20 +108,21 @@ def _plan(
         return _context(True, name, recipe, store, paths, options)
 
     plan = make_plan(recipe, store, context_for, until=until, force=force)
-    return _retrying_failed_rows(plan, store) if options.retry_failed else plan
+    return _with_failed_rows(plan, store, options.retry_failed)
 
 
-def _retrying_failed_rows(plan: Plan, store: Store) -> Plan:
-    """--retry-failed: a cached step that opts in (RETRY_FAILED_ROWS) and has failed rows runs
-    again under the same key, since its inputs did not change, only the luck of its calls. Its
-    finished items come back from the item caches; only the failed ones are asked again.
-    Steps after it rerun only if its table comes out different (see _execute_plan)."""
-    steps = [
-        dataclasses.replace(s, cached=False)
-        if s.cached and getattr(s.module, "RETRY_FAILED_ROWS", False) and failed_rows(store, s.key)
-        else s
-        for s in plan.steps
-    ]
+def _with_failed_rows(plan: Plan, store: Store, retry: bool) -> Plan:
+    """Each cached step that opts in (RETRY_FAILED_ROWS) carries its failed-row count, so a plan
+    shows what --retry-failed would ask again. With --retry-failed such a step runs again under
+    the same key, since its inputs did not change, only the luck of its calls: its finished items
+    come back from the item caches and only the failed ones are asked again. Steps after it rerun
+    only if its table comes out different (see _execute_plan)."""
+    steps = []
+    for step in plan.steps:
+        failed = failed_rows(store, step.key) if step.cached and getattr(step.module, "RETRY_FAILED_ROWS", False) else 0
+        if failed:
+            step = dataclasses.replace(step, failed=failed, cached=step.cached and not retry)
+        steps.append(step)
     return dataclasses.replace(plan, steps=tuple(steps))
 
 

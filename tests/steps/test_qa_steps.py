@@ -346,6 +346,9 @@ def test_retry_failed_asks_failed_chunks_again_and_nothing_that_succeeded(tmp_pa
         before = answers_bodies(srv)
         questions_asked = len(srv.requests) - len(before)  # the insulin chunk: asked, then re-asked once
         assert run_recipe(recipe, paths, until="answers", options=QUIET).executed == []  # plain: cached
+        assert _planned(recipe, paths)["questions"] == "cached, 1 failed (--retry-failed asks them again)"
+        assert _planned(recipe, paths, "--retry-failed")["questions"] == "to run (asks 1 failed again)"
+        assert _planned(recipe, paths, "--retry-failed")["answers"] == "cached"  # until questions changes
         still = run_recipe(recipe, paths, until="answers", options=RunOptions(quiet=True, retry_failed=True))
         # asked again, failed again: the questions table is unchanged, so answers stays cached
         assert still.executed == ["questions"] and still.failed == {"questions": 1}
@@ -360,6 +363,19 @@ def test_retry_failed_asks_failed_chunks_again_and_nothing_that_succeeded(tmp_pa
     assert len(new_answers) == 1 and "insulin" in first_user(new_answers[0])  # only the new questions
     assert not set(answers_bodies(srv)[len(before) :]) & set(before), "an answered group was asked again"
     assert len([a for a in table(retried.run_dir, "answers") if a["status"] == "ok"]) == 6
+
+
+def _planned(recipe: Path, paths: Paths, *flags: str) -> dict[str, str]:
+    """`recipe plan` as printed: step -> status."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    args = ["plan", str(recipe), "--until", "answers", "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)]
+    printed = CliRunner().invoke(main, [*args, *flags], catch_exceptions=False)
+    assert printed.exit_code == 0, printed.output
+    steps = [line.split(None, 2) for line in printed.output.splitlines() if not line.startswith("run ")]
+    return {name: status for name, _key, status in steps}
 
 
 def many_transcripts(tmp_path: Path, n: int) -> None:
