@@ -16,11 +16,15 @@ from engine.data import quality
 from engine.data.dedup import find_duplicates
 from engine.data.settings import Filters
 from engine.data.stats import dataset_stats, length_histograms
+from engine.errors import Problem
+from engine.recipe.load import Located
 from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "curate"
-VERSION = 3  # 3: answers that repeat their question are dropped
+# 3: answers that repeat their question are dropped
+# 4: dedup defaults to token_sort_ratio, language by py3langid, banned video/talk/material references
+VERSION = 4
 DEPENDS = ("answers",)
 COLUMNS = {
     "id": "VARCHAR",
@@ -67,6 +71,20 @@ def config(recipe: Recipe) -> Config:
     return Config(
         filters, recipe.creator.language, recipe.prompts.score, recipe.llm.for_pass("score"), recipe.creator.name
     )
+
+
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    """Every `re:` entry of banned_phrases must compile (the schema only knows they are strings)."""
+    problems = []
+    for i, phrase in enumerate(recipe.filters.banned_phrases):
+        error = quality.banned_pattern_error(phrase)
+        if error:
+            message = (
+                f"bad regex {phrase!r}: {error}; fix the expression after `re:`, or drop the `re:` prefix "
+                "to match the text literally"
+            )
+            problems.append(located.problem(("filters", "banned_phrases", i), message))
+    return problems
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:

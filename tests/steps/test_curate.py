@@ -232,7 +232,7 @@ def test_each_filter_records_its_own_reason(tmp_path: Path) -> None:
     assert reasons["Long one?"] == "too long (360 > 300 chars)"
     assert reasons["Banned one?"] == "banned phrase: the transcript"
     assert reasons["Empty one?"] == "empty answer"
-    assert reasons["German one?"].startswith("wrong language (stopwords")
+    assert reasons["German one?"].startswith("wrong language (looks like de, not en: P(en) ")
     assert reasons["Plain one?"] == "missing formatting: bold"
     assert reasons["Good one?"] is None
     assert all(r["status"] == "dropped" for r in out if r["question"] != "Good one?")
