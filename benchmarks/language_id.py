@@ -187,7 +187,9 @@ def evaluate(name: str, load: Callable[[], Callable[[str], str]], repeat: int, a
         for _, _, text in TEXTS:
             detect(text)
     per_text_ms = (time.perf_counter() - started) / (repeat * len(TEXTS)) * 1000
-    wrongly_dropped = [label for (lang, label, _), p in zip(TEXTS, predictions, strict=True) if lang == "en" and p != "en"]
+    wrongly_dropped = [
+        label for (lang, label, _), p in zip(TEXTS, predictions, strict=True) if lang == "en" and p != "en"
+    ]
     wrongly_kept = [label for (lang, label, _), p in zip(TEXTS, predictions, strict=True) if lang != "en" and p == "en"]
     print(f"\n{name}: load {load_s * 1000:.0f} ms, {per_text_ms:.2f} ms per text")
     if not as_filter:

@@ -80,7 +80,7 @@ def banned_reason(answer: str, phrases: Sequence[str]) -> str | None:
 @functools.lru_cache(maxsize=1)
 def _language_identifier() -> Any:
     # lazy: the model takes ~0.6 s to load and only curation with require_language needs it
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier  # type: ignore[import-untyped]  # no stubs
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from engine.recipe.section import Section
 
-
 REGEX_PREFIX = "re:"  # a banned_phrases entry that is a regular expression
 
 # Where a generated answer gives away that it was written from a video. Measured on a real channel

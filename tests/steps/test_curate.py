@@ -383,3 +383,33 @@ def test_repeats_question(question: str, answer: str, repeats: bool) -> None:
     from engine.data.quality import repeats_question
 
     assert repeats_question(question, answer) is repeats
+
+
+def test_defaults_hold_on_real_shaped_rows(tmp_path: Path) -> None:
+    """Issue 13's failures, through the step with the recipe's defaults: distinct questions that
+    share a frame stay, an English bullet list stays, a "the video mentions" leak goes."""
+    bullets = (
+        "**What changes during a fast:**\n\n- **Insulin** drops steadily\n- **Glucagon** rises\n"
+        "- **Growth hormone** increases, preserving lean mass\n- **Noradrenaline** climbs, keeping energy up\n"
+        "- **Ketones** become the main fuel after 24-48 hours"
+    )
+    rows = [
+        answer_row("v1", "What happens to insulin levels during fasting?", bullets),
+        answer_row("v2", "What happens to testosterone levels during fasting?", GOOD),
+        answer_row("v3", "Do calcium supplements raise the risk of kidney stones?", GOOD),
+        answer_row("v4", "Do calcium supplements raise the risk of a heart attack or stroke?", GOOD),
+        answer_row("v5", "Why doesn't counting calories work for weight loss?", GOOD),
+        answer_row("v6", "Why does counting calories not work for weight loss?", GOOD + " More so with snacks."),
+        answer_row("v7", "Does fasting burn muscle?", "The video mentions that " + GOOD),
+    ]
+    out, ctx = run_curate(tmp_path, rows)
+    got = {q: (r["status"], r["reason"]) for q, r in by_question(out).items()}
+    assert got["What happens to insulin levels during fasting?"] == ("ok", None)
+    assert got["What happens to testosterone levels during fasting?"] == ("ok", None)
+    assert got["Do calcium supplements raise the risk of kidney stones?"] == ("ok", None)
+    assert got["Do calcium supplements raise the risk of a heart attack or stroke?"] == ("ok", None)
+    assert got["Why doesn't counting calories work for weight loss?"] == ("dropped", "duplicate")
+    assert got["Why does counting calories not work for weight loss?"] == ("ok", None)
+    status, reason = got["Does fasting burn muscle?"]
+    assert status == "dropped" and reason.startswith("banned phrase: re:")
+    assert ctx.metrics["kept"] == 5 and ctx.metrics["dedup"]["duplicates"] == 1
