@@ -152,6 +152,7 @@ def load_langdetect() -> Callable[[str], str]:
 
 def engine_filter(target: str) -> Callable[[str], str]:
     """What the engine's curate filter does (py3langid on markdown-stripped text)."""
+    quality.language_probabilities("warm up")  # loads the engine's own copy of the model (timed as load)
     return lambda text: target if quality.language_reason(text, target) is None else "other"
 
 
