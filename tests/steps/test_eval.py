@@ -55,11 +55,15 @@ def test_banned_phrase_rate_is_case_insensitive() -> None:
 
 
 def test_probes() -> None:
-    greeting, arithmetic, capital = s.PROBES
+    from engine.data.eval_set import DEFAULT_PROBES
+
+    greeting, arithmetic, capital = DEFAULT_PROBES
     assert s.probe_passes(greeting, "Hi! How can I help?")
     assert s.probe_passes(greeting, "I'm Dr. Test. What can I do for you today?")
     assert not s.probe_passes(greeting, "Insulin is a hormone that stores energy.")
     assert s.probe_passes(arithmetic, "12") and not s.probe_passes(arithmetic, "13")
+    assert not s.probe_passes(arithmetic, "120") and s.probe_passes(arithmetic, "Twelve.")  # whole words
+    assert not s.probe_passes(greeting, "This is what insulin does.")  # "hi" inside "this" is no greeting
     assert s.probe_passes(capital, "Paris, of course.") and not s.probe_passes(capital, "")
     assert not s.probe_passes(capital, "Paris. " * 20)  # a loop is not a pass
 
