@@ -1,7 +1,7 @@
 """Pure scoring functions for the evaluation step: no models, no I/O, easy to test.
 
 Every score compares a list of answers (base or tuned) against either the training data (format
-shares, lengths) or a fixed expectation (probes). The original pipeline's only score was a
+shares, lengths) or a probe's expectation (words its answer must include). The original pipeline's only score was a
 bold/list heuristic and its runs looped the same sentence 30-40 times; `repetition` catches that.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from statistics import mean, median
 from typing import Any
 
+from engine.data.eval_set import EvalQuestion, missing_words
 from engine.data.quality import banned_hits
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -102,29 +103,19 @@ def banned_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
     return sum(bool(banned_hits(t, phrases)) for t in texts) / len(texts) if texts else 0.0
 
 
-# General-ability probes: if the tuned model fails what the base model passes, it forgot.
-PROBES: tuple[dict[str, Any], ...] = (
-    {"id": "greeting", "question": "Hello", "kind": "greeting"},
-    {
-        "id": "arithmetic",
-        "question": "What is 7 + 5? Reply with the number only.",
-        "kind": "contains",
-        "expect": ["12", "twelve"],
-    },
-    {"id": "off_domain", "question": "What is the capital of France?", "kind": "contains", "expect": ["paris"]},
-)
-# A sane reply to "Hello" greets back or offers help; a lecture on the training topic does neither.
-GREETING_WORDS = ("hello", "hi", "hey", "greetings", "welcome", "help", "nice to meet", "how can i", "what can i")
+def probe_check(probe: EvalQuestion, answer: str) -> dict[str, Any]:
+    """A probe passes when the answer is sane (non-empty, no loop) and has every `must_include`
+    entry (case-insensitive, whole words). `missing` says what it lacked, for the report."""
+    if not answer.strip():
+        return {"passed": False, "missing": ["(an empty answer)"]}
+    if repetition(answer)["loop"]:
+        return {"passed": False, "missing": ["(a repetition loop)"]}
+    missing = missing_words(probe, answer)
+    return {"passed": not missing, "missing": missing}
 
 
-def probe_passes(probe: dict[str, Any], answer: str) -> bool:
-    """A probe passes when the answer is sane: non-empty, no loop, and the expected content."""
-    text = answer.strip().lower()
-    if not text or repetition(answer)["loop"]:
-        return False
-    if probe["kind"] == "greeting":
-        return any(re.search(rf"\b{w}\b", text) for w in GREETING_WORDS) or text.rstrip().endswith("?")
-    return any(e.lower() in text for e in probe.get("expect", []))
+def probe_passes(probe: EvalQuestion, answer: str) -> bool:
+    return bool(probe_check(probe, answer)["passed"])
 
 
 def judge_verdict(first: str | None, second: str | None) -> str:

@@ -121,6 +121,8 @@ def _marked(name: str, base: Any, tuned: Any) -> str:
 
 
 def answers_section(ev: dict) -> str:
+    """Every answer side by side; the reference column holds the expected answer (or the held-out
+    row's), and a probe's row says whether each model passed it."""
     rows = []
     for it in ev.get("items", []):
         for setting, pair in (it.get("answers") or {}).items():
@@ -132,11 +134,30 @@ def answers_section(ev: dict) -> str:
                     f'<div class="ans">{html.escape(pair.get("base", ""))}</div>',
                     f'<div class="ans">{html.escape(pair.get("tuned", ""))}</div>',
                     f'<div class="ans">{html.escape(it.get("reference") or "")}</div>',
+                    _probe_cell(it),
                 ]
             )
     if not rows:
         return ""
-    return "<h2>Answers</h2>" + _table(["source", "question", "setting", "base", "tuned", "reference"], rows)
+    return "<h2>Answers</h2>" + _table(["source", "question", "setting", "base", "tuned", "reference", "probe"], rows)
+
+
+def _probe_cell(item: dict) -> str:
+    """`base pass, tuned fail` for a probe (with what the failing answer lacked); empty otherwise."""
+    passed = item.get("passed")
+    if not isinstance(passed, dict):
+        return ""
+    missing = item.get("missing") or {}
+    parts = []
+    for role in ("base", "tuned"):
+        if role not in passed:
+            continue
+        ok = bool(passed[role])
+        lacks = "" if ok or not missing.get(role) else f" (missing: {', '.join(map(str, missing[role]))})"
+        parts.append(
+            f'<span class="{"better" if ok else "worse"}">{role} {"pass" if ok else "fail"}{html.escape(lacks)}</span>'
+        )
+    return "<br>".join(parts)
 
 
 def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -> str:

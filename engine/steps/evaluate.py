@@ -14,19 +14,29 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from engine.data import scores as scores
+from engine.data.eval_set import (
+    DEFAULT_PROBES,
+    EvalQuestion,
+    QuestionItem,
+    as_question,
+    load_questions_file,
+    rule_problem,
+)
 from engine.data.jsonl import read_jsonl
+from engine.errors import Problem, RecipeInvalid
 from engine.pipeline.hashing import digest
+from engine.recipe.located import Located
 from engine.recipe.section import Section
 from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "evaluate"
-VERSION = 2
+VERSION = 3  # 3: prompt objects and files, per-prompt max_tokens, probes from the recipe
 # train: its adapters stand in for the fused model when export.fuse is false.
 DEPENDS = ("split", "train", "export")
 COLUMNS = {
@@ -55,14 +65,33 @@ LLM_PASSES = ("judge",)
 class EvalSettings(Section):
     """Base vs tuned evaluation."""
 
-    questions: tuple[Annotated[str, Field(min_length=1)], ...] = Field((), description="Questions both models answer.")
+    # The prompts enter the step's key through Config.questions, resolved from both fields: the
+    # file's content keys the step, never where it lives (moving the set keeps the cache).
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"questions", "questions_file"})
+
+    questions: tuple[QuestionItem, ...] = Field(
+        (),
+        description="Prompts both models answer: a string (a prompt in the creator's voice), or an object "
+        "{prompt, expected, max_tokens, kind: voice | probe, must_include}.",
+    )
+    questions_file: str | None = Field(
+        None,
+        description="More prompts from a .json (a list) or .jsonl (one a line) file of the same items, "
+        "relative to the recipe's folder; asked after `questions`.",
+    )
     heldout: int = Field(5, ge=0, description="Held-out Q&A rows (test split, else valid) also answered.")
-    max_tokens: int = Field(256, ge=1, description="Most tokens per answer.")
+    max_tokens: int = Field(
+        512, ge=1, description="Most tokens per answer (a multi-paragraph answer); a prompt's own max_tokens wins."
+    )
     sampled: bool = Field(True, description="Also answer with seeded sampling (temperature 0.7), besides greedy.")
     temperature: float = Field(0.7, ge=0, description="Temperature of the sampled setting.")
     seed: int = Field(0, ge=0, description="Seed of the sampled setting.")
     repetition_penalty: float = Field(1.1, gt=0, description="Repetition penalty (1.0: none).")
-    probes: bool = Field(True, description="General-ability probes to catch catastrophic forgetting.")
+    probes: bool = Field(
+        True,
+        description="Ask the built-in general-ability probes (greeting, arithmetic, a capital) to catch "
+        "forgetting, when the prompts include no `kind: probe` of their own.",
+    )
     judge: bool = Field(False, description="Pairwise LLM judge (both orders) through `llm.passes.judge`.")
 
 
@@ -72,6 +101,8 @@ Settings = EvalSettings
 @dataclass(frozen=True)
 class Config:
     eval: EvalSettings
+    # Every prompt asked, in order: the recipe's, its file's, then the built-in probes if it has none.
+    questions: tuple[EvalQuestion, ...]
     # Not keyed as written (a path is a location): the base model's identity keys train, whose
     # key is upstream of this step's.
     base_model: str = field(compare=False)
@@ -86,12 +117,49 @@ def config(recipe: Recipe) -> Config:
     judge = recipe.eval.judge
     return Config(
         recipe.eval,
+        eval_questions(recipe.eval, recipe.base_dir),
         recipe.train.model,
         recipe.filters.banned_phrases,
         recipe.creator.name,
         recipe.prompts.judge if judge else None,
         recipe.llm.for_pass("judge") if judge else None,
     )
+
+
+def questions_path(ev: EvalSettings, base_dir: Path) -> Path | None:
+    return None if ev.questions_file is None else base_dir / ev.questions_file
+
+
+def eval_questions(ev: EvalSettings, base_dir: Path) -> tuple[EvalQuestion, ...]:
+    """The recipe's prompts, its file's, and the built-in probes when it declares no probe."""
+    questions = tuple(as_question(q) for q in ev.questions)
+    path = questions_path(ev, base_dir)
+    if path is not None:
+        loaded, problems = load_questions_file(path)
+        if problems:  # check() reported these at validate time; the file changed since
+            raise RecipeInvalid(problems)
+        questions += loaded
+    if ev.probes and not any(q.kind == "probe" for q in questions):
+        questions += DEFAULT_PROBES
+    return questions
+
+
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    """Items' cross-field rules, and the prompt file: there, and every line a prompt (its problems
+    at its own lines, so a 38-prompt set with one typo says which line)."""
+    problems = [
+        located.problem(("eval", "questions", i), message)
+        for i, q in enumerate(recipe.eval.questions)
+        if (message := rule_problem(as_question(q)))
+    ]
+    path = questions_path(recipe.eval, recipe.base_dir)
+    if path is None:
+        return problems
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        message = f"{path}: {what}; the path is relative to the recipe's folder"
+        return problems + [located.problem(("eval", "questions_file"), message)]
+    return problems + load_questions_file(path)[1]
 
 
 def split_turns(messages: list[dict]) -> tuple[list[dict], str, str]:
@@ -113,30 +181,43 @@ def build_items(cfg: Config, data_dir: Path) -> tuple[list[dict], list[list[dict
     system = next((m for r in train[:1] for m in r["messages"] if m["role"] == "system"), None)
     prefix = [system] if system else []
     ev = cfg.eval
-    items = [_item("eval", q, prefix + [{"role": "user", "content": q}]) for q in ev.questions]
+    asked = [q for q in cfg.questions if q.kind == "voice"]
+    probes = [q for q in cfg.questions if q.kind == "probe"]
+    items = [_item("eval", q, prefix, ev.max_tokens) for q in asked]
     for row in random.Random(ev.seed).sample(heldout, min(ev.heldout, len(heldout))):
         prompt, question, reference = split_turns(row["messages"])
-        items.append(_item("heldout", question, prompt, reference))
-    if ev.probes:
-        items += [
-            _item("probe", p["question"], prefix + [{"role": "user", "content": p["question"]}], probe=p)
-            for p in scores.PROBES
-        ]
+        items.append(_heldout_item(question, prompt, reference, ev.max_tokens))
+    items += [_item("probe", q, prefix, ev.max_tokens) for q in probes]
     for n, it in enumerate(items):  # the position keeps ids unique when a question repeats
         it["id"] = digest([it["source"], it["question"], n])[:16]
     return items, [h["messages"] for h in heldout[:MAX_LOSS_ROWS]], train_answers
 
 
-def _item(
-    source: str, question: str, messages: list[dict], reference: str | None = None, probe: dict | None = None
-) -> dict:
+def _item(source: str, q: EvalQuestion, prefix: list[dict], default_tokens: int) -> dict:
+    """An item of the recipe's prompts: `expected` is its reference answer."""
     return {
         "id": "",
         "source": source,
+        "kind": q.kind,
+        "question": q.prompt,
+        "messages": prefix + [{"role": "user", "content": q.prompt}],
+        "reference": q.expected,
+        "max_tokens": q.max_tokens or default_tokens,
+        "probe": q if q.kind == "probe" else None,
+        "answers": {},
+    }
+
+
+def _heldout_item(question: str, messages: list[dict], reference: str, max_tokens: int) -> dict:
+    return {
+        "id": "",
+        "source": "heldout",
+        "kind": "voice",
         "question": question,
         "messages": messages,
         "reference": reference,
-        "probe": probe,
+        "max_tokens": max_tokens,
+        "probe": None,
         "answers": {},
     }
 
@@ -162,15 +243,14 @@ def answer_all(
     for name, temperature in settings(cfg).items():
         todo = [it for it in items if name == "greedy" or it["source"] != "probe"]  # probes: greedy only
         with ctx.progress(len(todo), f"{role} answers ({name})") as bar:
-            for start in range(0, len(todo), BATCH):  # one batch at a time so the bar moves
-                chunk = todo[start : start + BATCH]
+            for n, chunk in enumerate(batches(todo)):  # one batch at a time so the bar moves
                 replies = chat_generate(
                     model,
                     tokenizer,
                     [it["messages"] for it in chunk],
-                    ev.max_tokens,
+                    chunk[0]["max_tokens"],
                     temperature=temperature,
-                    seed=ev.seed + start,
+                    seed=ev.seed + n * BATCH,
                     repetition_penalty=ev.repetition_penalty,
                     batch_size=BATCH,
                 )
@@ -184,6 +264,15 @@ def answer_all(
     gc.collect()  # free this model before the next one is loaded (a 3B model is 12 GB in float32)
     ctx.metrics.setdefault("seconds", {})[role] = round(time.perf_counter() - started, 2)
     return {"loss": loss, "conversations": len(loss_convs)}
+
+
+def batches(items: list[dict]) -> list[list[dict]]:
+    """Up to BATCH items that share a max_tokens (one generation call has one limit), in the
+    order of each limit's first item: a 64-token probe never waits on a 1,024-token answer."""
+    groups: dict[int, list[dict]] = {}
+    for it in items:
+        groups.setdefault(it["max_tokens"], []).append(it)
+    return [group[i : i + BATCH] for group in groups.values() for i in range(0, len(group), BATCH)]
 
 
 def tuned_model(ctx: Any, cfg: Config) -> tuple[str, Path | None]:
@@ -229,26 +318,44 @@ def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: C
             for role in ("base", "tuned")
         }
     probes = probe_results(items)
+    # Not the file's path: it is not keyed, so a cached eval.json must not depend on it.
+    settings_doc = cfg.eval.model_dump(mode="json", exclude={"questions_file"})
     doc = {
-        "settings": {"eval": cfg.eval.model_dump(mode="json"), "base_model": cfg.base_model},
+        "settings": {"eval": settings_doc, "base_model": cfg.base_model},
         "train_format_shares": shares,
         "loss": {r: losses[r]["loss"] for r in losses},
         "scores": per_setting,
         "probes": probes,
-        "items": [{k: it[k] for k in ("id", "source", "question", "reference", "answers")} for it in items],
+        "items": [item_record(it) for it in items],
     }
     doc["summary"] = summary(doc, len(answered))
     return doc
 
 
+def item_record(it: dict) -> dict:
+    """One prompt in eval.json: what was asked, how, what was expected, and each model's answers."""
+    record = {k: it[k] for k in ("id", "source", "kind", "question", "reference", "max_tokens", "answers")}
+    record["expected"] = it["reference"] if it["source"] != "heldout" else None
+    probe: EvalQuestion | None = it["probe"]
+    if probe is not None:
+        record["must_include"] = [w if isinstance(w, str) else list(w) for w in probe.must_include]
+        record["passed"] = {role: check["passed"] for role, check in it["checks"].items()}
+        record["missing"] = {role: check["missing"] for role, check in it["checks"].items()}
+    else:
+        record["passed"] = None
+    return record
+
+
 def probe_results(items: list[dict]) -> dict:
+    """Each probe's pass/fail per model, greedy answers (also kept on the item for its record)."""
     out: dict[str, Any] = {}
+    probes = [it for it in items if it["probe"] is not None]
+    for it in probes:
+        it["checks"] = {
+            role: scores.probe_check(it["probe"], it["answers"]["greedy"][role]) for role in ("base", "tuned")
+        }
     for role in ("base", "tuned"):
-        results = [
-            {"id": it["probe"]["id"], "passed": scores.probe_passes(it["probe"], it["answers"]["greedy"][role])}
-            for it in items
-            if it["source"] == "probe"
-        ]
+        results = [{"id": it["id"], "prompt": it["question"], "passed": it["checks"][role]["passed"]} for it in probes]
         out[role] = {"passed": sum(r["passed"] for r in results), "total": len(results), "items": results}
     return out
 

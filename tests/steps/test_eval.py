@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,15 @@ def test_banned_phrase_rate_is_case_insensitive() -> None:
 
 
 def test_probes() -> None:
-    greeting, arithmetic, capital = s.PROBES
+    from engine.data.eval_set import DEFAULT_PROBES
+
+    greeting, arithmetic, capital = DEFAULT_PROBES
     assert s.probe_passes(greeting, "Hi! How can I help?")
     assert s.probe_passes(greeting, "I'm Dr. Test. What can I do for you today?")
     assert not s.probe_passes(greeting, "Insulin is a hormone that stores energy.")
     assert s.probe_passes(arithmetic, "12") and not s.probe_passes(arithmetic, "13")
+    assert not s.probe_passes(arithmetic, "120") and s.probe_passes(arithmetic, "Twelve.")  # whole words
+    assert not s.probe_passes(greeting, "This is what insulin does.")  # "hi" inside "this" is no greeting
     assert s.probe_passes(capital, "Paris, of course.") and not s.probe_passes(capital, "")
     assert not s.probe_passes(capital, "Paris. " * 20)  # a loop is not a pass
 
@@ -352,3 +357,106 @@ def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path, 
     assert summary["base_loss"] != summary["tuned_loss"]  # the adapters changed the model
     assert "report_error" not in summary and not (ctx.work_dir / "report.html").exists()
     assert json.loads((ctx.work_dir / "eval.json").read_text())["summary"]["questions"] == 1
+
+
+# -- prompt objects, files and probes from the recipe -----------------------------------------
+
+
+def test_evaluate_asks_each_prompt_with_its_own_max_tokens_and_records_checks(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    """Every prompt's limit reaches generation (each answer equals a direct generation at that
+    limit), expected fills the reference, and probes pass or fail on their words in eval.json
+    and report.html."""
+    from engine.inspect.report import write_report
+    from engine.models.generate import chat_generate
+    from engine.models.resolve import load_model
+    from engine.pipeline.recipes import parse_recipe
+    from engine.pipeline.store import Store
+    from engine.steps import evaluate
+    from engine.steps.base import RunOptions, StepContext
+    from helpers.run_folders import make_run
+
+    base, tuned = tiny_models
+    write_split(tmp_path / "split")
+    (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
+
+    loaded: dict[Path, tuple] = {}
+
+    def direct(model_dir: Path, prompt: str, max_tokens: int) -> str:
+        if model_dir not in loaded:
+            loaded[model_dir] = load_model(str(model_dir), tmp_path / "models")
+        model, tokenizer = loaded[model_dir]
+        messages = [SYSTEM, {"role": "user", "content": prompt}]
+        return chat_generate(model, tokenizer, [messages], max_tokens, repetition_penalty=1.1)[0]
+
+    # A word the base model's own answer holds (the tiny model answers "22222..."), so it passes.
+    word = re.findall(r"\w+", direct(base, "What is fasting?", 9))[0]
+    (tmp_path / "set.jsonl").write_text(
+        '"Why do I get hungry?"\n'
+        + json.dumps({"prompt": "What is fasting?", "kind": "probe", "max_tokens": 9, "must_include": [word.upper()]})
+        + "\n",
+        encoding="utf-8",
+    )
+    questions = [
+        {"prompt": "Why fast?", "expected": "Because insulin falls.", "max_tokens": 3},
+        {"prompt": "What is insulin?", "kind": "probe", "max_tokens": 5, "must_include": ["zebra"]},
+    ]
+    recipe = parse_recipe(
+        {
+            "name": "t",
+            "creator": {"name": "Dr. Test"},
+            "sources": [{"type": "local", "path": "."}],
+            "train": {"model": str(base), "iters": 1},
+            "eval": {
+                "questions": questions,
+                "questions_file": "set.jsonl",
+                "heldout": 0,
+                "max_tokens": 7,
+                "sampled": False,
+            },
+        },
+        tmp_path,
+    )
+    with Store(tmp_path / "store.duckdb") as store:
+        ctx = StepContext(
+            base_dir=recipe.base_dir,
+            step="evaluate",
+            key="e" * 64,
+            store=store,
+            work_dir=tmp_path / "work",
+            run_dir=tmp_path / "no-run",
+            models_dir=tmp_path / "models",
+            options=RunOptions(quiet=True),
+            upstream_dirs={"split": tmp_path / "split", "export": tuned.parent, "train": tmp_path / "train"},
+        )
+        ctx.work_dir.mkdir()
+        evaluate.run(ctx, {}, evaluate.config(recipe))
+
+    doc = json.loads((ctx.work_dir / "eval.json").read_text())
+    items = {it["question"]: it for it in doc["items"]}
+    assert list(items) == ["Why fast?", "Why do I get hungry?", "What is insulin?", "What is fasting?"]  # no defaults
+    expected_limits = {"Why fast?": 3, "Why do I get hungry?": 7, "What is insulin?": 5, "What is fasting?": 9}
+    for question, limit in expected_limits.items():
+        it = items[question]
+        assert it["max_tokens"] == limit
+        assert it["answers"]["greedy"]["base"] == direct(base, question, limit), question
+        assert it["answers"]["greedy"]["tuned"] == direct(tuned, question, limit), question
+    assert items["Why fast?"]["kind"] == "voice" and items["Why fast?"]["expected"] == "Because insulin falls."
+    assert items["Why fast?"]["reference"] == "Because insulin falls." and items["Why fast?"]["passed"] is None
+    assert items["Why do I get hungry?"]["expected"] is None
+    zebra, own_word = items["What is insulin?"], items["What is fasting?"]
+    assert zebra["kind"] == "probe" and zebra["passed"] == {"base": False, "tuned": False}
+    assert zebra["missing"]["tuned"] == ["zebra"] and zebra["must_include"] == ["zebra"]
+    assert own_word["passed"]["base"] is True
+    assert doc["probes"]["base"]["passed"] == 1 and doc["probes"]["base"]["total"] == 2
+    assert doc["summary"]["probes_total"] == 2 and doc["summary"]["questions"] == 2
+    assert "questions_file" not in doc["settings"]["eval"]  # not keyed, so not in a cached output
+
+    run = make_run(tmp_path, "r1")
+    shutil.copy(ctx.work_dir / "eval.json", run / "eval.json")
+    page = write_report(run).read_text(encoding="utf-8")
+    answers = page[page.index("<h2>Answers</h2>") :]
+    assert "Because insulin falls." in answers
+    assert "base fail (missing: zebra)" in answers and "tuned fail (missing: zebra)" in answers
+    assert '<span class="better">base pass</span>' in answers
