@@ -78,6 +78,17 @@ class TemplateError(ValueError):
     """A prompt template that is not plain `{name}` placeholders and `{{`/`}}` literal braces."""
 
 
+class StopTraining(Exception):
+    """Raised by the training callback to end mlx-lm's loop early (train.early_stopping).
+
+    mlx-lm's trainer has no stop hook; the train code catches this at once, so no user sees it.
+    """
+
+    def __init__(self, iteration: int):
+        super().__init__(f"early stop at iteration {iteration}")
+        self.iteration = iteration
+
+
 class StoreBusy(RecipeError):
     """Another process holds the store's lock."""
 

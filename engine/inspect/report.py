@@ -12,11 +12,13 @@ from typing import Any
 
 from engine.data.plots import histograms, new_figure, png_data_uri
 from engine.inspect.folder import RunData, load_run, loss_curves, recipe_text
+from engine.inspect.verdict import documents_verdict
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
 th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
-.ans{white-space:pre-wrap;max-width:480px;font-size:.9em}.better{color:#0a7d22}.worse{color:#b00020}"""
+.ans{white-space:pre-wrap;max-width:480px;font-size:.9em}.better{color:#0a7d22}.worse{color:#b00020}
+.verdict{font-size:1.1em;font-weight:600}.warning{color:#b00020;font-weight:600}"""
 
 # Scores where a lower value is better (colouring the tuned column).
 LOWER_IS_BETTER = ("loss", "perplexity", "format_gap", "loop_rate", "banned_rate")
@@ -85,6 +87,17 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def _num(v: Any) -> str:
     return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+
+def verdict_section(run: RunData) -> str:
+    """Did the tune help: the verdict line, its warning, and which adapter training kept."""
+    found = documents_verdict(run.eval, run.metrics)
+    if found is None:
+        return ""
+    out = f'<p class="verdict">{html.escape(found.line)}</p>'
+    if found.warning:
+        out += f'<p class="warning">Warning: {html.escape(found.warning)}</p>'
+    return out + "".join(f"<p>{html.escape(note)}</p>" for note in found.notes)
 
 
 def steps_section(run: RunData) -> str:
@@ -165,6 +178,7 @@ def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -
         f"<h1>Run {html.escape(run.run_id)} — {html.escape(str(run.manifest.get('recipe', '')))}</h1>",
         f"<p>status {html.escape(str(run.manifest.get('status', '?')))}, created "
         f"{html.escape(str(run.manifest.get('created', '')))}</p>",
+        verdict_section(run),
         steps_section(run),
     ]
     hist = histogram_plot(lengths)

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.errors import RecipeError
 from engine.inspect.folder import read_manifest, read_metrics
+from engine.inspect.verdict import run_verdict
 from engine.pipeline.store import Store, StoreLock
 
 
@@ -43,8 +44,9 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def headline(manifest: dict, metrics: dict) -> dict[str, Any]:
-    """The few numbers worth a column in `recipe runs`."""
+def headline(manifest: dict, metrics: dict, verdict: str | None = None) -> dict[str, Any]:
+    """The few numbers worth a column in `recipe runs`, then the verdict's short form (last: it
+    is the only value with spaces)."""
     rows = {name: s.get("rows") for name, s in manifest.get("steps", {}).items()}
     train = metrics.get("train", {})
     out = {
@@ -52,6 +54,8 @@ def headline(manifest: dict, metrics: dict) -> dict[str, Any]:
         "qa": rows.get("answers"),
         "examples": rows.get("split"),
         "best_val_loss": train.get("best_val_loss"),
+        "kept_iteration": train.get("kept_iteration"),
+        "verdict": verdict,
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -67,10 +71,15 @@ def list_runs(runs_dir: Path) -> list[RunInfo]:
                 manifest.get("recipe", "?"),
                 manifest.get("created", ""),
                 effective_status(manifest),
-                headline(manifest, read_metrics(manifest_path.parent)),
+                headline(manifest, read_metrics(manifest_path.parent), _short_verdict(manifest_path.parent)),
             )
         )
     return sorted(found, key=lambda r: r.created, reverse=True)
+
+
+def _short_verdict(run_dir: Path) -> str | None:
+    found = run_verdict(run_dir)
+    return found.short_line if found else None
 
 
 def find_run(ref: str, runs_dir: Path) -> Path:

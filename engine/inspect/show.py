@@ -9,6 +9,7 @@ from typing import Any
 
 from engine.inspect.folder import read_manifest, read_metrics
 from engine.inspect.runs import effective_status
+from engine.inspect.verdict import Verdict, run_verdict
 
 
 def run_summary(run_dir: Path) -> dict[str, Any]:
@@ -22,7 +23,14 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "failures": failed_items(run_dir),
         "dataset": dataset_stats(run_dir),
         "eval": eval_summary(run_dir),
+        "verdict": _verdict_fields(run_verdict(run_dir)),
     }
+
+
+def _verdict_fields(found: Verdict | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {"line": found.line, "short": found.short_line, "warning": found.warning, "notes": found.notes}
 
 
 def dataset_stats(run_dir: Path) -> dict[str, Any]:
@@ -125,6 +133,7 @@ def render_run(summary: dict[str, Any]) -> str:
     lines = [
         f"run {manifest.get('run_id')}  recipe {manifest.get('recipe')}  status {summary['status']}",
         f"folder {summary['run_dir']}",
+        *_verdict_lines(summary.get("verdict")),
         "",
     ]
     for name, step in manifest.get("steps", {}).items():
@@ -140,6 +149,15 @@ def render_run(summary: dict[str, Any]) -> str:
     lines.extend(_curation_lines(summary["metrics"].get("curate") or {}))
     lines.extend(_eval_lines(summary.get("eval") or {}))
     return "\n".join(lines)
+
+
+def _verdict_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    lines = [found["line"]]
+    if found.get("warning"):
+        lines.append(f"  WARNING: {found['warning']}")
+    return lines + [f"  {note}" for note in found.get("notes") or []]
 
 
 def _failure_lines(items: list[dict[str, Any]]) -> list[str]:

@@ -45,6 +45,17 @@ class Lora(Section):
     )
 
 
+class EarlyStopping(Section):
+    """Stop training when validation loss has not improved for `patience` evaluations in a row."""
+
+    patience: int = Field(
+        ...,
+        ge=1,
+        description="Evaluations (every `steps_per_eval` steps) without a new lowest validation loss "
+        "before training stops. The adapter with the lowest validation loss is kept either way.",
+    )
+
+
 class TrainSettings(Section):
     """LoRA training with mlx-lm. Memory guide: a 3B model at batch 1 and max_seq_length 1024 fits in 16 GB on Apple silicon; on CPU train small models in float32."""  # noqa: E501 - one sentence, shown as is in editors
 
@@ -76,8 +87,18 @@ class TrainSettings(Section):
     grad_checkpoint: bool = Field(False, description="Trade compute for memory.")
     seed: int = Field(0, ge=0, description="Training seed.")
     steps_per_report: int = Field(10, ge=1, description="Steps between training-loss reports.")
-    steps_per_eval: int = Field(50, ge=1, description="Steps between validation-loss evaluations.")
+    steps_per_eval: int = Field(
+        50,
+        ge=1,
+        description="Steps between validation-loss evaluations. The adapter is snapshotted at each one "
+        "and the one with the lowest validation loss is the one published (not the last).",
+    )
     val_batches: int = Field(25, ge=-1, description="Validation batches per evaluation (-1: the whole set).")
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        description="Stop early when validation loss stops improving, e.g. {patience: 3}; null: run every "
+        "step. Needs a validation set of at least batch_size examples.",
+    )
     sweep_fraction: float = Field(
         0.25, gt=0, le=1, description="Share of the step budget each learning-rate trial gets."
     )

@@ -1,7 +1,11 @@
 """One LoRA/DoRA training run through `mlx_lm.tuner`, with every report captured.
 
 `mlx_lm.lora.run` drops the callback it is given (FACTS.md), so this calls `tuner.train`
-directly with a TrainingCallback that records the train/validation loss reports.
+directly with a TrainingCallback that records the train/validation loss reports. At each
+validation report the callback snapshots the adapter weights if that loss is the lowest yet;
+the published adapters.safetensors is that snapshot, not the last step's weights (on the demo
+validation loss bottoms out before the last step). Optional early stopping ends the loop when
+`patience` evaluations in a row bring no new lowest loss.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import RecipeError
+from engine.errors import RecipeError, StopTraining
 from engine.models.blas import import_mlx
 from engine.models.settings import TrainSettings as Train
 
@@ -27,6 +31,10 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
     trainable_parameters: int = 0
+    kept_iteration: int | None = None  # the published adapter's iteration (lowest validation loss)
+    kept_val_loss: float | None = None
+    trained_iters: int = 0  # steps actually taken: `iters`, or fewer after an early stop
+    stopped_early: bool = False
 
     @property
     def final_val_loss(self) -> float | None:
@@ -45,6 +53,10 @@ class TrainResult:
             "final_val_loss": self.final_val_loss,
             "best_val_loss": best["loss"] if best else None,
             "best_val_iteration": best["iteration"] if best else None,
+            "kept_iteration": self.kept_iteration,
+            "kept_val_loss": self.kept_val_loss,
+            "final_iteration": self.trained_iters,
+            "stopped_early": self.stopped_early,
             "tokens_per_second": sum(tps) / len(tps) if tps else None,
             "trained_tokens": self.train[-1]["trained_tokens"] if self.train else 0,
             "peak_memory_gb": max((r["peak_memory_gb"] for r in self.train), default=None),
@@ -105,7 +117,40 @@ def adapter_config(cfg: Train, learning_rate: float, iters: int) -> dict[str, An
     }
 
 
-def _callback(result: TrainResult, on_report: Callable[[dict], None] | None) -> Any:
+class KeepBest:
+    """The trainable weights at the lowest validation loss so far, and the early-stopping count.
+
+    mlx arrays are immutable and every optimizer update makes new ones, so holding the
+    arrays of a snapshot keeps those exact values without a copy.
+    """
+
+    def __init__(self, model: Any, patience: int | None):
+        self.model, self.patience = model, patience
+        self.weights: dict[str, Any] | None = None
+        self.iteration: int | None = None
+        self.loss: float | None = None
+        self.stale = 0  # evaluations since the last new lowest loss
+
+    def offer(self, iteration: int, loss: float) -> None:
+        # Iteration 0 is the untrained adapter (LoRA starts as the identity): the base model
+        # itself. Keeping it would publish an adapter that does nothing; the evaluate step's
+        # verdict says so instead when training did not beat the base.
+        if iteration == 0:
+            return
+        if math.isfinite(loss) and (self.loss is None or loss < self.loss):
+            from mlx.utils import tree_flatten
+
+            self.weights = dict(tree_flatten(self.model.trainable_parameters()))
+            self.iteration, self.loss, self.stale = iteration, loss, 0
+        else:
+            self.stale += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.stale >= self.patience
+
+
+def _callback(result: TrainResult, keep: KeepBest, on_report: Callable[[dict], None] | None) -> Any:
     from mlx_lm.tuner.callbacks import TrainingCallback
 
     class Capture(TrainingCallback):
@@ -123,15 +168,44 @@ def _callback(result: TrainResult, on_report: Callable[[dict], None] | None) -> 
                 on_report(row)
 
         def on_val_loss_report(self, info: dict) -> None:
-            result.val.append(
-                {
-                    "iteration": int(info["iteration"]),
-                    "loss": float(info["val_loss"]),
-                    "time_s": float(info["val_time"]),
-                }
-            )
+            # mlx-lm evaluates before step `it` and reports it - 1: the weights after that many steps.
+            iteration, loss = int(info["iteration"]), float(info["val_loss"])
+            result.val.append({"iteration": iteration, "loss": loss, "time_s": float(info["val_time"])})
+            keep.offer(iteration, loss)
+            if keep.should_stop:
+                raise StopTraining(iteration)
 
     return Capture()
+
+
+def same_batches_each_evaluation(seed: int) -> Callable[..., Any]:
+    """mlx-lm's batch iterator, except that evaluations always draw the same batches.
+
+    mlx-lm shuffles validation batches with numpy's global state, so with `val_batches` below
+    the set's size each evaluation scores a different sample and the losses being compared (to
+    keep the best adapter, to stop early) differ by sampling noise. Seeding only the evaluation's
+    draw and restoring the state after it also leaves the training batch order independent of
+    how often evaluations run.
+    """
+    import numpy as np
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    def batches(**kwargs: Any) -> Any:  # mlx-lm passes every argument by keyword
+        if kwargs.pop("loop", False):  # the training stream
+            yield from iterate_batches(**kwargs, loop=True)
+            return
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            stream = iterate_batches(**kwargs, loop=False)
+            first = next(stream, None)  # the permutation is drawn here
+        finally:
+            np.random.set_state(saved)
+        if first is not None:
+            yield first
+            yield from stream
+
+    return batches
 
 
 def _datasets(tokenizer: Any, train: list[dict], valid: list[dict], cfg: Train) -> tuple[Any, Any]:
@@ -199,15 +273,23 @@ def train_adapter(
         adapter_file=str(adapter_dir / "adapters.safetensors"),
     )
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
-    tuner_train(
-        model=model,
-        optimizer=optimizer,
-        train_dataset=train_set,
-        val_dataset=val_set,
-        args=args,
-        training_callback=_callback(result, on_report),
-    )
-    if val_set is not None:  # the trainer's last evaluation runs before the last step
+    patience = cfg.early_stopping.patience if cfg.early_stopping and val_set is not None else None
+    keep = KeepBest(model, patience)
+    batches = same_batches_each_evaluation(cfg.seed)
+    result.trained_iters = iters
+    try:
+        tuner_train(
+            model=model,
+            optimizer=optimizer,
+            train_dataset=train_set,
+            val_dataset=val_set,
+            args=args,
+            iterate_batches=batches,
+            training_callback=_callback(result, keep, on_report),
+        )
+    except StopTraining as stop:
+        result.trained_iters, result.stopped_early = stop.iteration, True
+    if val_set is not None and not result.stopped_early:  # the trainer's last evaluation runs before the last step
         tic = time.perf_counter()
         loss = evaluate(
             model=model,
@@ -215,7 +297,25 @@ def train_adapter(
             batch_size=cfg.batch_size,
             num_batches=cfg.val_batches,
             max_seq_length=cfg.max_seq_length,
+            iterate_batches=batches,
         )
         result.val.append({"iteration": iters, "loss": float(loss), "time_s": time.perf_counter() - tic})
+        keep.offer(iters, float(loss))
+    _publish(model, keep, result, adapter_dir / "adapters.safetensors")
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def _publish(model: Any, keep: KeepBest, result: TrainResult, path: Path) -> None:
+    """Write the kept adapter: the lowest-validation-loss snapshot, else (no validation set, or
+    no finite validation loss) the weights after the last step."""
+    mx = import_mlx()
+    from mlx.utils import tree_flatten
+
+    if keep.weights is not None:
+        weights = keep.weights
+        result.kept_iteration, result.kept_val_loss = keep.iteration, keep.loss
+    else:
+        weights = dict(tree_flatten(model.trainable_parameters()))
+        result.kept_iteration = result.trained_iters
+    mx.save_safetensors(str(path), weights)

@@ -2,7 +2,8 @@
 
 Reads `data/{train,valid}.jsonl` written by `split`, resolves `train.model` (GGUF imported once
 into the models folder), optionally sweeps the learning rate, and trains. Every loss report lands
-in metrics.json; `adapters/` and `loss.png` land in the run folder. One row per training run
+in metrics.json; `adapters/` (the snapshot with the lowest validation loss: `kept_iteration`) and
+`loss.png` land in the run folder. One row per training run
 (sweep trials and the final run), so the table shows which learning rate won and why.
 """
 
@@ -25,7 +26,9 @@ MAX_SEED = 2**32 - 1  # numpy's global seed (mlx-lm's batch order) takes no larg
 MLX_PREFIX = "mlx:"  # an LLM served in-process from a local model (engine.llm.mlx_provider)
 
 NAME = "train"
-VERSION = 3  # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config
+# 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config;
+# 4: adapters/ holds the lowest-validation-loss snapshot (kept_iteration), same batches each evaluation
+VERSION = 4
 DEPENDS = ("split",)
 COLUMNS = {
     "run": "VARCHAR",
@@ -33,6 +36,8 @@ COLUMNS = {
     "iters": "INTEGER",
     "final_train_loss": "DOUBLE",
     "final_val_loss": "DOUBLE",
+    "kept_iteration": "INTEGER",
+    "kept_val_loss": "DOUBLE",
     "chosen": "BOOLEAN",
     "wall_time_s": "DOUBLE",
     "status": "VARCHAR",
@@ -141,6 +146,7 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
                 model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
             )
     rows.append(_row("final", result, True))
+    _log_kept(ctx, cfg, result, len(valid))
     summary = result.summary()
     ctx.metrics.update(
         {
@@ -158,6 +164,26 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
     return rows
 
 
+def _log_kept(ctx: StepContext, cfg: TrainSettings, result: Any, n_valid: int) -> None:
+    """Say which adapter was kept, and why early stopping did nothing when it could not run."""
+    if cfg.early_stopping and n_valid < cfg.batch_size:
+        ctx.log.warning(
+            "train.early_stopping is set but the validation set has %d examples (fewer than batch_size=%d): "
+            "no evaluations, so every step ran and the last adapter is kept; raise split.valid",
+            n_valid,
+            cfg.batch_size,
+        )
+    if result.kept_val_loss is not None:
+        stopped = f", stopped early at iteration {result.trained_iters}" if result.stopped_early else ""
+        ctx.log.info(
+            "kept the adapter of iteration %d (validation loss %.4g; final %.4g%s)",
+            result.kept_iteration,
+            result.kept_val_loss,
+            result.final_val_loss,
+            stopped,
+        )
+
+
 def _row(name: str, result: Any, chosen: bool) -> dict:
     s = result.summary()
     finite = all(math.isfinite(r["loss"]) for r in result.train + result.val)
@@ -167,6 +193,8 @@ def _row(name: str, result: Any, chosen: bool) -> dict:
         "iters": result.iters,
         "final_train_loss": s["final_train_loss"],
         "final_val_loss": s["final_val_loss"],
+        "kept_iteration": s["kept_iteration"],
+        "kept_val_loss": s["kept_val_loss"],
         "chosen": chosen,
         "wall_time_s": round(result.wall_time_s, 2),
         "status": "ok" if finite else "failed",
@@ -188,6 +216,13 @@ def plot_losses(summary: dict, sweep_summary: dict | None, path: Path) -> None:
             linestyle="--",
             alpha=0.6,
             label=f"sweep lr {trial['learning_rate']:g} (val)",
+        )
+    if summary.get("kept_val_loss") is not None:
+        ax.axvline(
+            summary["kept_iteration"],
+            color="grey",
+            linestyle=":",
+            label=f"kept (iteration {summary['kept_iteration']})",
         )
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")

@@ -173,3 +173,135 @@ def test_lr_schedule_counts_optimizer_updates_with_grad_accumulation(tmp_path: P
     schedule = lr_schedule(recipe.train, 1e-3, 40)  # 40 iterations = 10 updates: 2 warmup, 8 decay
     assert [float(schedule(s)) for s in (0, 1)] == pytest.approx([5e-4, 1e-3], rel=1e-4)
     assert float(schedule(10)) == pytest.approx(0.0, abs=1e-9)
+
+
+# Training on four Q&As, validating on two others at a learning rate far too high for them: the
+# tiny model's validation loss falls for a few steps, then rises as it memorises the training
+# answers (measured: lowest at iteration 5, higher at 7, 9 and at the end).
+OVERFIT = {
+    **TRAIN,
+    "iters": 16,
+    "steps_per_eval": 2,
+    "val_batches": -1,
+    "learning_rate": 0.1,
+}
+
+
+def _overfit_data() -> tuple[list[dict], list[dict]]:
+    return [chat(*qa, system=False) for qa in QA[:4]], [chat(*qa, system=False) for qa in QA[4:]]
+
+
+def _val_loss_of(model_dir: Path, adapters: Path, valid: list[dict], cfg) -> float:  # noqa: ANN001
+    """The validation loss of a published adapter, loaded the way mlx-lm users load it."""
+    import mlx_lm
+    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
+    from mlx_lm.tuner.trainer import evaluate
+
+    model, tokenizer = mlx_lm.load(str(model_dir), adapter_path=str(adapters))
+    dataset = CacheDataset(ChatDataset(valid, tokenizer, mask_prompt=cfg.mask_prompt))
+    return evaluate(model=model, dataset=dataset, batch_size=cfg.batch_size, num_batches=-1, max_seq_length=128)
+
+
+def _weights(adapters: Path) -> dict:
+    from engine.models.blas import import_mlx
+
+    return import_mlx().load(str(adapters / "adapters.safetensors"))
+
+
+def test_a_run_whose_validation_loss_rises_keeps_the_best_adapter(tiny_llama: Path, tmp_path: Path) -> None:
+    from engine.models.blas import import_mlx
+    from engine.models.train import train_adapter
+
+    mx = import_mlx()
+    cfg = recipe_with({**OVERFIT, "model": str(tiny_llama)}, tmp_path).train
+    train, valid = _overfit_data()
+    result = train_adapter(tiny_llama, train, valid, cfg, tmp_path / "adapters", 0.1, 16)
+
+    trained = [p for p in result.val if p["iteration"] > 0]
+    best = min(trained, key=lambda p: p["loss"])
+    assert result.val[-1]["iteration"] == 16 and result.final_val_loss > best["loss"], "the scenario: loss rises"
+    assert best["iteration"] < 16
+    assert (result.kept_iteration, result.kept_val_loss) == (best["iteration"], best["loss"])
+    summary = result.summary()
+    assert summary["kept_iteration"] == best["iteration"] and summary["final_iteration"] == 16
+    assert summary["stopped_early"] is False
+    # The published adapter loads in mlx-lm and scores exactly the kept loss, not the final one.
+    reloaded = _val_loss_of(tiny_llama, tmp_path / "adapters", valid, cfg)
+    assert reloaded == pytest.approx(best["loss"], rel=1e-5)
+    assert abs(reloaded - result.final_val_loss) > 1e-3
+    # Training the same way but stopping right at the kept iteration's evaluation gives the same
+    # weights: the published file is that iteration's checkpoint, not a mix.
+    stop_at = {**OVERFIT, "model": str(tiny_llama), "early_stopping": {"patience": 1}}
+    first_rise = next(
+        p["iteration"] for prev, p in zip(trained, trained[1:], strict=False) if p["loss"] >= prev["loss"]
+    )
+    early = train_adapter(tiny_llama, train, valid, recipe_with(stop_at, tmp_path).train, tmp_path / "early", 0.1, 16)
+    assert early.trained_iters == first_rise
+    assert early.kept_iteration == best["iteration"], "the scenario: the lowest loss comes before the first rise"
+    kept, published = _weights(tmp_path / "early"), _weights(tmp_path / "adapters")
+    assert kept.keys() == published.keys()
+    assert all(mx.array_equal(kept[k], published[k]).item() for k in kept)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tiny_llama: Path, tmp_path: Path) -> None:
+    from engine.models.train import train_adapter
+
+    train, valid = _overfit_data()
+    full = train_adapter(
+        tiny_llama, train, valid, recipe_with({**OVERFIT, "model": str(tiny_llama)}, tmp_path).train,
+        tmp_path / "full", 0.1, 16,
+    )  # fmt: skip
+    # Where patience 2 must stop, read off the uninterrupted run's curve.
+    losses, lowest, stale, expected = [p for p in full.val if 0 < p["iteration"] < 16], None, 0, None
+    for p in losses:
+        lowest, stale = (p["loss"], 0) if lowest is None or p["loss"] < lowest else (lowest, stale + 1)
+        if stale == 2:
+            expected = p["iteration"]
+            break
+    assert expected is not None, "the scenario: two evaluations in a row without a new lowest loss"
+
+    cfg = recipe_with({**OVERFIT, "model": str(tiny_llama), "early_stopping": {"patience": 2}}, tmp_path).train
+    early = train_adapter(tiny_llama, train, valid, cfg, tmp_path / "early", 0.1, 16)
+    assert early.stopped_early and early.trained_iters == expected
+    assert early.val[-1]["iteration"] == expected  # no evaluation (and no step) after the stop
+    assert [p["loss"] for p in early.val] == pytest.approx([p["loss"] for p in full.val[: len(early.val)]])
+    assert max(p["iteration"] for p in early.train) <= expected
+    best = min((p for p in early.val if p["iteration"] > 0), key=lambda p: p["loss"])
+    assert early.kept_iteration == best["iteration"] < expected
+    assert _val_loss_of(tiny_llama, tmp_path / "early", valid, cfg) == pytest.approx(best["loss"], rel=1e-5)
+
+
+def test_train_step_records_the_kept_adapter_in_metrics_and_rows(tiny_llama: Path, tmp_path: Path) -> None:
+    from engine.steps import train as train_step
+
+    recipe = recipe_with({**OVERFIT, "model": str(tiny_llama), "early_stopping": {"patience": 3}}, tmp_path)
+    split = tmp_path / "split" / "data"
+    split.mkdir(parents=True)
+    train, valid = _overfit_data()
+    for name, part in (("train", train), ("valid", valid)):
+        (split / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    rows, ctx = run_step(train_step, recipe, tmp_path, {"split": tmp_path / "split"})
+    m = ctx.metrics
+    best = min((p for p in m["val_loss"] if p["iteration"] > 0), key=lambda p: p["loss"])
+    assert (m["kept_iteration"], m["kept_val_loss"]) == (best["iteration"], best["loss"])
+    assert m["final_val_loss"] == m["val_loss"][-1]["loss"] and m["final_iteration"] == m["val_loss"][-1]["iteration"]
+    assert rows[-1]["kept_iteration"] == best["iteration"] and rows[-1]["kept_val_loss"] == best["loss"]
+
+
+def test_without_a_validation_set_the_last_adapter_is_kept(tiny_llama: Path, tmp_path: Path) -> None:
+    from engine.models.train import train_adapter
+
+    cfg = recipe_with({**TRAIN, "model": str(tiny_llama), "early_stopping": {"patience": 1}}, tmp_path).train
+    train = [chat(*qa) for qa in QA]
+    result = train_adapter(tiny_llama, train, train[:1], cfg, tmp_path / "adapters", 1e-3, 6)  # 1 < batch_size
+    assert result.val == [] and not result.stopped_early
+    assert (result.kept_iteration, result.kept_val_loss) == (6, None)
+    assert (tmp_path / "adapters" / "adapters.safetensors").stat().st_size > 0
+
+
+def test_early_stopping_patience_must_be_positive(tmp_path: Path) -> None:
+    from engine.errors import RecipeInvalid
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RecipeInvalid, match="patience"):
+        recipe_with({**TRAIN, "model": str(tmp_path), "early_stopping": {"patience": 0}}, tmp_path)
