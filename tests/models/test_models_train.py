@@ -305,3 +305,18 @@ def test_early_stopping_patience_must_be_positive(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RecipeInvalid, match="patience"):
         recipe_with({**TRAIN, "model": str(tmp_path), "early_stopping": {"patience": 0}}, tmp_path)
+
+
+def test_every_evaluation_scores_the_same_validation_batches(tiny_llama: Path, tmp_path: Path) -> None:
+    """With val_batches below the set's size mlx-lm draws a random sample per evaluation; the
+    losses compared to keep the best adapter must come from the same batches each time."""
+    from engine.models.train import train_adapter
+
+    # Validation examples of very different lengths, so two different samples score differently.
+    valid = [chat(q, (a + " ") * (1 + 3 * i), system=False) for i, (q, a) in enumerate(QA)]
+    settings = {**TRAIN, "model": str(tiny_llama), "steps_per_eval": 1, "val_batches": 1, "iters": 6}
+    cfg = recipe_with(settings, tmp_path).train
+    # A learning rate so small that the weights do not move: every evaluation sees the same model.
+    result = train_adapter(tiny_llama, [chat(*qa) for qa in QA], valid, cfg, tmp_path / "a", 1e-12, 6)
+    losses = [p["loss"] for p in result.val]
+    assert len(losses) == 7 and max(losses) - min(losses) < 1e-4
