@@ -86,27 +86,37 @@ _READERS = {
 }
 
 
-def read_table(target: str, fmt: str, shown: str) -> Table:
-    """Every row of one file (or hf:// path), read by DuckDB; errors name the file."""
+def read_table(target: str, fmt: str, shown: str, duckdb_config: dict[str, Any] | None = None) -> Table:
+    """Every row of one file (or hf:// path), read by DuckDB; errors name the file.
+
+    `duckdb_config` is DuckDB's own connection settings (e.g. no extension downloads).
+    """
     import duckdb  # lazy: only a recipe with a dataset source reads one
 
-    con = duckdb.connect()
+    con = duckdb.connect(config=duckdb_config or {})
     try:
-        cursor = con.execute(f"SELECT * FROM {_READERS[fmt]}", [target])
-        columns = [d[0] for d in cursor.description]
-        json_typed = {d[0] for d in cursor.description if str(d[1]).upper() == "JSON"}
+        kinds = con.execute(f"DESCRIBE SELECT * FROM {_READERS[fmt]}", [target]).fetchall()
+        columns = [str(k[0]) for k in kinds]
+        # A value whose type differs between rows (text here, a list there), even deep inside a
+        # conversation, is typed JSON: it comes back as JSON text and is decoded here, whole.
+        json_typed = {str(k[0]) for k in kinds if "JSON" in str(k[1]).upper()}
+        select = ", ".join(f"to_json({_quoted(c)})" if c in json_typed else _quoted(c) for c in columns)
+        cursor = con.execute(f"SELECT {select} FROM {_READERS[fmt]}", [target])
         records = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     except duckdb.Error as e:
         raise DatasetUnreadable(_read_error(target, fmt, shown, e)) from None
     finally:
         con.close()
-    # A column whose values differ in type (a number here, text there) comes back as JSON text.
     for record in records:
         for name in json_typed:
             record[name] = _from_json(record[name])
     if not records or columns == ["json"] and all(r["json"] is None for r in records):
         raise DatasetUnreadable(f"{shown}: no rows (the file is empty); put question/answer rows in it")
     return Table(columns, records)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _read_error(target: str, fmt: str, shown: str, error: Exception) -> str:

@@ -373,13 +373,14 @@ def _read_local(ctx: StepContext, shown: str, fmt: str) -> dataset.Table:
 
 def _mark_repeated_rows(rows: list[dict]) -> list[dict]:
     """A dataset row seen before (same group, question and answer) is dropped: one id, one row."""
-    seen: set[str] = set()
+    seen: Counter = Counter()
     for row in rows:
         if row.get("source") != "dataset" or row["status"] != "ok":
             continue
-        if row["id"] in seen:
-            row["status"], row["reason"] = "dropped", "the same row again (same group, question and answer)"
-        seen.add(row["id"])
+        seen[row["id"]] += 1
+        if seen[row["id"]] > 1:  # an id of its own, so the table still has one row per id
+            again = dataset.row_digest([row["id"], "again", seen[row["id"]]])
+            row.update(id=again, status="dropped", reason="the same row again (same group, question and answer)")
     return rows
 
 
