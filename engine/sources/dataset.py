@@ -156,10 +156,11 @@ def layout(source: DatasetSource, columns: list[str], shown: str, where: str) ->
     named = cols.model_fields_set  # written in the recipe, not defaults
 
     def optional(field: str) -> str | None:
+        """group/title/tags may be absent, unless the recipe renamed them: then the name is a promise."""
         name = getattr(cols, field)
         if name in columns:
             return name
-        if field in named:
+        if name != type(cols).model_fields[field].default:
             raise DatasetUnreadable(_missing(shown, name, columns, f"{where}.columns.{field}"))
         return None
 

@@ -71,7 +71,7 @@ class YoutubeSource(SourceFilters):
 
 
 class DatasetColumns(Section):
-    """Which column holds what; only `question` and `answer` are required in the data."""
+    """Which column holds what: `question` and `answer` must exist; the others may not (unless renamed)."""
 
     question: str = Field("question", min_length=1, description="Column of the questions.")
     answer: str = Field("answer", min_length=1, description="Column of the answers.")
