@@ -12,6 +12,7 @@ import duckdb
 import pytest
 
 import engine.llm.client as llm
+from engine.inspect.show import item_problems
 from engine.pipeline.runner import Paths, RunResult, run_recipe
 from engine.steps.base import RunOptions
 from fakes.openai_server import FakeOpenAI
@@ -132,6 +133,10 @@ def test_the_dataset_demo_drops_what_was_planted_and_keeps_groups_whole(tmp_path
     assert duplicates == PLANTED_DUPLICATES
     others = {r["question"]: r["reason"] for r in curate if r["status"] != "ok" and r["reason"] != "duplicate"}
     assert list(others) == ["Does magnesium help with sleep?"] and "repeat" in others["Does magnesium help with sleep?"]
+    # `recipe show` counts every drop by its reason
+    problems = item_problems(result.run_dir)
+    assert problems["sources"]["dropped: no answer"] == 1 and problems["sources"]["dropped: no question"] == 1
+    assert problems["curate"]["dropped: duplicate"] == 3
     split = table(result, "split")
     sides = assert_no_group_in_two_splits(split)
     assert "coach_rivera" not in sides and len(sides) >= 10
