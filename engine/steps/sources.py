@@ -236,6 +236,8 @@ def _dataset_listing(base_dir: Path, source: DatasetSource, i: int) -> dict:
         fmt = dataset.file_format(str(path), source.format) or "jsonl"
         shown = Unkeyed(shown_path(path, base_dir, source.path))
         files.append({"digest": digest_file(path), "format": fmt, "path": shown})
+    # in content order: renaming the files of a glob must not reorder (and so rekey) them
+    files.sort(key=lambda f: (f["digest"], f["format"]))
     return {"kind": "dataset", "where": Unkeyed(where), "files": files}
 
 

@@ -415,3 +415,12 @@ def test_rows_are_keyed_by_content_not_by_where_the_file_lives(tmp_path: Path) -
     status, new_key = sources_step(edited)
     assert status == "ran" and new_key != key
     assert "Why do I wake at 4 am?" in by_question(dataset_rows(edited))
+
+
+def test_renaming_the_files_of_a_glob_keeps_the_key(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data" / "a.jsonl", ROWS[:1])
+    write_jsonl(tmp_path / "data" / "b.jsonl", ROWS[1:])
+    recipe = write(tmp_path, "  - {type: dataset, path: 'data/*.jsonl'}")
+    status, key = sources_step(run(recipe, tmp_path))
+    (tmp_path / "data" / "a.jsonl").rename(tmp_path / "data" / "z.jsonl")  # now listed last
+    assert sources_step(run(recipe, tmp_path)) == ("cached", key)
