@@ -36,6 +36,7 @@ HF_PATH = re.compile(r"^hf://datasets/[^/]+/[^/]+/.+")
 USER_ROLES = frozenset({"user", "human"})
 ASSISTANT_ROLES = frozenset({"assistant", "gpt", "model", "bot", "chatgpt"})
 CHAT_COLUMNS = ("messages", "conversations")
+COMPLETION_COLUMNS = ("prompt", "completion")  # mlx-lm's other training layout
 
 
 def row_digest(parts: list[Any]) -> str:
@@ -167,12 +168,14 @@ def layout(source: DatasetSource, columns: list[str], shown: str, where: str) ->
     chat = _chat_column(source, columns, shown, where)
     if chat is not None:
         return Layout(None, None, chat, optional("group"), optional("title"), optional("tags"))
-    for field in ("question", "answer"):
-        name = getattr(cols, field)
+    question, answer = cols.question, cols.answer
+    if not {"question", "answer"} & named and question not in columns and set(COMPLETION_COLUMNS) <= set(columns):
+        question, answer = COMPLETION_COLUMNS  # mlx-lm's completions layout, with nothing said
+    for field, name in (("question", question), ("answer", answer)):
         if name not in columns:
             hint = f"{where}.columns.{field}" + ("" if field in named else f" (or {where}.messages for chat data)")
             raise DatasetUnreadable(_missing(shown, name, columns, hint))
-    return Layout(cols.question, cols.answer, None, optional("group"), optional("title"), optional("tags"))
+    return Layout(question, answer, None, optional("group"), optional("title"), optional("tags"))
 
 
 def _chat_column(source: DatasetSource, columns: list[str], shown: str, where: str) -> str | None:

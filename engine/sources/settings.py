@@ -73,7 +73,12 @@ class YoutubeSource(SourceFilters):
 class DatasetColumns(Section):
     """Which column holds what: `question` and `answer` must exist; the others may not (unless renamed)."""
 
-    question: str = Field("question", min_length=1, description="Column of the questions.")
+    question: str = Field(
+        "question",
+        min_length=1,
+        description="Column of the questions (unset, a file of `prompt`/`completion` columns, mlx-lm's layout, "
+        "is read from those).",
+    )
     answer: str = Field("answer", min_length=1, description="Column of the answers.")
     group: str = Field(
         "video_id",

@@ -253,19 +253,25 @@ def test_hostile_cells_become_drops_with_the_row_number(tmp_path: Path) -> None:
     assert len({r["id"] for r in rows}) == len(rows)
 
 
+def test_mlx_lm_prompt_completion_files_are_read_without_a_column_map(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "train.jsonl", [{"prompt": "Is salt bad?", "completion": "For salt-sensitive people."}])
+    (row,) = dataset_rows(run(write(tmp_path, "  - {type: dataset, path: train.jsonl}"), tmp_path))
+    assert (row["question"], row["answer"], row["status"]) == ("Is salt bad?", "For salt-sensitive people.", "ok")
+
+
 def test_a_missing_column_fails_naming_the_file_the_column_and_the_field(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "Is salt bad?", "completion": "For some people."}])
+    write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "Is salt bad?", "response": "For some people."}])
     with pytest.raises(RecipeError) as caught:
         run(write(tmp_path, "  - {type: dataset, path: qa.jsonl}"), tmp_path)
     message = str(caught.value)
-    assert "qa.jsonl: no column 'question' (its columns: prompt, completion)" in message
+    assert "qa.jsonl: no column 'question' (its columns: prompt, response)" in message
     assert "set sources[0].columns.question" in message and "sources[0].messages for chat data" in message
-    source = "  - {type: dataset, path: qa.jsonl, columns: {question: prompt, answer: completion, title: name}}"
+    source = "  - {type: dataset, path: qa.jsonl, columns: {question: prompt, answer: response, title: name}}"
     with pytest.raises(RecipeError, match=r"no column 'name' .*set sources\[0\]\.columns\.title"):
         run(write(tmp_path, source), tmp_path)
     # optional columns under their default names may be absent, even written out as in the docs
     source = (
-        "  - type: dataset\n    path: qa.jsonl\n    columns: {question: prompt, answer: completion, "
+        "  - type: dataset\n    path: qa.jsonl\n    columns: {question: prompt, answer: response, "
         "group: video_id, title: title, tags: tags}"
     )
     (row,) = dataset_rows(run(write(tmp_path, source), tmp_path))
