@@ -185,6 +185,12 @@ class LLMUnavailable(RecipeError):
     """
 
 
+class DatasetUnreadable(RecipeError):
+    """A `type: dataset` source whose data cannot be used at all: no file, an empty file, a column
+    the recipe names that the file lacks, a format DuckDB cannot read, hf:// without the network.
+    The message names the file and the recipe field to change."""
+
+
 # -- failures of one item: recorded with their reason, never fatal to a run ---------------------
 
 

@@ -11,8 +11,28 @@ from pydantic import Field
 
 from engine.recipe.section import Section
 
+Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
 
-class LocalSource(Section):
+
+class SourceFilters(Section):
+    """Title and id filters, shared by every source type (local files, YouTube, datasets)."""
+
+    title_include: tuple[Regex, ...] = Field(
+        (), description="Keep only videos (dataset rows) whose title matches one of these regexes."
+    )
+    title_exclude: tuple[Regex, ...] = Field(
+        (),
+        description="Drop videos (dataset rows) whose title matches any of these regexes "
+        "(e.g. `(?i)\\bconversation with\\b`).",
+    )
+    exclude_ids: tuple[str, ...] = Field(
+        (),
+        description="Ids to leave out (guest interviews, trailers): a video id, a local file's id (its "
+        "sidecar `video_id` or file stem), or a dataset row's group or row id.",
+    )
+
+
+class LocalSource(SourceFilters):
     """Transcript files on disk, one file per video."""
 
     type: Literal["local"] = Field(description="Read transcript files from disk.")
@@ -25,10 +45,7 @@ class LocalSource(Section):
     )
 
 
-Regex = Annotated[str, Field(json_schema_extra={"format": "regex"})]
-
-
-class YoutubeSource(Section):
+class YoutubeSource(SourceFilters):
     """A YouTube channel, playlist or list of videos, listed with yt-dlp."""
 
     type: Literal["youtube"] = Field(description="List videos with yt-dlp.")
@@ -41,12 +58,6 @@ class YoutubeSource(Section):
     max_videos: int | None = Field(
         None, ge=1, description="Keep at most this many videos (newest first); null for all."
     )
-    title_include: tuple[Regex, ...] = Field(
-        (), description="Keep only videos whose title matches one of these regexes."
-    )
-    title_exclude: tuple[Regex, ...] = Field(
-        (), description="Drop videos whose title matches any of these regexes (e.g. `(?i)members`)."
-    )
     min_duration: float | None = Field(None, ge=0, description="Drop videos shorter than this many seconds (shorts).")
     max_duration: float | None = Field(None, ge=0, description="Drop videos longer than this many seconds.")
     after: str | None = Field(
@@ -57,10 +68,57 @@ class YoutubeSource(Section):
     before: str | None = Field(
         None, description="Keep videos uploaded before this date (YYYY-MM-DD).", json_schema_extra={"format": "date"}
     )
-    exclude_ids: tuple[str, ...] = Field((), description="Video ids to leave out (guest interviews, trailers).")
 
 
-Source = Annotated[LocalSource | YoutubeSource, Field(discriminator="type")]
+class DatasetColumns(Section):
+    """Which column holds what: `question` and `answer` must exist; the others may not (unless renamed)."""
+
+    question: str = Field(
+        "question",
+        min_length=1,
+        description="Column of the questions (unset, a file of `prompt`/`completion` columns, mlx-lm's layout, "
+        "is read from those).",
+    )
+    answer: str = Field("answer", min_length=1, description="Column of the answers.")
+    group: str = Field(
+        "video_id",
+        min_length=1,
+        description="Column of the group (e.g. the video) the split keeps together; a row without one is its "
+        "own group.",
+    )
+    title: str = Field("title", min_length=1, description="Column of the title (title filters read it).")
+    tags: str = Field("tags", min_length=1, description="Column of the tags: a list, or text split at commas.")
+
+
+class DatasetSource(SourceFilters):
+    """Existing question/answer pairs (a file, a glob or a Hugging Face file), read through DuckDB.
+
+    Its rows skip the two LLM passes and enter at curate beside the rows made from transcripts.
+    """
+
+    # The rows are keyed by the files' content, never where they live: moving a file keeps the key.
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"path"})
+
+    type: Literal["dataset"] = Field(description="Read question/answer pairs (or chat conversations) from data files.")
+    path: str = Field(
+        description="A file or a glob relative to the recipe file (`data/qa.jsonl`, `data/*.parquet`), or "
+        "`hf://datasets/<org>/<name>/<file>` (needs the network and DuckDB's httpfs extension)."
+    )
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
+        "auto", description="File format; `auto` picks by extension (.jsonl .ndjson .json .csv .tsv .parquet)."
+    )
+    columns: DatasetColumns = Field(default_factory=DatasetColumns, description=DatasetColumns.__doc__)
+    messages: str | None = Field(
+        None,
+        min_length=1,
+        description="Column of chat conversations instead of question/answer columns: OpenAI / mlx-lm "
+        "`messages` (role/content) or ShareGPT `conversations` (from/value). The first user turn is the "
+        "question, the assistant turn after it the answer. Null: question/answer columns (a file that has "
+        "none but a `messages` or `conversations` column is read as chat).",
+    )
+
+
+Source = Annotated[LocalSource | YoutubeSource | DatasetSource, Field(discriminator="type")]
 
 
 class Clean(Section):

@@ -5,6 +5,10 @@ answers come back matched by number. Numbers the model skipped are asked again i
 calls, one question per call (up to `reask` rounds); a question still unanswered is a failed
 row with its reason.
 Each row keeps the model and a digest of the prompts that produced it.
+
+Rows of `type: dataset` sources are appended as they are (model and prompt digest null): the
+answers table is the one place where generated and existing pairs meet, so curate, augment and
+split see one table and treat both alike.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "answers"
-VERSION = 3  # 3: every answer kept must be prose and more than its question
-DEPENDS = ("questions", "transcripts")
+VERSION = 4  # 4: rows of dataset sources appended
+DEPENDS = ("questions", "transcripts", "sources")
 COLUMNS = {
     "id": "VARCHAR",
     "video_id": "VARCHAR",
@@ -73,6 +77,15 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
         groups[(q["video_id"], q["chunk"])].append(q)
     answers: dict[str, str] = {}
     reasons: dict[str, str] = {}
+    if groups:  # a recipe of dataset sources only asks nothing (and loads no model)
+        _ask(ctx, cfg, groups, texts, answers, reasons)
+    rows = [_row(cfg, q, answers, reasons, (q["video_id"], q["chunk"]) in texts) for qs in groups.values() for q in qs]
+    _summarise(ctx, rows, len(groups))
+    return rows + dataset_rows(ctx, inputs["sources"])
+
+
+def _ask(ctx: StepContext, cfg: Config, groups: dict, texts: dict, answers: dict, reasons: dict) -> None:
+    """Every round of asking: fills `answers` (and `reasons` for what is still missing)."""
     client = client_for(ctx, cfg.llm)
     total = sum(len(v) for v in groups.values())
     with ctx.progress(total, "answering") as bar:
@@ -89,8 +102,29 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
                 got = _match(qs, result, reasons)
                 answers.update(got)
                 bar.advance(len(got))
-    rows = [_row(cfg, q, answers, reasons, (q["video_id"], q["chunk"]) in texts) for qs in groups.values() for q in qs]
-    _summarise(ctx, rows, len(groups))
+
+
+def dataset_rows(ctx: Any, sources: Any) -> list[dict]:
+    """The kept rows of dataset sources, in this table's columns (their drops stay in sources)."""
+    rows = [
+        {
+            "id": r["id"],
+            "video_id": r["video_id"],
+            "title": r["title"],
+            "question": r["question"],
+            "answer": r["answer"],
+            "tags": list(r["tags"] or []),
+            "model": None,  # written by a person or another pipeline, not by this recipe's LLM
+            "prompt_digest": None,
+            "status": "ok",
+            "reason": None,
+        }
+        for r in sources.ok_rows()
+        if r["source"] == "dataset"
+    ]
+    if rows:
+        ctx.metrics["from_datasets"] = len(rows)
+        ctx.log.info("answers: %d rows from dataset sources added as they are", len(rows))
     return rows
 
 

@@ -147,6 +147,9 @@ def question_id(video_id: str, question: str) -> str:
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     chunks = inputs["transcripts"].ok_rows()
+    if not chunks:  # a recipe of dataset sources only: nothing to ask, no model to load
+        _summarise(ctx, [], 0)
+        return []
     q = cfg.questions
     per_video = Counter(c["video_id"] for c in chunks)
     prompt_digest = digest(cfg.prompts)[:16]

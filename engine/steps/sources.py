@@ -1,10 +1,15 @@
-"""sources: list the videos of every source (local transcript files, YouTube channels/playlists/videos).
+"""sources: list the videos of every source (local transcript files, YouTube channels/playlists/videos)
+and read the rows of every dataset source (existing question/answer pairs).
 
 The listing is read in `fingerprint`, on every plan and run: its content (file bytes; video ids,
 titles, durations, availability and filter decisions) keys this step and everything downstream,
 so new uploads flow through while finished work is reused. Members-only, private, unavailable
 and live videos become 'skipped' rows with the reason and are remembered in the store's
 `video_status` cache, so explicit videos are not asked about again unless --retry-failed.
+
+Dataset rows (source 'dataset') carry their question and answer in this table: the transcripts
+and questions steps pass them by, and the answers step appends them to its own rows, so curate
+reads one table. They are keyed by each file's bytes (an hf:// file by its rows), never its path.
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.errors import Problem
-from engine.pipeline.hashing import Unkeyed, digest_file
+from engine.errors import DatasetUnreadable, Problem
+from engine.pipeline.hashing import Unkeyed, digest, digest_file
 from engine.recipe.load import Located
-from engine.recipe.paths import local_source_files, shown_path
+from engine.recipe.paths import local_source_files, locate, shown_path
 from engine.retry import RateLimiter
-from engine.sources.settings import LocalSource, Source, TranscriptSettings, YoutubeSource
+from engine.sources import dataset
+from engine.sources.filters import title_id_reason
+from engine.sources.settings import DatasetSource, LocalSource, Source, TranscriptSettings, YoutubeSource
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_states
 from engine.sources.youtube import PERSISTENT, Lister, apply_filters, format_counts, video_id
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "sources"
-VERSION = 4  # 4: paths relative to the recipe, files that are not transcripts listed as skipped
+VERSION = 5  # 5: dataset sources (rows with question/answer), title/id filters on local files
 DEPENDS: tuple[str, ...] = ()
 COLUMNS = {
     "video_id": "VARCHAR",
@@ -42,6 +49,12 @@ COLUMNS = {
     "duration": "DOUBLE",
     "upload_date": "VARCHAR",
     "availability": "VARCHAR",
+    # dataset rows only (null for videos): the row's own id and its question/answer pair
+    "id": "VARCHAR",
+    "question": "VARCHAR",
+    "answer": "VARCHAR",
+    "tags": "VARCHAR[]",
+    "system": "VARCHAR",  # a chat row's system turn: kept here, the answers table has no place for it
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
@@ -53,7 +66,7 @@ SECTION_FIELD = (Settings, Field(min_length=1, description="Where the videos com
 
 @dataclass(frozen=True)
 class Config:
-    sources: tuple[LocalSource | YoutubeSource, ...]
+    sources: tuple[LocalSource | YoutubeSource | DatasetSource, ...]
     # The listing carries each video's transcript-cache history, whose key is the language preference.
     languages: tuple[str, ...]
     prefer_manual: bool
@@ -69,11 +82,60 @@ def config(recipe: Recipe) -> Config:
 def check(recipe: Recipe, located: Located) -> list[Problem]:
     problems = []
     for i, source in enumerate(recipe.sources):
+        problems.extend(_regex_problems(located, source, i))
         if source.type == "local":
             problems.extend(_local_problems(recipe, located, source, i))
         if source.type == "youtube":
             problems.extend(_youtube_problems(located, source, i))
+        if source.type == "dataset":
+            problems.extend(_dataset_problems(recipe, located, source, i))
     return problems
+
+
+def _regex_problems(located: Located, source: Source, i: int) -> list[Problem]:
+    problems = []
+    for name in ("title_include", "title_exclude"):
+        for j, pattern in enumerate(getattr(source, name)):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                problems.append(located.problem(("sources", i, name, j), f"bad regex {pattern!r}: {e}"))
+    return problems
+
+
+def _dataset_problems(recipe: Recipe, located: Located, source: DatasetSource, i: int) -> list[Problem]:
+    """What is cheap to know before running: the files exist and their format is known.
+
+    The columns are checked when the files are read (plan and run), against what DuckDB finds.
+    """
+    problems = []
+    if source.messages is not None and {"question", "answer"} & source.columns.model_fields_set:
+        problems.append(
+            located.problem(
+                ("sources", i, "messages"),
+                "set either `messages` (chat data) or `columns.question`/`columns.answer`, not both",
+            )
+        )
+    if dataset.is_remote(source.path):
+        if not dataset.HF_PATH.match(source.path):
+            message = f"{source.path!r} is not hf://datasets/<org>/<name>/<file> (a file or glob inside the dataset)"
+            problems.append(located.problem(("sources", i, "path"), message))
+        elif dataset.file_format(source.path, source.format) is None:
+            problems.append(_unknown_format(located, i, Path(source.path)))
+        return problems
+    files = dataset.data_files(recipe.base_dir, source.path)
+    if not files:
+        shown = Path(source.path) if Path(source.path).is_absolute() else recipe.base_dir / source.path
+        message = f"no data file at {shown}; check the path, which is relative to the recipe file"
+        return [*problems, located.problem(("sources", i, "path"), message)]
+    unknown = [p for p in files if dataset.file_format(str(p), source.format) is None]
+    return problems + [_unknown_format(located, i, p) for p in unknown[:3]]
+
+
+def _unknown_format(located: Located, i: int, path: Path) -> Problem:
+    known = " ".join(dataset.EXTENSIONS)
+    message = f"{path.name}: unknown data format ({path.suffix or 'no extension'}); name it {known} or set `format`"
+    return located.problem(("sources", i, "format"), message)
 
 
 def _local_problems(recipe: Recipe, located: Located, source: LocalSource, i: int) -> list[Problem]:
@@ -93,12 +155,6 @@ def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[P
     problems = []
     if not source.url and not source.videos:
         problems.append(located.problem(("sources", i), "a youtube source needs `url` or `videos`"))
-    for name in ("title_include", "title_exclude"):
-        for j, pattern in enumerate(getattr(source, name)):
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                problems.append(located.problem(("sources", i, name, j), f"bad regex {pattern!r}: {e}"))
     lo, hi = source.min_duration, source.max_duration
     if lo is not None and hi is not None and lo > hi:
         problems.append(located.problem(("sources", i, "min_duration"), f"{lo} is more than max_duration ({hi})"))
@@ -119,11 +175,14 @@ def fingerprint(ctx: StepContext, cfg: Config) -> dict:
     listing: list[dict] = []
     ignored: list[dict] = []
     lister: Lister | None = None
-    for source in cfg.sources:
+    for i, source in enumerate(cfg.sources):
         if source.type == "local":
             files = local_source_files(ctx.base_dir, source.path)
             listing.extend(_local_listing(ctx.base_dir, source, files.transcripts, ctx))
             ignored.extend(_ignored(ctx, source, files.skipped))
+            continue
+        if source.type == "dataset":
+            listing.append(_dataset_listing(ctx.base_dir, source, i))
             continue
         lister = lister or make_lister(cfg.transcripts)
         listing.extend(_youtube_listing(source, lister, ctx, cfg.transcripts))
@@ -140,18 +199,46 @@ def _local_listing(base_dir: Path, source: LocalSource, paths: list[Path], ctx: 
             content = digest_file(path)
         except OSError as e:  # unreadable: the transcripts step turns it into a failed row
             content = f"unreadable: {e.strerror or e}"
-        entries.append(
-            {
-                "kind": "local",
-                "id": str(meta.get("video_id") or path.stem),
-                "name": path.name,
-                "path": Unkeyed(shown_path(path, base_dir, source.path)),
-                "digest": content,
-                "format": source.format,
-                "meta": meta,
-            }
-        )
+        entry = {
+            "kind": "local",
+            "id": str(meta.get("video_id") or path.stem),
+            "name": path.name,
+            "path": Unkeyed(shown_path(path, base_dir, source.path)),
+            "digest": content,
+            "format": source.format,
+            "meta": meta,
+        }
+        if (reason := title_id_reason(_local_title(entry), (str(entry["id"]),), source)) is not None:
+            entry.update(status="dropped", reason=reason)
+        entries.append(entry)
     return entries
+
+
+def _local_title(item: dict) -> str:
+    return item["meta"].get("title") or Path(item["name"]).stem.replace("_", " ")
+
+
+def _dataset_listing(base_dir: Path, source: DatasetSource, i: int) -> dict:
+    """A dataset source's files, keyed by content: a local file by its bytes, an hf:// file by
+    its rows (read here, on every plan: there are no bytes to hash without downloading it)."""
+    where = f"sources[{i}]"
+    if dataset.is_remote(source.path):
+        fmt = dataset.file_format(source.path, source.format) or "parquet"
+        table = dataset.read_table(source.path, fmt, f"{where} ({source.path})")
+        content = digest(json.dumps(table.records, default=str, sort_keys=True))
+        files = [{"digest": content, "format": fmt, "path": Unkeyed(source.path), "table": Unkeyed(table)}]
+        return {"kind": "dataset", "where": Unkeyed(where), "files": files}
+    paths = dataset.data_files(base_dir, source.path)
+    if not paths:  # check() says so before a run; a file removed since is the same mistake
+        raise DatasetUnreadable(f"{where}: no data file at {base_dir / source.path}; check `path`")
+    files = []
+    for path in paths:
+        fmt = dataset.file_format(str(path), source.format) or "jsonl"
+        shown = Unkeyed(shown_path(path, base_dir, source.path))
+        files.append({"digest": digest_file(path), "format": fmt, "path": shown})
+    # in content order: renaming the files of a glob must not reorder (and so rekey) them
+    files.sort(key=lambda f: (f["digest"], f["format"]))
+    return {"kind": "dataset", "where": Unkeyed(where), "files": files}
 
 
 def _ignored(ctx: Any, source: LocalSource, skipped: list[tuple[Path, str]]) -> list[dict]:
@@ -237,6 +324,9 @@ def _mark_duplicates(listing: list[dict]) -> list[dict]:
     seen: set[str] = set()
     out = []
     for item in listing:
+        if item["kind"] == "dataset":  # its rows are marked when they are read
+            out.append(item)
+            continue
         if item["id"] in seen and item.get("status", "ok") == "ok":
             item = {**item, "status": "dropped", "reason": "listed twice"}
         seen.add(item["id"])
@@ -246,9 +336,53 @@ def _mark_duplicates(listing: list[dict]) -> list[dict]:
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     listing, ignored = ctx.fingerprint["listing"], ctx.fingerprint["ignored"].value
-    rows = [_local_row(item) if item["kind"] == "local" else _youtube_row(item) for item in listing]
+    rows: list[dict] = []
+    for item, source in _with_sources(listing, cfg.sources):
+        if item["kind"] == "dataset":
+            rows.extend(_dataset_rows(ctx, item, source))
+        else:
+            rows.append(_local_row(item) if item["kind"] == "local" else _youtube_row(item))
     rows += [_ignored_row(item) for item in ignored]
+    rows = [{**VIDEO_ONLY, **row} for row in _mark_repeated_rows(rows)]
     _summarise(ctx, rows)
+    return rows
+
+
+# The columns only a dataset row fills, empty on a video's row.
+VIDEO_ONLY: dict[str, Any] = {"id": None, "question": None, "answer": None, "tags": [], "system": None}
+
+
+def _with_sources(listing: list[dict], sources: tuple) -> list[tuple[dict, Any]]:
+    """Each dataset entry with the source it came from (its column map and filters)."""
+    datasets = iter(s for s in sources if s.type == "dataset")
+    return [(item, next(datasets) if item["kind"] == "dataset" else None) for item in listing]
+
+
+def _dataset_rows(ctx: StepContext, item: dict, source: DatasetSource) -> list[dict]:
+    where = item["where"].value
+    rows = []
+    for file in item["files"]:
+        shown = file["path"].value
+        table = file["table"].value if "table" in file else _read_local(ctx, shown, file["format"])
+        layout = dataset.layout(source, table.columns, shown, where)
+        rows.extend(dataset.rows_of(source, table, layout, file["digest"], shown, file["format"]))
+    return rows
+
+
+def _read_local(ctx: StepContext, shown: str, fmt: str) -> dataset.Table:
+    return dataset.read_table(str(locate(shown, ctx.base_dir)), fmt, shown)
+
+
+def _mark_repeated_rows(rows: list[dict]) -> list[dict]:
+    """A dataset row seen before (same group, question and answer) is dropped: one id, one row."""
+    seen: Counter = Counter()
+    for row in rows:
+        if row.get("source") != "dataset" or row["status"] != "ok":
+            continue
+        seen[row["id"]] += 1
+        if seen[row["id"]] > 1:  # an id of its own, so the table still has one row per id
+            again = dataset.row_digest([row["id"], "again", seen[row["id"]]])
+            row.update(id=again, status="dropped", reason="the same row again (same group, question and answer)")
     return rows
 
 
@@ -257,7 +391,7 @@ def _local_row(item: dict) -> dict:
     return {
         "video_id": item["id"],
         "source": "local",
-        "title": meta.get("title") or Path(item["name"]).stem.replace("_", " "),
+        "title": _local_title(item),
         "url": meta.get("url"),
         "path": item["path"].value,  # relative to the recipe's folder (see shown_path)
         "format": item["format"],
@@ -301,6 +435,12 @@ def _youtube_row(item: dict) -> dict:
 
 
 def _summarise(ctx: Any, rows: list[dict]) -> None:
+    data = [r for r in rows if r["source"] == "dataset"]
+    if data:
+        _summarise_dataset(ctx, data)
+    rows = [r for r in rows if r["source"] != "dataset"]
+    if data and not rows:
+        return  # a recipe of datasets only: no line about videos it never had
     status = Counter(r["status"] for r in rows)
     skipped = Counter(r["availability"] or _reason_kind(r["reason"]) for r in rows if r["status"] == "skipped")
     dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")
@@ -314,6 +454,27 @@ def _summarise(ctx: Any, rows: list[dict]) -> None:
         status["dropped"],
         status["failed"],
     )
+
+
+def _summarise_dataset(ctx: Any, rows: list[dict]) -> None:
+    status = Counter(r["status"] for r in rows)
+    # "no answer (row 12 of qa.jsonl)" -> "no answer": counts by kind; each row keeps where it is
+    dropped = Counter((r["reason"] or "").rsplit(" (row ", 1)[0] for r in rows if r["status"] == "dropped")
+    systems = sum(1 for r in rows if r["system"])
+    ctx.metrics["dataset"] = {"rows": len(rows), "ok": status["ok"], "dropped": dict(dropped), "system_turns": systems}
+    ctx.log.info(
+        "sources: %d dataset rows, %d kept, %d dropped%s",
+        len(rows),
+        status["ok"],
+        status["dropped"],
+        format_counts(dropped),
+    )
+    if systems:
+        ctx.log.warning(
+            "sources: %d chat rows have a system turn; it is kept in the sources table only (training uses "
+            "split.system_prompt)",
+            systems,
+        )
 
 
 def _reason_kind(reason: str | None) -> str:

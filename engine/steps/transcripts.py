@@ -90,7 +90,8 @@ def make_fetcher(cfg: TranscriptSettings) -> TranscriptFetcher:
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
-    videos = inputs["sources"].ok_rows()
+    # Dataset rows are question/answer pairs, not videos: they reach curate through the answers step.
+    videos = [v for v in inputs["sources"].ok_rows() if v["source"] != "dataset"]
     settings, room = cfg.transcripts, ctx.fingerprint["why"].value
     tally: Counter = Counter()
     reasons: dict[str, Counter] = {"failed": Counter(), "skipped": Counter()}
@@ -277,7 +278,7 @@ def _textless_row(base: dict, status: str, reason: str) -> dict:
 
 
 def _summarise(ctx: Any, tally: Counter, reasons: dict, fetcher: list, sources: Any) -> None:
-    skipped_rows = sources.rows("status = 'skipped'")
+    skipped_rows = sources.rows("status = 'skipped' AND source <> 'dataset'")
     upstream = Counter(r["availability"] or (r["reason"] or "").split(" (")[0] for r in skipped_rows)
     ctx.metrics.update(
         read=tally["read"],
