@@ -23,6 +23,7 @@ from engine.pipeline.hashing import Unkeyed, digest_file
 from engine.recipe.load import Located
 from engine.recipe.paths import local_source_files, shown_path
 from engine.retry import RateLimiter
+from engine.sources.access import youtube_access
 from engine.sources.settings import LocalSource, Source, TranscriptSettings, YoutubeSource
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_states
 from engine.sources.youtube import PERSISTENT, Lister, apply_filters, format_counts, video_id
@@ -105,9 +106,10 @@ def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[P
     return problems
 
 
-def make_lister(cfg: TranscriptSettings) -> Lister:
-    """The yt-dlp lister; tests replace this to inject a fake clock and sleep."""
-    return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second))
+def make_lister(cfg: TranscriptSettings, base_dir: Path) -> Lister:
+    """The yt-dlp lister (proxy and cookies of `transcripts`); tests replace this to inject a fake clock and sleep."""
+    access = youtube_access(cfg, base_dir)
+    return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second), access=access)
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> dict:
@@ -125,7 +127,7 @@ def fingerprint(ctx: StepContext, cfg: Config) -> dict:
             listing.extend(_local_listing(ctx.base_dir, source, files.transcripts, ctx))
             ignored.extend(_ignored(ctx, source, files.skipped))
             continue
-        lister = lister or make_lister(cfg.transcripts)
+        lister = lister or make_lister(cfg.transcripts, ctx.base_dir)
         listing.extend(_youtube_listing(source, lister, ctx, cfg.transcripts))
     # Files that are not transcripts change no output, so they are kept out of the key: a stray
     # PDF must not rerun training. They are reported on every plan/run and become skipped rows.

@@ -25,6 +25,7 @@ from yt_dlp.utils import DownloadError
 from engine.errors import FetchFailed
 from engine.inspect.show import failed_items
 from engine.pipeline.runner import Paths, run_recipe
+from engine.sources.access import youtube_access
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 from engine.steps import sources as sources_step
@@ -34,6 +35,9 @@ from engine.steps.base import RunOptions
 CASES = Path(__file__).parents[1] / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
 QUIET = RunOptions(quiet=True)
+COOKIES_FIX = (
+    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, then recipe run --retry-failed"
+)
 MEMBERS_TEXT = "Join this channel to get access to members-only content like this video, and other exclusive perks."
 
 
@@ -167,9 +171,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Injected into the steps' fetcher and lister: no test waits for a real backoff."""
     fake = FakeClock()
     monkeypatch.setattr(
-        transcripts_step, "make_fetcher", lambda cfg: TranscriptFetcher.from_config(cfg, sleep=fake.sleep, clock=fake)
+        transcripts_step,
+        "make_fetcher",
+        lambda cfg, base_dir: TranscriptFetcher.from_config(cfg, base_dir, sleep=fake.sleep, clock=fake),
     )
-    monkeypatch.setattr(sources_step, "make_lister", lambda cfg: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep))
+    monkeypatch.setattr(
+        sources_step,
+        "make_lister",
+        lambda cfg, base_dir: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep, access=youtube_access(cfg, base_dir)),
+    )
     return fake
 
 
@@ -219,8 +229,8 @@ def test_filters_record_why_each_video_is_left_out(yt: FakeYouTube) -> None:
         min_duration=120, title_exclude=("(?i)\\binterview\\b",), exclude_ids=("nocapt00006",), max_videos=4
     )
     marked = {e["id"]: (e["status"], e["reason"]) for e in apply_filters(entries, source)}
-    assert marked["members0003"] == ("skipped", "members-only")
-    assert marked["private0004"] == ("skipped", "private")
+    assert marked["members0003"] == ("skipped", f"members-only: {COOKIES_FIX}")
+    assert marked["private0004"] == ("skipped", f"private: {COOKIES_FIX}")
     assert marked["shortie0009"] == ("dropped", "shorter than min_duration (41s < 120s)")
     assert marked["guestiv0010"][1].startswith("title matches title_exclude")
     assert marked["nocapt00006"] == ("dropped", "excluded id")
@@ -380,8 +390,8 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     result = run_recipe(write_recipe(tmp_path), paths, until="transcripts", options=QUIET)
     src = table(result.run_dir, "sources")
     assert {v: (r["status"], r["reason"]) for v, r in src.items() if r["status"] != "ok"} == {
-        "members0003": ("skipped", "members-only"),
-        "private0004": ("skipped", "private"),
+        "members0003": ("skipped", f"members-only: {COOKIES_FIX}"),
+        "private0004": ("skipped", f"private: {COOKIES_FIX}"),
         "livenow0005": ("skipped", "live"),
         "shortie0009": ("dropped", "shorter than min_duration (41s < 120s)"),
         "guestiv0010": ("dropped", "title matches title_exclude '(?i)\\\\binterview\\\\b'"),
@@ -414,8 +424,8 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     assert "transcripts: 0 read, 4 fetched" in (result.run_dir / "run.log").read_text()
     shown = failed_items(result.run_dir)  # what `recipe show` lists: YouTube rows by video id
     assert {f["name"]: f["reason"] for f in shown["sources"]} == {
-        "members0003": "members-only",
-        "private0004": "private",
+        "members0003": f"members-only: {COOKIES_FIX}",
+        "private0004": f"private: {COOKIES_FIX}",
         "livenow0005": "live",
     }
     assert {f["name"] for f in shown["transcripts"]} == {"nocapt00006", "slowvid0008"}
@@ -453,7 +463,7 @@ def test_explicit_videos_skips_are_remembered(yt: FakeYouTube, clock: FakeClock,
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     src = table(first.run_dir, "sources")
     assert src["members0003"]["status"] == "skipped"
-    assert src["members0003"]["reason"].startswith("members-only: Join this channel")
+    assert src["members0003"]["reason"] == f"members-only: {COOKIES_FIX} ({MEMBERS_TEXT})"
     assert yt.ytdlp_calls.count(watch) == 1
 
     run_recipe(recipe, paths, until="transcripts", options=QUIET)
