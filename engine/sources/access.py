@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from engine.errors import Problem, RecipeError
 from engine.recipe.load import Located
-from engine.sources.settings import CookiesFile, ProxyFromEnv, TranscriptSettings, WebshareProxy
+from engine.sources.settings import Cookies, ProxyFromEnv, TranscriptSettings, WebshareProxy
 
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 DOCS = "docs/troubleshooting.md"
@@ -47,10 +47,26 @@ class Access:
         return {**({"proxy": self.proxy_url} if self.proxy_url else {}), **self.cookies}
 
     def scrub(self, text: str) -> str:
-        """`text` with the cookies file's path replaced: yt-dlp names it in its errors."""
+        """`text` without the proxy URL, its password or the cookies file's path.
+
+        Libraries echo them in errors ("Unable to connect to proxy http://user:pw@host"); the
+        engine's redaction catches `user:pw@` in URLs, this also catches them bare or percent-less.
+        """
+        for secret in self._secrets():
+            text = text.replace(secret, "[REDACTED:transcripts.proxy]")
         if self.cookie_path:
             text = text.replace(self.cookie_path, "the transcripts.cookies file")
         return text
+
+    def _secrets(self) -> list[str]:
+        if not self.proxy_url:
+            return []
+        parts = urlsplit(self.proxy_url)
+        found = [self.proxy_url, self.proxy_url.rstrip("/")]
+        for value in (parts.password, parts.username, unquote(parts.password or "")):
+            if value and len(value) >= 4:  # shorter would mangle ordinary words
+                found.append(value)
+        return sorted(set(found), key=len, reverse=True)
 
 
 def youtube_access(settings: TranscriptSettings, base_dir: Path) -> Access:
@@ -68,12 +84,12 @@ def access_problems(settings: TranscriptSettings, base_dir: Path, located: Locat
     """What `recipe validate` reports: a cookies file that is not there, a proxy variable unset or wrong."""
     problems = []
     cookies = settings.cookies
-    if isinstance(cookies, CookiesFile) and not _cookie_file(cookies, base_dir).is_file():
+    if cookies is not None and cookies.file is not None and not _cookie_file(cookies.file, base_dir).is_file():
         problems.append(
             located.problem(
                 ("transcripts", "cookies", "file"),
-                f"no cookies file at {_cookie_file(cookies, base_dir)}; export cookies.txt (Netscape format) from a "
-                "browser signed in to YouTube, or use `from_browser`; the path is relative to the recipe file",
+                f"no cookies file at {_cookie_file(cookies.file, base_dir)}; export cookies.txt (Netscape format) "
+                "from a browser signed in to YouTube, or use `from_browser`; the path is relative to the recipe file",
             )
         )
     try:
@@ -133,17 +149,17 @@ def _check_proxy_url(url: str, name: str) -> None:
         )
 
 
-def _cookie_file(cookies: CookiesFile, base_dir: Path) -> Path:
-    path = Path(cookies.file).expanduser()
+def _cookie_file(file: str, base_dir: Path) -> Path:
+    path = Path(file).expanduser()
     return path if path.is_absolute() else base_dir / path
 
 
 def _cookies(settings: TranscriptSettings, base_dir: Path) -> tuple[dict[str, Any], str | None]:
-    cookies = settings.cookies
+    cookies: Cookies | None = settings.cookies
     if cookies is None:
         return {}, None
-    if isinstance(cookies, CookiesFile):
-        path = _cookie_file(cookies, base_dir)
+    if cookies.file is not None:
+        path = _cookie_file(cookies.file, base_dir)
         if not path.is_file():
             raise RecipeError(f"transcripts.cookies.file: no cookies file at {path}; export cookies.txt again")
         return {"cookiefile": str(path)}, str(path)

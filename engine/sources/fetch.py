@@ -110,7 +110,7 @@ class TranscriptFetcher:
             return fn()
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            log.info("%s; retry %d/%d in %.1fs", _short(error), attempt + 1, self.retries, delay)
+            log.info("%s; retry %d/%d in %.1fs", self.access.scrub(_short(error)), attempt + 1, self.retries, delay)
             self.delays.append(delay)
 
         try:
@@ -119,7 +119,7 @@ class TranscriptFetcher:
             )
         except Exception as e:
             if is_transient(e):  # still transient: the retries ran out
-                raise FetchFailed(_transient_category(e), _short(e), permanent=False) from None
+                raise FetchFailed(_transient_category(e), self.access.scrub(_short(e)), permanent=False) from None
             raise
 
     def fetch(self, video_id: str) -> Fetched:
@@ -148,9 +148,10 @@ class TranscriptFetcher:
                 fix = f"{fix}; or sign in with transcripts.cookies"
         else:
             fix = remedy(failure.availability, self.access.signed_in)
-        if not fix:
-            return failure
-        return FetchFailed(failure.category, f"{fix} ({failure.reason})", failure.permanent, failure.availability)
+        reason = self.access.scrub(failure.reason)
+        if fix:
+            reason = f"{fix} ({reason})"
+        return FetchFailed(failure.category, reason, failure.permanent, failure.availability)
 
     # -- youtube-transcript-api ----------------------------------------------------------------
 

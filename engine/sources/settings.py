@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.recipe.section import Section
 
@@ -117,20 +118,34 @@ class WebshareProxy(Section):
     webshare: WebshareLogin = Field(description=WebshareLogin.__doc__)
 
 
-class CookiesFromBrowser(Section):
-    """Cookies read by yt-dlp from a browser profile where you are signed in to YouTube."""
+class Cookies(Section):
+    """Cookies of a YouTube account, read by yt-dlp: from a browser profile, or a cookies.txt file."""
 
-    from_browser: Browser = Field(description="Browser to read YouTube cookies from (yt-dlp's cookiesfrombrowser).")
-    profile: str | None = Field(None, description="Browser profile name or path; null for the default profile.")
-
-
-class CookiesFile(Section):
-    """A Netscape cookies.txt exported from a browser signed in to YouTube."""
-
-    file: str = Field(
-        description="Path to cookies.txt, relative to the recipe file. Read in place: never copied into "
-        "runs/, and its path is written nowhere."
+    from_browser: Browser | None = Field(
+        None, description="Browser signed in to YouTube to read cookies from (yt-dlp's cookiesfrombrowser)."
     )
+    profile: str | None = Field(None, description="With `from_browser`: profile name or path; null for the default.")
+    file: str | None = Field(
+        None,
+        description="A Netscape cookies.txt exported from a browser signed in to YouTube, relative to the recipe "
+        "file. Read in place: never copied into runs/, and its path is written nowhere.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Cookies:
+        if (self.from_browser is None) == (self.file is None):
+            # PydanticCustomError: the message as written, without pydantic's "Value error, " prefix
+            raise PydanticCustomError(
+                "cookies", "set exactly one of `from_browser` (e.g. firefox) or `file` (a cookies.txt)"
+            )
+        if self.profile is not None and self.from_browser is None:
+            raise PydanticCustomError("cookies", "`profile` goes with `from_browser`")
+        return self
+
+    @field_serializer("file", when_used="json")
+    def _unrecorded(self, path: str | None) -> str | None:
+        """resolved.json (whatever dumps the recipe as JSON) does not record where the cookies are."""
+        return None if path is None else "(not recorded)"
 
 
 class TranscriptSettings(Section):
@@ -161,7 +176,7 @@ class TranscriptSettings(Section):
         "YouTube blocks (cloud machines): `{env: YT_PROXY}` or `{webshare: {username_env: ..., "
         "password_env: ...}}`. Null: connect directly.",
     )
-    cookies: CookiesFromBrowser | CookiesFile | None = Field(
+    cookies: Cookies | None = Field(
         None,
         description="Cookies of a YouTube account, for members-only, private or age-restricted videos it "
         "may watch (used by yt-dlp): `{from_browser: firefox}` or `{file: cookies.txt}`. Null: signed out.",

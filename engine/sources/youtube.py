@@ -37,7 +37,8 @@ SKIPPED = (*SIGN_IN, "unavailable", "live")
 PERSISTENT = (*SIGN_IN, "unavailable")
 DOCS = "docs/troubleshooting.md"
 COOKIES_REMEDY = (
-    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, then recipe run --retry-failed"
+    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, "
+    "then recipe run --retry-failed"
 )
 SIGNED_IN_REMEDY = (
     "the account of transcripts.cookies cannot watch it (sign in as one that can and export fresh cookies), "
@@ -45,7 +46,8 @@ SIGNED_IN_REMEDY = (
 )
 PROXY_REMEDY = f"YouTube blocks this IP for transcripts: set transcripts.proxy (see {DOCS})"
 PROXIED_REMEDY = (
-    f"YouTube blocks this IP for transcripts, through transcripts.proxy too: use a rotating residential proxy (see {DOCS})"
+    "YouTube blocks this IP for transcripts, through transcripts.proxy too: "
+    f"use a rotating residential proxy (see {DOCS})"
 )
 
 # Error text of single-video extraction, used only when yt-dlp gives no structured field
@@ -248,7 +250,12 @@ class Lister:
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
             log.warning(
-                "listing %s: %s; retry %d/%d in %.1fs", url, short_error(error), attempt + 1, self.retries, delay
+                "listing %s: %s; retry %d/%d in %.1fs",
+                url,
+                self.access.scrub(short_error(error)),
+                attempt + 1,
+                self.retries,
+                delay,
             )
             self.delays.append(delay)
 

@@ -36,7 +36,8 @@ CASES = Path(__file__).parents[1] / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
 QUIET = RunOptions(quiet=True)
 COOKIES_FIX = (
-    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, then recipe run --retry-failed"
+    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, "
+    "then recipe run --retry-failed"
 )
 MEMBERS_TEXT = "Join this channel to get access to members-only content like this video, and other exclusive perks."
 
@@ -71,6 +72,8 @@ class FakeYouTube:
         self.timedtext_gets: list[str] = []
         self.ytdlp_calls: list[str] = []
         self.ytdlp_params: list[dict] = []
+        self.api_proxy_configs: list[object] = []  # the proxy_config each YouTubeTranscriptApi was built with
+        self.members_only: set[str] = set()  # yt-dlp serves these only to a signed-in member (cookies)
         self.timedtext_status = {"ketones0007": [429, 429]}  # then 200
         self.api_errors = {  # raised by list(video_id), in the library's own exception types
             "nocapt00006": lambda v: yta.TranscriptsDisabled(v),
@@ -111,6 +114,7 @@ class FakeYouTube:
         class FakeApi:
             def __init__(self, proxy_config: object = None, http_client: object = None) -> None:
                 assert isinstance(http_client, requests.Session)
+                world.api_proxy_configs.append(proxy_config)
 
             def list(self, vid: str) -> yta.TranscriptList:
                 world.api_lists.append(vid)
@@ -131,7 +135,8 @@ class FakeYouTube:
 
         class FakeYDL:
             def __init__(self, params: dict | None = None) -> None:
-                world.ytdlp_params.append(params or {})
+                self.params = params or {}
+                world.ytdlp_params.append(self.params)
 
             def __enter__(self) -> FakeYDL:
                 return self
@@ -146,17 +151,21 @@ class FakeYouTube:
                     raise world.ytdlp_errors[url].pop(0)
                 if url == f"{CHANNEL}/videos":
                     return copy.deepcopy(world.listing)
-                path = CASES / f"ytdlp_info_{video_id(url)}.json"
+                vid = video_id(url)
+                signed_in = "cookiefile" in self.params or "cookiesfrombrowser" in self.params
+                if vid in world.members_only and not signed_in:
+                    raise DownloadError(f"ERROR: [youtube] {vid}: {MEMBERS_TEXT}")
+                recorded = world.aliases.get(vid, vid)
+                path = CASES / f"ytdlp_info_{recorded}.json"
                 if not path.exists():
                     raise DownloadError(
-                        f"ERROR: [youtube] {video_id(url)}: Video unavailable. "
-                        "This video has been removed by the uploader"
+                        f"ERROR: [youtube] {vid}: Video unavailable. This video has been removed by the uploader"
                     )
-                return json.loads(path.read_text())
+                return json.loads(path.read_text().replace(recorded, vid))
 
             def urlopen(self, url: str) -> io.BytesIO:
                 vid = re.search(r"[?&]v=([^&]+)", url).group(1)
-                return io.BytesIO((CASES / f"json3_{vid}.json").read_bytes())
+                return io.BytesIO((CASES / f"json3_{world.aliases.get(vid, vid)}.json").read_bytes())
 
         return FakeYDL
 
