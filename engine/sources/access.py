@@ -64,7 +64,7 @@ class Access:
         parts = urlsplit(self.proxy_url)
         found = [self.proxy_url, self.proxy_url.rstrip("/")]
         for value in (parts.password, parts.username, unquote(parts.password or "")):
-            if value and len(value) >= 4:  # shorter would mangle ordinary words
+            if value and len(value) >= 6:  # shorter would mangle ordinary words
                 found.append(value)
         return sorted(set(found), key=len, reverse=True)
 

@@ -142,10 +142,9 @@ class TranscriptFetcher:
                 return _raise_both(first, second)
 
     def _with_remedy(self, failure: FetchFailed) -> FetchFailed:
+        fix: str | None
         if failure.category == BLOCKED:
-            fix: str | None = blocked_remedy(self.access.proxied)
-            if self.access.signed_in and not self.access.proxied:
-                fix = f"{fix}; or sign in with transcripts.cookies"
+            fix = blocked_remedy(self.access.proxied)
         else:
             fix = remedy(failure.availability, self.access.signed_in)
         reason = self.access.scrub(failure.reason)

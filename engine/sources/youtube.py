@@ -353,7 +353,7 @@ def _skip_reason(entry: dict) -> str:
     """'members-only: set transcripts.cookies ... (YouTube's words)'; the remedy only where one exists."""
     fix = remedy(entry["availability"], bool(entry.get("signed_in")))
     error = entry.get("error")
-    if fix:
+    if fix and not (error and error.startswith(fix)):  # a refusal found at fetch time names its remedy already
         return f"{entry['availability']}: {fix}" + (f" ({error})" if error else "")
     return entry["availability"] + (f": {error}" if error else "")
 

@@ -324,3 +324,48 @@ def test_bot_check_on_an_explicit_video_is_a_failure_with_the_proxy_remedy(yt: F
     entry = Lister(sleep=lambda s: None).list_video("insulin0001")
     marked = apply_filters([entry], Source())[0]
     assert marked["status"] == "failed" and PROXY_REMEDY in marked["reason"]
+
+
+# -- the docs ----------------------------------------------------------------------------------
+
+
+def test_troubleshooting_snippets_are_valid_recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `transcripts:` snippet of "Videos are skipped", commented alternatives included, validates."""
+    import re
+
+    docs = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    section = docs.split("## Videos are skipped", 1)[1].split("\n## ", 1)[0]
+    snippets = re.findall(r"```yaml\n(transcripts:\n.*?)```", section, re.S)
+    variants = []
+    for snippet in snippets:
+        lines = snippet.splitlines()
+        variants.append("\n".join(lines))
+        for line in lines:  # each commented alternative on its own
+            if line.lstrip().startswith("# cookies:"):
+                variants.append("\n".join([lines[0], line.replace("# ", "", 1).split("   #")[0]]))
+    assert len(snippets) == 3 and len(variants) == 5
+    for name in ("YT_PROXY", "WEBSHARE_USER", "WEBSHARE_PASSWORD"):
+        monkeypatch.setenv(name, "http://u:p@proxy.example.net:8080")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "youtube-cookies.txt").write_text("# Netscape HTTP Cookie File\n")
+    for variant in variants:
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(
+            f"name: docs\ncreator:\n  name: Dr. Demo\nsources:\n  - type: youtube\n    url: {CHANNEL}\n{variant}\n",
+            encoding="utf-8",
+        )
+        result = CliRunner().invoke(main, ["validate", str(recipe)])
+        assert result.exit_code == 0, (variant, result.output)
+
+
+def test_a_refusal_found_at_fetch_names_its_remedy_once_when_remembered(
+    yt: FakeYouTube, clock: FakeClock, tmp_path: Path, paths: Paths
+) -> None:
+    yt.api_errors["insulin0001"] = lambda v: yta.VideoUnplayable(v, MEMBERS_TEXT, [])
+    recipe = recipe_with(tmp_path, "", sources="  - type: youtube\n    videos: [insulin0001]\n")
+    first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
+    assert table(first.run_dir, "transcripts")["insulin0001"]["reason"].startswith(f"members-only: {COOKIES_FIX} (")
+    second = run_recipe(recipe, paths, until="transcripts", options=QUIET)
+    reason = table(second.run_dir, "sources")["insulin0001"]["reason"]
+    assert reason.startswith(f"members-only: {COOKIES_FIX} (") and reason.count(COOKIES_FIX) == 1
+    assert yt.api_lists == ["insulin0001"]
