@@ -80,8 +80,11 @@ def youtube_access(settings: TranscriptSettings, base_dir: Path) -> Access:
     return Access(url, config, cookies, path)
 
 
-def access_problems(settings: TranscriptSettings, base_dir: Path, located: Located) -> list[Problem]:
-    """What `recipe validate` reports: a cookies file that is not there, a proxy variable unset or wrong."""
+def access_problems(
+    settings: TranscriptSettings, base_dir: Path, located: Located, proxy: bool = True
+) -> list[Problem]:
+    """What `recipe validate` reports: a cookies file that is not there, a proxy variable unset or wrong
+    (`proxy`: only where the recipe asks YouTube; a recipe of local files never reads the variable)."""
     problems = []
     cookies = settings.cookies
     if cookies is not None and cookies.file is not None and not _cookie_file(cookies.file, base_dir).is_file():
@@ -93,7 +96,7 @@ def access_problems(settings: TranscriptSettings, base_dir: Path, located: Locat
             )
         )
     try:
-        _proxy(settings.proxy)
+        _proxy(settings.proxy if proxy else None)
     except ProxySettingError as e:
         problems.append(located.problem(("transcripts", "proxy", *e.field), e.message))
     return problems

@@ -79,8 +79,9 @@ def _readers(recipe: Recipe) -> tuple[Reader, ...]:
 
 
 def check(recipe: Recipe, located: Located) -> list[Problem]:
-    """A cookies file that is not there, a proxy variable that is unset: before anything runs."""
-    return access_problems(recipe.transcripts, recipe.base_dir, located)
+    """A cookies file that is not there, a proxy variable unset (where YouTube is asked): before anything runs."""
+    asks_youtube = any(getattr(s, "type", None) == "youtube" for s in recipe.sources)
+    return access_problems(recipe.transcripts, recipe.base_dir, located, proxy=asks_youtube)
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> dict:

@@ -369,3 +369,11 @@ def test_a_refusal_found_at_fetch_names_its_remedy_once_when_remembered(
     reason = table(second.run_dir, "sources")["insulin0001"]["reason"]
     assert reason.startswith(f"members-only: {COOKIES_FIX} (") and reason.count(COOKIES_FIX) == 1
     assert yt.api_lists == ["insulin0001"]
+
+
+def test_a_recipe_of_local_files_never_reads_the_proxy_variable(local_recipe: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("YT_PROXY", raising=False)
+    text = local_recipe.read_text(encoding="utf-8") + "transcripts:\n  proxy: {env: YT_PROXY}\n"
+    local_recipe.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(local_recipe)])
+    assert result.exit_code == 0, result.output
