@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.errors import FetchFailed, MalformedTranscript, TransientError, is_transient
 from engine.retry import RateLimiter, call_with_retries
@@ -39,8 +39,6 @@ API_CATEGORY = {
     "NoTranscriptFound": "no transcript",
     "VideoUnavailable": "unavailable",
     "AgeRestricted": "age-restricted",
-    "RequestBlocked": "blocked IP",
-    "IpBlocked": "blocked IP",
     "InvalidVideoId": "invalid video id",
     "PoTokenRequired": "po token required",
     "YouTubeDataUnparsable": "unparsable response",
@@ -139,7 +137,7 @@ class TranscriptFetcher:
             try:
                 return self._via_ytdlp(video_id)
             except FetchFailed as second:
-                return _raise_both(first, second)
+                _raise_both(first, second)
 
     def _with_remedy(self, failure: FetchFailed) -> FetchFailed:
         fix: str | None
@@ -274,7 +272,7 @@ def _blocked_is_transient(fn: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
-def _raise_both(first: FetchFailed, second: FetchFailed) -> Fetched:
+def _raise_both(first: FetchFailed, second: FetchFailed) -> NoReturn:
     """One failure from both libraries' failures: the first that is not permanent decides the category."""
     blocked = BLOCKED in (first.category, second.category)
     raise FetchFailed(
