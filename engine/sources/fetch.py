@@ -16,12 +16,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.errors import FetchFailed, MalformedTranscript, TransientError, is_transient
 from engine.retry import RateLimiter, call_with_retries
+from engine.sources.access import Access, youtube_access
 from engine.sources.formats import parse_text
-from engine.sources.youtube import YtdlpLogger, error_availability, short_error, transient_by_text, ytdlp_class
+from engine.sources.youtube import (
+    BLOCKED_TEXT,
+    SIGN_IN,
+    YtdlpLogger,
+    blocked_remedy,
+    error_availability,
+    remedy,
+    short_error,
+    transient_by_text,
+    ytdlp_class,
+)
 
 API_CATEGORY = {
     "TranscriptsDisabled": "transcripts disabled",
@@ -32,7 +43,10 @@ API_CATEGORY = {
     "PoTokenRequired": "po token required",
     "YouTubeDataUnparsable": "unparsable response",
 }
-UNREACHABLE = ("members-only", "private", "unavailable", "live")  # yt-dlp would fail the same way
+# yt-dlp would fail the same way; with cookies (yt-dlp only), it may get into SIGN_IN videos.
+UNREACHABLE = (*SIGN_IN, "unavailable", "live")
+UNREACHABLE_SIGNED_IN = ("unavailable", "live")
+BLOCKED = "blocked IP"
 SUB_FORMATS = ("json3", "vtt")
 log = logging.getLogger("engine.sources.youtube")
 
@@ -59,13 +73,18 @@ class TranscriptFetcher:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     delays: list[float] = field(default_factory=list)  # every backoff slept, for metrics and tests
     requests: int = 0
+    access: Access = field(default_factory=Access, repr=False)  # proxy and cookies (transcripts.proxy/cookies)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.requests_per_second, clock=self.clock, sleep=self.sleep)
         self._api: Any = None
+        # Once YouTube has refused this IP past every retry, the API is not asked again this run:
+        # a blocked cloud IP would otherwise cost every video the whole backoff (~30 s each).
+        self.blocked: FetchFailed | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> TranscriptFetcher:
+    def from_config(cls, cfg: Any, base_dir: Path = Path("."), **kwargs: Any) -> TranscriptFetcher:
+        kwargs.setdefault("access", youtube_access(cfg, base_dir))
         return cls(
             tuple(cfg.languages),
             cfg.prefer_manual,
@@ -89,7 +108,7 @@ class TranscriptFetcher:
             return fn()
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            log.info("%s; retry %d/%d in %.1fs", _short(error), attempt + 1, self.retries, delay)
+            log.info("%s; retry %d/%d in %.1fs", self.access.scrub(_short(error)), attempt + 1, self.retries, delay)
             self.delays.append(delay)
 
         try:
@@ -98,33 +117,52 @@ class TranscriptFetcher:
             )
         except Exception as e:
             if is_transient(e):  # still transient: the retries ran out
-                raise FetchFailed(_transient_category(e), _short(e), permanent=False) from None
+                raise FetchFailed(_transient_category(e), self.access.scrub(_short(e)), permanent=False) from None
             raise
 
     def fetch(self, video_id: str) -> Fetched:
+        """The video's transcript, or FetchFailed whose reason leads with the remedy, if there is one."""
+        try:
+            return self._fetch(video_id)
+        except FetchFailed as failure:
+            raise self._with_remedy(failure) from None
+
+    def _fetch(self, video_id: str) -> Fetched:
         try:
             return self._via_api(video_id)
         except FetchFailed as first:
-            if not self.fallback_ytdlp or first.availability in UNREACHABLE:
+            unreachable = UNREACHABLE_SIGNED_IN if self.access.signed_in else UNREACHABLE
+            if not self.fallback_ytdlp or first.availability in unreachable:
                 raise
             try:
                 return self._via_ytdlp(video_id)
             except FetchFailed as second:
-                raise FetchFailed(
-                    second.category if first.permanent else first.category,
-                    f"youtube-transcript-api: {first.reason}; yt-dlp: {second.reason}",
-                    first.permanent and second.permanent,
-                    first.availability or second.availability,
-                ) from None
+                _raise_both(first, second)
+
+    def _with_remedy(self, failure: FetchFailed) -> FetchFailed:
+        fix: str | None
+        if failure.category == BLOCKED:
+            fix = blocked_remedy(self.access.proxied)
+        else:
+            fix = remedy(failure.availability, self.access.signed_in)
+        reason = self.access.scrub(failure.reason)
+        if fix:
+            reason = f"{fix} ({reason})"
+        return FetchFailed(failure.category, reason, failure.permanent, failure.availability)
 
     # -- youtube-transcript-api ----------------------------------------------------------------
 
     def _via_api(self, video_id: str) -> Fetched:
+        if self.blocked is not None:
+            raise self.blocked
         try:
             listing = self.call(_blocked_is_transient(lambda: self._client().list(video_id)))
             transcript = self._pick_api(listing)
             fetched = self.call(_blocked_is_transient(transcript.fetch))
-        except FetchFailed:
+        except FetchFailed as e:
+            if e.category == BLOCKED:
+                log.warning("YouTube blocks this IP for youtube-transcript-api; not asking it again this run")
+                self.blocked = FetchFailed(BLOCKED, "youtube-transcript-api refused this IP earlier in this run", False)
             raise
         except Exception as e:  # noqa: BLE001 - the library's many error types become one recorded reason
             raise _api_failure(e) from None
@@ -140,8 +178,11 @@ class TranscriptFetcher:
         if self._api is None:
             from youtube_transcript_api import YouTubeTranscriptApi  # lazy: pulls in requests
 
-            # one instance, used from this thread only (the library's sessions are not thread-safe)
-            self._api = YouTubeTranscriptApi(http_client=_timeout_session(self.timeout))
+            # one instance, used from this thread only (the library's sessions are not thread-safe);
+            # the proxy config sets the session's proxies (and, for Webshare, rotation on 429)
+            self._api = YouTubeTranscriptApi(
+                proxy_config=self.access.proxy_config, http_client=_timeout_session(self.timeout)
+            )
         return self._api
 
     def _pick_api(self, listing: Any) -> Any:
@@ -168,6 +209,7 @@ class TranscriptFetcher:
             "subtitleslangs": list(self.languages),
             "socket_timeout": self.timeout,
             "logger": YtdlpLogger(),
+            **self.access.ytdlp_options(),
         }
         url = f"https://www.youtube.com/watch?v={video_id}"
         try:
@@ -178,10 +220,11 @@ class TranscriptFetcher:
         except FetchFailed:
             raise
         except Exception as e:  # noqa: BLE001 - yt-dlp's many error types become one recorded reason
+            detail = self.access.scrub(_short(e))
+            if BLOCKED_TEXT.search(str(e)):
+                raise FetchFailed(BLOCKED, detail, permanent=False) from None
             label = error_availability(str(e))
-            raise FetchFailed(
-                label or "yt-dlp error", _short(e), permanent=label != "live", availability=label
-            ) from None
+            raise FetchFailed(label or "yt-dlp error", detail, permanent=label != "live", availability=label) from None
         try:
             text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else str(raw)
             segments = parse_text(Path(f"{video_id}.{track['ext']}"), text, track["ext"])
@@ -229,8 +272,21 @@ def _blocked_is_transient(fn: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
+def _raise_both(first: FetchFailed, second: FetchFailed) -> NoReturn:
+    """One failure from both libraries' failures: the first that is not permanent decides the category."""
+    blocked = BLOCKED in (first.category, second.category)
+    raise FetchFailed(
+        BLOCKED if blocked else (second.category if first.permanent else first.category),
+        f"youtube-transcript-api: {first.reason}; yt-dlp: {second.reason}",
+        first.permanent and second.permanent,
+        second.availability or first.availability,
+    ) from None
+
+
 def _api_failure(error: BaseException) -> FetchFailed:
     name = type(error).__name__
+    if name == "AgeRestricted":
+        return FetchFailed("age-restricted", _short(error), permanent=True, availability="age-restricted")
     if is_transient(error):
         return FetchFailed(_transient_category(error), _short(error), permanent=False)
     if name == "VideoUnplayable":
@@ -246,6 +302,8 @@ def _transient_category(error: BaseException) -> str:
     text = f"{type(error).__name__} {error}".lower()
     if "timeout" in text or "timed out" in text:
         return "timeout"
+    if "ipblocked" in text or "requestblocked" in text:
+        return BLOCKED
     if "429" in text or "ipblocked" in text or "requestblocked" in text:
         return "rate limited (HTTP 429)"
     return "network error"

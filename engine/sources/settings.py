@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.recipe.section import Section
 
@@ -144,11 +145,75 @@ class Chunking(Section):
     )
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# yt-dlp's `--cookies-from-browser` list (yt_dlp.cookies.SUPPORTED_BROWSERS; a test keeps them equal).
+Browser = Literal["brave", "chrome", "chromium", "edge", "firefox", "opera", "safari", "vivaldi", "whale"]
+
+
+class ProxyFromEnv(Section):
+    """A proxy whose URL is read from an environment variable when YouTube is asked, never stored."""
+
+    env: EnvName = Field(
+        description="Name of the environment variable holding the proxy URL "
+        "(`http://user:password@host:port`, `https://...`, `socks5://...`). The URL may hold "
+        "credentials: it is read at run time and never written to the recipe, a key, a log or runs/."
+    )
+
+
+class WebshareLogin(Section):
+    """Webshare rotating residential proxy credentials, by the names of the variables holding them."""
+
+    username_env: EnvName = Field(description="Environment variable holding the Webshare proxy username.")
+    password_env: EnvName = Field(description="Environment variable holding the Webshare proxy password.")
+    locations: tuple[str, ...] = Field(
+        (), description="Country codes to rotate through (e.g. `[us, ca]`); empty for all."
+    )
+
+
+class WebshareProxy(Section):
+    """youtube-transcript-api's rotating residential proxy (WebshareProxyConfig)."""
+
+    webshare: WebshareLogin = Field(description=WebshareLogin.__doc__)
+
+
+class Cookies(Section):
+    """Cookies of a YouTube account, read by yt-dlp: from a browser profile, or a cookies.txt file."""
+
+    from_browser: Browser | None = Field(
+        None, description="Browser signed in to YouTube to read cookies from (yt-dlp's cookiesfrombrowser)."
+    )
+    profile: str | None = Field(None, description="With `from_browser`: profile name or path; null for the default.")
+    file: str | None = Field(
+        None,
+        description="A Netscape cookies.txt exported from a browser signed in to YouTube, relative to the recipe "
+        "file. Read in place: never copied into runs/, and its path is written nowhere.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Cookies:
+        if (self.from_browser is None) == (self.file is None):
+            # PydanticCustomError: the message as written, without pydantic's "Value error, " prefix
+            raise PydanticCustomError(
+                "cookies", "set exactly one of `from_browser` (e.g. firefox) or `file` (a cookies.txt)"
+            )
+        if self.profile is not None and self.from_browser is None:
+            raise PydanticCustomError("cookies", "`profile` goes with `from_browser`")
+        return self
+
+    @field_serializer("file", when_used="json")
+    def _unrecorded(self, path: str | None) -> str | None:
+        """resolved.json (whatever dumps the recipe as JSON) does not record where the cookies are."""
+        return None if path is None else "(not recorded)"
+
+
 class TranscriptSettings(Section):
     """How transcripts are fetched and cleaned."""
 
-    # Politeness and patience change how fast transcripts arrive, never what they say.
-    UNKEYED: ClassVar[frozenset[str]] = frozenset({"requests_per_second", "retries", "backoff", "timeout"})
+    # Politeness and patience change how fast transcripts arrive, never what they say; the proxy and
+    # the cookies change how YouTube is reached (what that reveals shows in the listing, which is keyed).
+    UNKEYED: ClassVar[frozenset[str]] = frozenset(
+        {"requests_per_second", "retries", "backoff", "timeout", "proxy", "cookies"}
+    )
 
     languages: tuple[str, ...] = Field(("en",), min_length=1, description="Preferred languages, best first.")
     prefer_manual: bool = Field(True, description="Prefer manually created captions over auto-generated ones.")
@@ -163,3 +228,14 @@ class TranscriptSettings(Section):
     backoff: float = Field(2.0, ge=0, description="First backoff in seconds; doubles each retry.")
     timeout: float = Field(30, gt=0, description="Seconds before one request is abandoned.")
     chunking: Chunking = Field(default_factory=Chunking, description=Chunking.__doc__)
+    proxy: ProxyFromEnv | WebshareProxy | None = Field(
+        None,
+        description="Proxy for every YouTube request (youtube-transcript-api and yt-dlp), for IPs that "
+        "YouTube blocks (cloud machines): `{env: YT_PROXY}` or `{webshare: {username_env: ..., "
+        "password_env: ...}}`. Null: connect directly.",
+    )
+    cookies: Cookies | None = Field(
+        None,
+        description="Cookies of a YouTube account, for members-only, private or age-restricted videos it "
+        "may watch (used by yt-dlp): `{from_browser: firefox}` or `{file: cookies.txt}`. Null: signed out.",
+    )

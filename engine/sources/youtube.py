@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from engine.errors import RecipeError, TransientError, is_transient
 from engine.retry import call_with_retries
+from engine.sources.access import Access
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 ID_IN_URL = re.compile(r"(?:v=|youtu\.be/|/shorts/|/live/|/embed/)([A-Za-z0-9_-]{11})")
@@ -29,9 +30,25 @@ PLACEHOLDER_TITLES = {
     "[deleted video]": "unavailable",
     "[unavailable video]": "unavailable",
 }
-SKIPPED = ("members-only", "private", "unavailable", "live")
+# Videos an account may be allowed to watch: cookies of that account (transcripts.cookies) open them.
+SIGN_IN = ("members-only", "private", "age-restricted")
+SKIPPED = (*SIGN_IN, "unavailable", "live")
 # Worth remembering across runs; a live stream becomes an ordinary video once it ends.
-PERSISTENT = ("members-only", "private", "unavailable")
+PERSISTENT = (*SIGN_IN, "unavailable")
+DOCS = "docs/troubleshooting.md"
+COOKIES_REMEDY = (
+    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, "
+    "then recipe run --retry-failed"
+)
+SIGNED_IN_REMEDY = (
+    "the account of transcripts.cookies cannot watch it (sign in as one that can and export fresh cookies), "
+    "then recipe run --retry-failed"
+)
+PROXY_REMEDY = f"YouTube blocks this IP for transcripts: set transcripts.proxy (see {DOCS})"
+PROXIED_REMEDY = (
+    "YouTube blocks this IP for transcripts, through transcripts.proxy too: "
+    f"use a rotating residential proxy (see {DOCS})"
+)
 
 # Error text of single-video extraction, used only when yt-dlp gives no structured field
 # (a listing carries badges instead). Order matters: the first match wins.
@@ -39,15 +56,17 @@ ERROR_AVAILABILITY = (
     (re.compile(r"members[- ]only|channel's members|join this channel", re.I), "members-only"),
     (re.compile(r"private video|video is private", re.I), "private"),
     (re.compile(r"live event will begin|premieres in|is live|live stream", re.I), "live"),
+    (re.compile(r"sign in to confirm your age|age[- ]restricted|inappropriate for some users", re.I), "age-restricted"),
     (
         re.compile(
-            r"video unavailable|has been removed|no longer available|terminated|"
-            r"not available in your country|sign in to confirm your age",
+            r"video unavailable|has been removed|no longer available|terminated|not available in your country",
             re.I,
         ),
         "unavailable",
     ),
 )
+# yt-dlp's words when YouTube refuses this IP (its bot check): a proxy or signed-in cookies get past it.
+BLOCKED_TEXT = re.compile(r"confirm you(?:'|’)?re not a bot", re.I)
 # yt-dlp failures whose message is all that says "try again later" (see transient_by_text).
 TRANSIENT_TEXT = re.compile(
     r"HTTP Error (429|5\d\d)|timed? ?out|temporar|connection (reset|refused|aborted)|"
@@ -117,14 +136,25 @@ def availability(entry: dict) -> str:
         return "members-only"
     if raw == "private":
         return "private"
-    if raw == "needs_auth":
-        return "unavailable"
+    if raw == "needs_auth":  # what yt-dlp reports for an age-gated video
+        return "age-restricted"
     placeholder = PLACEHOLDER_TITLES.get(str(entry.get("title") or "").strip().lower())
     if placeholder:
         return placeholder
     if entry.get("live_status") in ("is_live", "is_upcoming", "post_live"):
         return "live"
     return "public"
+
+
+def remedy(availability: str | None, signed_in: bool) -> str | None:
+    """What the user can do about a video skipped for this availability, if anything."""
+    if availability not in SIGN_IN:
+        return None
+    return SIGNED_IN_REMEDY if signed_in else COOKIES_REMEDY
+
+
+def blocked_remedy(proxied: bool) -> str:
+    return PROXIED_REMEDY if proxied else PROXY_REMEDY
 
 
 def error_availability(message: str) -> str | None:
@@ -186,10 +216,12 @@ class Lister:
         timeout: float = 30.0,
         sleep: Callable[[float], None] | None = None,
         limiter: Any = None,
+        access: Access | None = None,
     ):
         import time
 
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.access = access or Access()
         self.sleep = sleep or time.sleep
         self.limiter = limiter
         self.delays: list[float] = []
@@ -203,6 +235,7 @@ class Lister:
             "socket_timeout": self.timeout,
             "ignoreerrors": False,
             "logger": YtdlpLogger(),
+            **self.access.ytdlp_options(),
         }
         if dates:  # flat listings carry no dates unless yt-dlp parses the "3 weeks ago" text
             opts["extractor_args"] = {"youtubetab": {"approximate_date": [""]}}
@@ -217,7 +250,12 @@ class Lister:
 
         def on_retry(error: BaseException, attempt: int, delay: float) -> None:
             log.warning(
-                "listing %s: %s; retry %d/%d in %.1fs", url, short_error(error), attempt + 1, self.retries, delay
+                "listing %s: %s; retry %d/%d in %.1fs",
+                url,
+                self.access.scrub(short_error(error)),
+                attempt + 1,
+                self.retries,
+                delay,
             )
             self.delays.append(delay)
 
@@ -235,23 +273,33 @@ class Lister:
         try:
             info = self.extract(listing_url(url), dates)
         except Exception as e:
-            raise RecipeError(
-                f"could not list {url}: {short_error(e)}; check the URL and your network, "
-                "then run the same command again"
-            ) from e
-        return [to_entry(raw, url) for raw in flatten(info)]
+            raise RecipeError(f"could not list {url}: {self._why(e)}") from e
+        return [self._mark(to_entry(raw, url)) for raw in flatten(info)]
+
+    def _why(self, error: BaseException) -> str:
+        text = self.access.scrub(short_error(error))
+        if BLOCKED_TEXT.search(str(error)):
+            return f"{text}; {blocked_remedy(self.access.proxied)}"
+        return f"{text}; check the URL and your network, then run the same command again"
+
+    def _mark(self, entry: dict) -> dict:
+        """With cookies, a members-only/private/age-restricted badge is worth a try (see apply_filters)."""
+        return {**entry, "signed_in": True} if self.access.signed_in else entry
 
     def list_video(self, ref: str) -> dict:
         """One explicit video; a video yt-dlp refuses becomes an entry with the mapped reason."""
         vid = video_id(ref)
         url = f"https://www.youtube.com/watch?v={vid}" if vid else ref
         try:
-            return to_entry(self.extract(url), ref)
+            return self._mark(to_entry(self.extract(url), ref))
         except Exception as e:  # noqa: BLE001 - any refusal is recorded on the entry, the listing goes on
             # retries are spent on transient errors: "unknown" fails this run only, remembered nowhere
             label = "unknown" if is_transient(e) else error_availability(str(e)) or "unavailable"
+            error = self.access.scrub(short_error(e))
+            if BLOCKED_TEXT.search(str(e)):
+                label, error = "unknown", f"{error}; {blocked_remedy(self.access.proxied)}"  # not the video's fault
             entry = to_entry({"id": vid or ref, "title": vid or ref}, ref)
-            return {**entry, "availability": label, "error": short_error(e)}
+            return self._mark({**entry, "availability": label, "error": error})
 
 
 def format_counts(counts: Counter) -> str:
@@ -295,6 +343,21 @@ def _date_reason(date: str | None, source: Any) -> str | None:
     return None
 
 
+def _worth_trying(entry: dict) -> bool:
+    """A listing's badge (members-only, ...) with cookies set: the account may be allowed in. A
+    refusal YouTube gave this account (`error`) is not retried until --retry-failed."""
+    return bool(entry.get("signed_in")) and entry["availability"] in SIGN_IN and not entry.get("error")
+
+
+def _skip_reason(entry: dict) -> str:
+    """'members-only: set transcripts.cookies ... (YouTube's words)'; the remedy only where one exists."""
+    fix = remedy(entry["availability"], bool(entry.get("signed_in")))
+    error = entry.get("error")
+    if fix and not (error and error.startswith(fix)):  # a refusal found at fetch time names its remedy already
+        return f"{entry['availability']}: {fix}" + (f" ({error})" if error else "")
+    return entry["availability"] + (f": {error}" if error else "")
+
+
 def apply_filters(entries: list[dict], source: Any) -> list[dict]:
     """Mark each entry status ok / skipped (availability) / dropped (filters, max_videos)."""
     out, kept = [], 0
@@ -303,8 +366,8 @@ def apply_filters(entries: list[dict], source: Any) -> list[dict]:
         status = "ok"
         if entry["availability"] == "unknown":
             status, reason = "failed", f"could not list: {entry.get('error')}"
-        elif entry["availability"] in SKIPPED:
-            status, reason = "skipped", entry["availability"] + (f": {entry['error']}" if entry.get("error") else "")
+        elif entry["availability"] in SKIPPED and not _worth_trying(entry):
+            status, reason = "skipped", _skip_reason(entry)
         elif (reason := filter_reason(entry, source)) is not None:
             status = "dropped"
         elif source.max_videos is not None and kept >= source.max_videos:

@@ -29,6 +29,7 @@ from engine.recipe.load import Located
 from engine.recipe.paths import local_source_files, locate, shown_path
 from engine.retry import RateLimiter
 from engine.sources import dataset
+from engine.sources.access import youtube_access
 from engine.sources.filters import title_id_reason
 from engine.sources.settings import DatasetSource, LocalSource, Source, TranscriptSettings, YoutubeSource
 from engine.sources.transcript_cache import CACHE, STATUS_CACHE, cache_states
@@ -161,9 +162,10 @@ def _youtube_problems(located: Located, source: YoutubeSource, i: int) -> list[P
     return problems
 
 
-def make_lister(cfg: TranscriptSettings) -> Lister:
-    """The yt-dlp lister; tests replace this to inject a fake clock and sleep."""
-    return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second))
+def make_lister(cfg: TranscriptSettings, base_dir: Path) -> Lister:
+    """The yt-dlp lister (proxy and cookies of `transcripts`); tests replace this to inject a fake clock and sleep."""
+    access = youtube_access(cfg, base_dir)
+    return Lister(cfg.retries, cfg.backoff, cfg.timeout, limiter=RateLimiter(cfg.requests_per_second), access=access)
 
 
 def fingerprint(ctx: StepContext, cfg: Config) -> dict:
@@ -184,7 +186,7 @@ def fingerprint(ctx: StepContext, cfg: Config) -> dict:
         if source.type == "dataset":
             listing.append(_dataset_listing(ctx.base_dir, source, i))
             continue
-        lister = lister or make_lister(cfg.transcripts)
+        lister = lister or make_lister(cfg.transcripts, ctx.base_dir)
         listing.extend(_youtube_listing(source, lister, ctx, cfg.transcripts))
     # Files that are not transcripts change no output, so they are kept out of the key: a stray
     # PDF must not rerun training. They are reported on every plan/run and become skipped rows.

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import FetchFailed, MalformedTranscript
+from engine.errors import FetchFailed, MalformedTranscript, Problem
 from engine.llm.context import TOKENS_PER_QUESTION, Reader, Room, transcript_room
 from engine.pipeline.hashing import Unkeyed
+from engine.recipe.load import Located
 from engine.recipe.paths import locate
+from engine.sources.access import access_problems
 from engine.sources.chunking import chunk_segments, estimate_tokens
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.formats import clean_segments, parse_file
@@ -76,6 +78,12 @@ def _readers(recipe: Recipe) -> tuple[Reader, ...]:
     return tuple(readers)
 
 
+def check(recipe: Recipe, located: Located) -> list[Problem]:
+    """A cookies file that is not there, a proxy variable unset (where YouTube is asked): before anything runs."""
+    asks_youtube = any(getattr(s, "type", None) == "youtube" for s in recipe.sources)
+    return access_problems(recipe.transcripts, recipe.base_dir, located, proxy=asks_youtube)
+
+
 def fingerprint(ctx: StepContext, cfg: Config) -> dict:
     """The tokens of transcript one prompt can hold: it decides which videos are cut into windows,
     so it keys this step (the model behind it and its context ride along unkeyed, for the log)."""
@@ -84,9 +92,9 @@ def fingerprint(ctx: StepContext, cfg: Config) -> dict:
     return {"room": room.tokens, "why": Unkeyed(room)}
 
 
-def make_fetcher(cfg: TranscriptSettings) -> TranscriptFetcher:
-    """The network fetcher; tests replace this to inject a fake clock and sleep."""
-    return TranscriptFetcher.from_config(cfg)
+def make_fetcher(cfg: TranscriptSettings, base_dir: Path) -> TranscriptFetcher:
+    """The network fetcher (its proxy and cookies resolved now); tests replace this to inject a fake clock and sleep."""
+    return TranscriptFetcher.from_config(cfg, base_dir)
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
@@ -195,7 +203,7 @@ def _youtube(ctx: Any, video: dict, cfg: Any, fetcher: list) -> dict:
     if permanent_failure(hit):
         history["forced_retries"] += 1  # --retry-failed
     if not fetcher:
-        fetcher.append(make_fetcher(cfg))
+        fetcher.append(make_fetcher(cfg, ctx.base_dir))
     try:
         got = fetcher[0].fetch(video["video_id"])
     except FetchFailed as e:

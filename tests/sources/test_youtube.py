@@ -25,6 +25,7 @@ from yt_dlp.utils import DownloadError
 from engine.errors import FetchFailed
 from engine.inspect.show import failed_items
 from engine.pipeline.runner import Paths, run_recipe
+from engine.sources.access import youtube_access
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
 from engine.steps import sources as sources_step
@@ -34,6 +35,10 @@ from engine.steps.base import RunOptions
 CASES = Path(__file__).parents[1] / "cases" / "youtube"
 CHANNEL = "https://www.youtube.com/@DrDemo"
 QUIET = RunOptions(quiet=True)
+COOKIES_FIX = (
+    "set transcripts.cookies to a browser or cookies.txt of an account that can watch it, "
+    "then recipe run --retry-failed"
+)
 MEMBERS_TEXT = "Join this channel to get access to members-only content like this video, and other exclusive perks."
 
 
@@ -67,6 +72,8 @@ class FakeYouTube:
         self.timedtext_gets: list[str] = []
         self.ytdlp_calls: list[str] = []
         self.ytdlp_params: list[dict] = []
+        self.api_proxy_configs: list[object] = []  # the proxy_config each YouTubeTranscriptApi was built with
+        self.members_only: set[str] = set()  # yt-dlp serves these only to a signed-in member (cookies)
         self.timedtext_status = {"ketones0007": [429, 429]}  # then 200
         self.api_errors = {  # raised by list(video_id), in the library's own exception types
             "nocapt00006": lambda v: yta.TranscriptsDisabled(v),
@@ -107,6 +114,7 @@ class FakeYouTube:
         class FakeApi:
             def __init__(self, proxy_config: object = None, http_client: object = None) -> None:
                 assert isinstance(http_client, requests.Session)
+                world.api_proxy_configs.append(proxy_config)
 
             def list(self, vid: str) -> yta.TranscriptList:
                 world.api_lists.append(vid)
@@ -127,7 +135,8 @@ class FakeYouTube:
 
         class FakeYDL:
             def __init__(self, params: dict | None = None) -> None:
-                world.ytdlp_params.append(params or {})
+                self.params = params or {}
+                world.ytdlp_params.append(self.params)
 
             def __enter__(self) -> FakeYDL:
                 return self
@@ -142,17 +151,21 @@ class FakeYouTube:
                     raise world.ytdlp_errors[url].pop(0)
                 if url == f"{CHANNEL}/videos":
                     return copy.deepcopy(world.listing)
-                path = CASES / f"ytdlp_info_{video_id(url)}.json"
+                vid = video_id(url)
+                signed_in = "cookiefile" in self.params or "cookiesfrombrowser" in self.params
+                if vid in world.members_only and not signed_in:
+                    raise DownloadError(f"ERROR: [youtube] {vid}: {MEMBERS_TEXT}")
+                recorded = world.aliases.get(vid, vid)
+                path = CASES / f"ytdlp_info_{recorded}.json"
                 if not path.exists():
                     raise DownloadError(
-                        f"ERROR: [youtube] {video_id(url)}: Video unavailable. "
-                        "This video has been removed by the uploader"
+                        f"ERROR: [youtube] {vid}: Video unavailable. This video has been removed by the uploader"
                     )
-                return json.loads(path.read_text())
+                return json.loads(path.read_text().replace(recorded, vid))
 
             def urlopen(self, url: str) -> io.BytesIO:
                 vid = re.search(r"[?&]v=([^&]+)", url).group(1)
-                return io.BytesIO((CASES / f"json3_{vid}.json").read_bytes())
+                return io.BytesIO((CASES / f"json3_{world.aliases.get(vid, vid)}.json").read_bytes())
 
         return FakeYDL
 
@@ -167,9 +180,15 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Injected into the steps' fetcher and lister: no test waits for a real backoff."""
     fake = FakeClock()
     monkeypatch.setattr(
-        transcripts_step, "make_fetcher", lambda cfg: TranscriptFetcher.from_config(cfg, sleep=fake.sleep, clock=fake)
+        transcripts_step,
+        "make_fetcher",
+        lambda cfg, base_dir: TranscriptFetcher.from_config(cfg, base_dir, sleep=fake.sleep, clock=fake),
     )
-    monkeypatch.setattr(sources_step, "make_lister", lambda cfg: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep))
+    monkeypatch.setattr(
+        sources_step,
+        "make_lister",
+        lambda cfg, base_dir: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep, access=youtube_access(cfg, base_dir)),
+    )
     return fake
 
 
@@ -219,8 +238,8 @@ def test_filters_record_why_each_video_is_left_out(yt: FakeYouTube) -> None:
         min_duration=120, title_exclude=("(?i)\\binterview\\b",), exclude_ids=("nocapt00006",), max_videos=4
     )
     marked = {e["id"]: (e["status"], e["reason"]) for e in apply_filters(entries, source)}
-    assert marked["members0003"] == ("skipped", "members-only")
-    assert marked["private0004"] == ("skipped", "private")
+    assert marked["members0003"] == ("skipped", f"members-only: {COOKIES_FIX}")
+    assert marked["private0004"] == ("skipped", f"private: {COOKIES_FIX}")
     assert marked["shortie0009"] == ("dropped", "shorter than min_duration (41s < 120s)")
     assert marked["guestiv0010"][1].startswith("title matches title_exclude")
     assert marked["nocapt00006"] == ("dropped", "excluded id")
@@ -380,8 +399,8 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     result = run_recipe(write_recipe(tmp_path), paths, until="transcripts", options=QUIET)
     src = table(result.run_dir, "sources")
     assert {v: (r["status"], r["reason"]) for v, r in src.items() if r["status"] != "ok"} == {
-        "members0003": ("skipped", "members-only"),
-        "private0004": ("skipped", "private"),
+        "members0003": ("skipped", f"members-only: {COOKIES_FIX}"),
+        "private0004": ("skipped", f"private: {COOKIES_FIX}"),
         "livenow0005": ("skipped", "live"),
         "shortie0009": ("dropped", "shorter than min_duration (41s < 120s)"),
         "guestiv0010": ("dropped", "title matches title_exclude '(?i)\\\\binterview\\\\b'"),
@@ -414,8 +433,8 @@ def test_full_run_records_every_outcome(yt: FakeYouTube, clock: FakeClock, tmp_p
     assert "transcripts: 0 read, 4 fetched" in (result.run_dir / "run.log").read_text()
     shown = failed_items(result.run_dir)  # what `recipe show` lists: YouTube rows by video id
     assert {f["name"]: f["reason"] for f in shown["sources"]} == {
-        "members0003": "members-only",
-        "private0004": "private",
+        "members0003": f"members-only: {COOKIES_FIX}",
+        "private0004": f"private: {COOKIES_FIX}",
         "livenow0005": "live",
     }
     assert {f["name"] for f in shown["transcripts"]} == {"nocapt00006", "slowvid0008"}
@@ -453,7 +472,7 @@ def test_explicit_videos_skips_are_remembered(yt: FakeYouTube, clock: FakeClock,
     first = run_recipe(recipe, paths, until="transcripts", options=QUIET)
     src = table(first.run_dir, "sources")
     assert src["members0003"]["status"] == "skipped"
-    assert src["members0003"]["reason"].startswith("members-only: Join this channel")
+    assert src["members0003"]["reason"] == f"members-only: {COOKIES_FIX} ({MEMBERS_TEXT})"
     assert yt.ytdlp_calls.count(watch) == 1
 
     run_recipe(recipe, paths, until="transcripts", options=QUIET)
