@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from engine.errors import RecipeError, TransientError, is_transient
 from engine.retry import call_with_retries
 from engine.sources.access import Access
+from engine.sources.filters import title_id_reason
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 ID_IN_URL = re.compile(r"(?:v=|youtu\.be/|/shorts/|/live/|/embed/)([A-Za-z0-9_-]{11})")
@@ -315,14 +316,9 @@ def short_error(error: BaseException | str) -> str:
 
 def filter_reason(entry: dict, source: Any) -> str | None:
     """Why a source's filters drop this entry, or None to keep it."""
-    title = entry["title"]
-    if entry["id"] in source.exclude_ids:
-        return "excluded id"
-    if source.title_include and not any(re.search(p, title) for p in source.title_include):
-        return "title does not match title_include"
-    for pattern in source.title_exclude:
-        if re.search(pattern, title):
-            return f"title matches title_exclude {pattern!r}"
+    reason = title_id_reason(entry["title"], [entry["id"]], source)
+    if reason:
+        return reason
     duration = entry["duration"]
     if source.min_duration is not None and duration is not None and duration < source.min_duration:
         return f"shorter than min_duration ({duration:.0f}s < {source.min_duration:.0f}s)"
