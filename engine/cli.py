@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from engine.errors import RecipeError, RecipeInvalid
+from engine.errors import RecipeError, RecipeInvalid, is_interrupt
 from engine.redact import redact
 
 EPILOG_RUN = "Example: recipe run recipes/demo.yaml --until split"
@@ -50,6 +50,9 @@ class ErrorEdge(click.Group):
             click.echo(INTERRUPTED, err=True)
             ctx.exit(130)
         except Exception as e:
+            if is_interrupt(e):  # Ctrl-C that a library turned into its own error (DuckDB)
+                click.echo(INTERRUPTED, err=True)
+                ctx.exit(130)
             if ctx.params.get("debug"):
                 sys.excepthook = _print_redacted_traceback  # prints the traceback once it leaves click
                 raise

@@ -277,6 +277,22 @@ REFUSAL_ERRORS = {
 }
 
 
+def is_interrupt(error: BaseException) -> bool:
+    """Ctrl-C, also when a library turned it into its own error: DuckDB cancels the query it
+    is running on SIGINT and raises `RuntimeError: Query interrupted` in place of
+    KeyboardInterrupt, which would otherwise read as a failed step (exit 1, not 130)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        if type(seen).__name__ == "InterruptException":  # duckdb's, for a query cancelled by interrupt()
+            return True
+        if isinstance(seen, RuntimeError) and "Query interrupted" in str(seen):  # duckdb's, on SIGINT
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether retrying the call that raised `error` may succeed.
 

@@ -218,3 +218,46 @@ def test_a_garbled_reply_wrapped_as_500_stays_transient() -> None:
     refused = raised_from(litellm.InternalServerError(**args), ConnectionRefusedError(111, "Connect call failed"))
     assert is_transient(refused) and not bad_endpoint(refused)
     assert is_transient(litellm.APIError(status_code=425, **args))  # Too Early
+
+
+def _duckdb_interrupted() -> BaseException:
+    """DuckDB's own error for a query cancelled by SIGINT, raised by a real connection."""
+    import threading
+
+    import duckdb
+
+    con = duckdb.connect()
+    threading.Timer(0.3, con.interrupt).start()
+    try:
+        con.execute("SELECT count(*) FROM range(100000000000) a, range(1000) b").fetchall()
+    except Exception as e:  # noqa: BLE001 - the error under test
+        return e
+    raise AssertionError("the query was not interrupted")
+
+
+def test_duckdb_query_interrupted_is_ctrl_c_at_the_cli(tmp_path: Path) -> None:
+    """Seen in CI: SIGINT during a store query came back as `RuntimeError: Query interrupted`,
+    which read as a failed step (exit 1) instead of an interrupted run (exit 130)."""
+    from engine.errors import is_interrupt
+
+    assert is_interrupt(_duckdb_interrupted())  # a query cancelled through the connection
+    raw = RuntimeError("Query interrupted")  # what a SIGINT during a query raised in CI, verbatim
+    wrapped = StepFailed("questions", "k" * 64, raw, "r.yaml", "abc")
+    wrapped.__cause__ = raw
+    assert is_interrupt(raw) and is_interrupt(wrapped)
+    assert not is_interrupt(RuntimeError("something else")) and not is_interrupt(ValueError("Query"))
+
+    import click
+    from click.testing import CliRunner
+
+    from engine.cli import ErrorEdge
+
+    @click.group(cls=ErrorEdge)
+    def cli() -> None: ...
+
+    @cli.command()
+    def boom() -> None:
+        raise wrapped
+
+    result = CliRunner().invoke(cli, ["boom"])
+    assert result.exit_code == 130 and "interrupted; finished steps are kept" in result.output

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StepFailed, StoreDamaged
+from engine.errors import StepFailed, StoreDamaged, is_interrupt
 from engine.pipeline.logs import run_log
 from engine.pipeline.plan import Plan, PlannedStep, make_plan
 from engine.pipeline.recipes import load_recipe
@@ -235,6 +235,8 @@ def _execute_step(
     except BaseException as e:  # recorded, then re-raised: KeyboardInterrupt too
         log.debug("%s failed:\n%s", step.name, traceback.format_exc())
         folder.step_failed(step, e)
+        if is_interrupt(e) and not isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from e  # DuckDB's "Query interrupted" is a Ctrl-C, not a failure
         if isinstance(e, Exception) and not isinstance(e, StoreDamaged):  # its own message says what to do
             raise StepFailed(step.name, step.key, e, folder.manifest["recipe_path"], plan.run_id) from e
         raise
