@@ -25,11 +25,8 @@ from yt_dlp.utils import DownloadError
 from engine.errors import FetchFailed
 from engine.inspect.show import failed_items
 from engine.pipeline.runner import Paths, run_recipe
-from engine.sources.access import youtube_access
 from engine.sources.fetch import TranscriptFetcher
 from engine.sources.youtube import Lister, apply_filters, availability, listing_url, video_id
-from engine.steps import sources as sources_step
-from engine.steps import transcripts as transcripts_step
 from engine.steps.base import RunOptions
 
 CASES = Path(__file__).parents[1] / "cases" / "youtube"
@@ -168,28 +165,6 @@ class FakeYouTube:
                 return io.BytesIO((CASES / f"json3_{world.aliases.get(vid, vid)}.json").read_bytes())
 
         return FakeYDL
-
-
-@pytest.fixture()
-def yt(monkeypatch: pytest.MonkeyPatch) -> FakeYouTube:
-    return FakeYouTube(monkeypatch)
-
-
-@pytest.fixture()
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    """Injected into the steps' fetcher and lister: no test waits for a real backoff."""
-    fake = FakeClock()
-    monkeypatch.setattr(
-        transcripts_step,
-        "make_fetcher",
-        lambda cfg, base_dir: TranscriptFetcher.from_config(cfg, base_dir, sleep=fake.sleep, clock=fake),
-    )
-    monkeypatch.setattr(
-        sources_step,
-        "make_lister",
-        lambda cfg, base_dir: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep, access=youtube_access(cfg, base_dir)),
-    )
-    return fake
 
 
 def fetcher(clock: FakeClock, **kwargs: object) -> TranscriptFetcher:

@@ -16,7 +16,17 @@ import pytest
 import requests
 import youtube_transcript_api as yta
 from click.testing import CliRunner
-from test_youtube import CHANNEL, COOKIES_FIX, MEMBERS_TEXT, QUIET, FakeClock, FakeYouTube, Source, fetcher, table
+from test_youtube import (  # noqa: F401 - the same fixtures: the fake YouTube and its clock
+    CHANNEL,
+    COOKIES_FIX,
+    MEMBERS_TEXT,
+    QUIET,
+    FakeClock,
+    FakeYouTube,
+    Source,
+    fetcher,
+    table,
+)
 from yt_dlp.utils import DownloadError
 
 from engine.cli import main
@@ -36,31 +46,6 @@ BOT_CHECK = (
     "manually pass cookies. Also see  https://github.com/yt-dlp/yt-dlp/wiki/Extractors#exporting-youtube-cookies  "
     "for tips on effectively exporting YouTube cookies"
 )
-
-
-@pytest.fixture()
-def yt(monkeypatch: pytest.MonkeyPatch) -> FakeYouTube:
-    return FakeYouTube(monkeypatch)
-
-
-@pytest.fixture()
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    from engine.sources.access import youtube_access
-    from engine.steps import sources as sources_step
-    from engine.steps import transcripts as transcripts_step
-
-    fake = FakeClock()
-    monkeypatch.setattr(
-        transcripts_step,
-        "make_fetcher",
-        lambda cfg, base_dir: TranscriptFetcher.from_config(cfg, base_dir, sleep=fake.sleep, clock=fake),
-    )
-    monkeypatch.setattr(
-        sources_step,
-        "make_lister",
-        lambda cfg, base_dir: Lister(cfg.retries, cfg.backoff, sleep=fake.sleep, access=youtube_access(cfg, base_dir)),
-    )
-    return fake
 
 
 def recipe_with(tmp_path: Path, transcripts: str, sources: str = f"  - type: youtube\n    url: {CHANNEL}\n") -> Path:
