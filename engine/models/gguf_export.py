@@ -154,10 +154,24 @@ def _add_tokenizer(writer: Any, folder: Path, vocab_size: int) -> None:
         writer.add_chat_template(special["chat_template"])
 
 
-def _add_params(writer: Any, config: dict, name: str, file_type: int) -> None:
+def _add_general(writer: Any, general: dict[str, Any]) -> None:
+    """Descriptive `general.*` keys (name, license, base model, ...), typed by their values."""
+    for key, value in general.items():
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, list):
+            writer.add_array(key, value)
+        else:
+            writer.add_string(key, str(value))
+
+
+def _add_params(writer: Any, config: dict, file_type: int) -> None:
     heads = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    writer.add_name(name)
     writer.add_file_type(file_type)
     writer.add_context_length(int(config.get("max_position_embeddings", 2048)))
     writer.add_embedding_length(config["hidden_size"])
@@ -186,8 +200,11 @@ def _encode(data: Any, kind: str) -> tuple[Any, Any]:
     return data.astype(np.float16), None
 
 
-def export_gguf(folder: Path, out: Path, kind: str = "q8_0", name: str | None = None) -> Path:
-    """Write `out` from the HF folder `folder` (config.json, *.safetensors, tokenizer.json)."""
+def export_gguf(
+    folder: Path, out: Path, kind: str = "q8_0", name: str | None = None, general: dict[str, Any] | None = None
+) -> Path:
+    """Write `out` from the HF folder `folder` (config.json, *.safetensors, tokenizer.json).
+    `general`: descriptive keys (base_metadata.finetune_general); `name` fills general.name if absent."""
     import gguf
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -203,7 +220,8 @@ def export_gguf(folder: Path, out: Path, kind: str = "q8_0", name: str | None = 
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }[kind]
     writer = gguf.GGUFWriter(str(out), "llama")
-    _add_params(writer, config, name or folder.name, int(file_type))
+    _add_general(writer, {"general.name": name or folder.name, **(general or {})})
+    _add_params(writer, config, int(file_type))
     _add_tokenizer(writer, folder, config["vocab_size"])
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
     for hf, data in _load_weights(folder).items():

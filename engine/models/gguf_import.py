@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError
+from engine.models.base_metadata import GENERAL_FILE, gguf_general
 from engine.models.blas import import_mlx
 from engine.pipeline.hashing import digest_file
 
@@ -38,7 +39,7 @@ _TOP_MAP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "ou
 
 
 # Bump when the conversion's output changes, so folders converted by an older engine are redone.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3  # 3: the GGUF's general.* keys saved (GENERAL_FILE) for the export
 
 
 def import_gguf(path: Path, models_dir: Path) -> Path:
@@ -185,6 +186,7 @@ def convert_gguf(path: Path, out: Path) -> None:
     mx.save_safetensors(str(out / "model.safetensors"), converted, metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     write_tokenizer(meta, out)
+    (out / GENERAL_FILE).write_text(json.dumps(gguf_general(meta), indent=2), encoding="utf-8")
     (out / "source.json").write_text(
         json.dumps({"gguf": str(path), "name": meta.get("general.name")}), encoding="utf-8"
     )
