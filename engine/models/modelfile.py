@@ -7,7 +7,7 @@ consecutive same-role messages merged, become `.Messages`; `.System` repeats the
 the template below reads `.Messages` only. A template that names `.Messages` is executed once
 over the whole chat; one that does not is run per turn with `.System`/`.Prompt`/`.Response` (the
 legacy path, not used here). Literal text goes in as Go string literals: the Modelfile parser
-drops non-printable characters and cannot hold `\"\"\"`, and whitespace between actions is trimmed.
+drops non-printable characters and ends a value at three double quotes, and whitespace between actions is trimmed.
 """
 
 from __future__ import annotations

@@ -202,7 +202,9 @@ def _modelfile(ctx: Any, cfg: Config, fused: Path, gguf_path: Path) -> dict:
     template, tokens, adds_bos = _chat_template(fused)
     fmt = derive(template, tokens, tokens.get("bos_token", ""))
     if fmt is None:
-        ctx.log.warning("Modelfile: the chat template is not a format a Go TEMPLATE can reproduce; Ollama will use the GGUF's")
+        ctx.log.warning(
+            "Modelfile: the chat template is not a format a Go TEMPLATE can reproduce; Ollama will use the GGUF's"
+        )
     path = ctx.work_dir / "Modelfile"
     path.write_text(modelfile(gguf_path.name, fmt, cfg.system, cfg.sampling, adds_bos), encoding="utf-8")
     return _row("modelfile", path, started)

