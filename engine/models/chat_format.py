@@ -24,6 +24,7 @@ from typing import Any
 ROLES = ("system", "user", "assistant")
 # Marker contents: plain ASCII that no template adds, so each is found exactly once.
 _S, _U1, _A1, _U2 = "QZsys7QZ", "QZusr1QZ", "QZast1QZ", "QZusr2QZ"
+_BOS = "QZbosQZ"  # stands for bos_token, to tell the template's {{ bos_token }} from text that starts like it
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,11 @@ def _split_ending(closed: str, opened: str) -> tuple[str, str]:
     return shared, opened[len(shared) :]
 
 
-def _probe(chat_template: str, tokens: dict[str, str], bos: str) -> ChatFormat:
+def _probe(chat_template: str, tokens: dict[str, str]) -> ChatFormat:
     """Read the pieces off the rendered probe conversations (ValueError when they do not fit)."""
 
     def render(messages: list[dict[str, str]], gen: bool) -> str:
-        return render_chat(chat_template, messages, tokens, gen)
+        return render_chat(chat_template, messages, {**tokens, "bos_token": _BOS}, gen)
 
     u1, a1 = _msg("user", _U1), _msg("assistant", _A1)
     head, closed = _segments(render([u1], False), [_U1])
@@ -128,13 +129,17 @@ def _probe(chat_template: str, tokens: dict[str, str], bos: str) -> ChatFormat:
     if c2 != user_suffix + assistant_prefix or c4 != user_suffix + generation:
         raise ValueError("user/assistant turns differ between probes")
     system_suffix = _cut_end(c1, user_prefix)
-    start = bos if bos and c0.startswith(bos) and head.startswith(bos) else ""
+    start = _BOS if c0.startswith(_BOS) and head.startswith(_BOS) else ""
+
+    def real(text: str) -> str:  # a bos_token used anywhere else is plain text of the turn
+        return text.replace(_BOS, tokens.get("bos_token", ""))
+
     return ChatFormat(
-        prefix={"system": c0[len(start) :], "user": user_prefix, "assistant": assistant_prefix},
-        suffix={"system": system_suffix, "user": user_suffix, "assistant": assistant_suffix},
-        generation=generation,
-        start=start,
-        default_system=_cut_end(head, user_prefix)[len(start) :],
+        prefix={"system": real(c0[len(start) :]), "user": real(user_prefix), "assistant": real(assistant_prefix)},
+        suffix={"system": real(system_suffix), "user": real(user_suffix), "assistant": real(assistant_suffix)},
+        generation=real(generation),
+        start=real(start),
+        default_system=real(_cut_end(head, user_prefix)[len(start) :]),
         trims=False,
     )
 
@@ -161,16 +166,16 @@ CHECKS: tuple[tuple[dict[str, str], ...], ...] = (
 PADDED = (_msg("system", "  padded system\n"), _msg("user", "\n padded user "))
 
 
-def derive(chat_template: str | None, tokens: dict[str, str], bos: str = "") -> ChatFormat | None:
+def derive(chat_template: str | None, tokens: dict[str, str]) -> ChatFormat | None:
     """The turn format of `chat_template`, or None when it is not one fixed text per role (or
     the template fails on plain conversations). `tokens`: bos_token, eos_token, ... as the
-    template sees them."""
+    template sees them (the tokenizer's)."""
     from jinja2.exceptions import TemplateError
 
     if not chat_template:
         return None
     try:
-        fmt = _probe(chat_template, tokens, bos)
+        fmt = _probe(chat_template, tokens)
         if any(fmt.render(list(c)) != render_chat(chat_template, list(c), tokens) for c in CHECKS):
             return None
         padded = render_chat(chat_template, list(PADDED), tokens)

@@ -200,7 +200,7 @@ def _modelfile(ctx: Any, cfg: Config, fused: Path, gguf_path: Path) -> dict:
     if not gguf_path.exists():
         return _row("modelfile", None, started, "skipped", "no model.gguf to point at")
     template, tokens, adds_bos = _chat_template(fused)
-    fmt = derive(template, tokens, tokens.get("bos_token", ""))
+    fmt = derive(template, tokens)
     if fmt is None:
         ctx.log.warning(
             "Modelfile: the chat template is not a format a Go TEMPLATE can reproduce; Ollama will use the GGUF's"

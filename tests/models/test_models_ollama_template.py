@@ -23,11 +23,13 @@ CASES = [
     ("smollm2", "gguf", "<|im_start|>", "<|im_end|>", False),
     ("llama3", "llama3.jinja", "<|begin_of_text|>", "<|eot_id|>", False),
     ("llama3-adds-bos", "llama3.jinja", "<|begin_of_text|>", "<|eot_id|>", True),
+    ("qwen2", "qwen2.jinja", "<|endoftext|>", "<|im_end|>", False),
     ("zephyr", "zephyr.jinja", "<s>", "</s>", False),
     ("phi3", "phi3.jinja", "<s>", "<|endoftext|>", True),
 ]
 # Chats as a client sends them: no system message (the Modelfile's applies), their own system
-# message (it wins), several turns; contents with Go and Jinja syntax, quotes, newlines, emoji.
+# message (it wins), several turns, a system message mid-chat; contents with Go and Jinja syntax,
+# quotes, newlines, emoji.
 CHATS = [
     [{"role": "user", "content": "What is fasting?"}],
     [
@@ -40,6 +42,12 @@ CHATS = [
         {"role": "user", "content": "And for kids?"},
         {"role": "assistant", "content": "No."},
         {"role": "user", "content": "Why not?"},
+    ],
+    [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "system", "content": "From now on, answer in French."},
+        {"role": "user", "content": "Thanks"},
     ],
 ]
 
@@ -85,7 +93,7 @@ def test_modelfile_template_renders_like_the_chat_template(
     go_render, tokenizer_object, name: str, source: str, bos: str, eos: str, adds_bos: bool
 ) -> None:
     template = chat_template(source)
-    fmt = derive(template, {"bos_token": bos, "eos_token": eos}, bos)
+    fmt = derive(template, {"bos_token": bos, "eos_token": eos})
     assert fmt is not None, f"{name}: chat format not recognised"
     requests, expected = [], []
     for system in (SYSTEM, None):
@@ -128,7 +136,7 @@ def test_system_in_both_dot_system_and_messages_is_what_ollama_does(go_render) -
 def test_formats_a_go_template_cannot_express_fall_back_to_the_gguf_template(source: str) -> None:
     """Gemma folds the system prompt into the first user turn, Mistral rejects system messages:
     no fixed text per role, so no TEMPLATE (Ollama then uses the chat template in the GGUF)."""
-    fmt = derive(chat_template(source), {"bos_token": "<s>", "eos_token": "</s>"}, "<s>")
+    fmt = derive(chat_template(source), {"bos_token": "<s>", "eos_token": "</s>"})
     assert fmt is None
     text = modelfile("model.gguf", fmt, SYSTEM)
     assert "TEMPLATE" not in modelfile_values(text) and "# chat format not recognised" in text
