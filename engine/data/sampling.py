@@ -110,3 +110,24 @@ def describe(record: dict[str, Any]) -> str:
     rebuilt = record.get("recorded") is False
     note = " (rebuilt from the run's eval settings: recorded before evaluate v4)" if rebuilt else ""
     return ", ".join(parts) + note
+
+
+def recorded_settings(eval_doc: Any) -> dict[str, dict[str, Any]]:
+    """Answer key -> the setting's record, main setting first, for any eval.json: those of evaluate
+    v4 and later as written, older ones ("greedy", "sampled") rebuilt from their eval settings."""
+    if not isinstance(eval_doc, dict):
+        return {}
+    sampling = eval_doc.get("sampling")
+    if isinstance(sampling, dict) and sampling:
+        return {k: v for k, v in sampling.items() if isinstance(v, dict)}
+    names = list(eval_doc.get("scores") or {})
+    for item in eval_doc.get("items") or []:
+        names += [n for n in (item.get("answers") or {}) if n not in names]
+    names.sort(key=lambda n: n != "greedy")  # the main setting first, as evaluate writes it now
+    eval_settings = ((eval_doc.get("settings") or {}).get("eval")) or {}
+    return {name: legacy_record(name, eval_settings) for name in names}
+
+
+def main_setting(eval_doc: Any) -> str | None:
+    """The answer key of the main setting (probes, judge and verdict use its answers)."""
+    return next(iter(recorded_settings(eval_doc)), None)

@@ -57,6 +57,19 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The prompt's id (eval.json items[].id).",
+    "source": "eval (the recipe's prompts) | heldout (a test/valid row) | probe (a general-ability check).",
+    "question": "The prompt.",
+    "setting": "The sampling setting, named by what it is (greedy+rep1.1, greedy, sampled-t0.7+rep1.1); "
+    "every parameter is in eval.json `sampling`.",
+    "base": "The base model's answer.",
+    "tuned": "The tuned model's answer.",
+    "reference": "The expected answer (the recipe's `expected`, or the held-out row's); NULL when none.",
+    "base_loop": "True when the base answer loops (repeated sentences or n-grams).",
+    "tuned_loop": "True when the tuned answer loops.",
+    "verdict": "The LLM judge's pick (tuned | base | tie | failed); NULL unless eval.judge is on (main setting only).",
+}
 BATCH = 8  # prompts generated together (mlx-lm batch_generate: ~3.6x one stream on CPU)
 MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stable mean, bounded time
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"]}
