@@ -152,15 +152,34 @@ def eval_pairs(a: dict, b: dict) -> list[dict[str, Any]]:
     return [{"question": q, "a": qa[q], "b": qb[q]} for q in qa if q in qb]
 
 
+# What makes two settings the same (a rebuilt record of an older run equals a recorded one).
+SAMPLING_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "repetition_context_size",
+    "seed",
+    "max_tokens",
+)
+
+
 def sampling_rows(a: dict, b: dict) -> list[dict[str, Any]]:
     """Each run's setting per score suffix, with its parameters: the eval numbers of a suffix
     compare like with like only where both runs used the same parameters."""
     by_suffix: dict[str, dict[str, Any]] = {}
+    compared: dict[tuple[str, str], Any] = {}
     for side, doc in (("a", a), ("b", b)):
         for key, record in recorded_settings(doc).items():
-            row = by_suffix.setdefault(record.get("summary_suffix", ""), {"a": None, "b": None})
+            suffix = record.get("summary_suffix", "")
+            row = by_suffix.setdefault(suffix, {"a": None, "b": None})
             row[side] = {"setting": record.get("label", key), "parameters": describe(record)}
-    return [{"suffix": suffix, **row, "same": row["a"] == row["b"]} for suffix, row in by_suffix.items()]
+            compared[suffix, side] = (record.get("label", key), *(record.get(p) for p in SAMPLING_PARAMETERS))
+    return [
+        {"suffix": suffix, **row, "same": compared.get((suffix, "a")) == compared.get((suffix, "b"))}
+        for suffix, row in by_suffix.items()
+    ]
 
 
 @dataclass

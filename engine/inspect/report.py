@@ -117,7 +117,7 @@ def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -
         + _dataset_counts(run.metrics)
         + (img(hist, "dataset length histograms") if hist else "<p>No Q&amp;A data.</p>")
     )
-    parts += [coverage_section(run.path), left_out_section(run.path), llm_section(run.metrics)]
+    parts += [coverage_section(run.path), left_out_section(run.path), llm_section(run.metrics, run.resolved)]
     losses = loss_plot(run.metrics)
     parts.append("<h2>Training</h2>" + (img(losses, "loss curves") if losses else "<p>No training in this run.</p>"))
     parts += [

@@ -27,7 +27,7 @@ def coverage_section(run_dir: Path) -> str:
     if counts:
         lead = (
             f"<p>{counts['with_rows']} of {counts['videos']} source videos have {esc(counts['stage'])} rows; "
-            f"{_videos(len(counts['without']))} none (marked red).</p>"
+            f"{_videos(len(counts['without']))} none{' (marked red)' if counts['without'] else ''}.</p>"
         )
     rows = []
     for v in videos[:SHOWN_VIDEOS]:
@@ -86,14 +86,16 @@ LLM_COLUMNS = (
 )
 
 
-def llm_section(metrics: dict[str, Any]) -> str:
-    """LLM calls, tokens and cost per step (each step's pass), from the metrics the client counts."""
+def llm_section(metrics: dict[str, Any], resolved: dict[str, Any]) -> str:
+    """LLM calls, tokens and cost per step (each step's pass), from the metrics the client counts;
+    the model from the resolved recipe where older metrics did not name it."""
     used = {step: m["llm"] for step, m in metrics.items() if isinstance(m, dict) and isinstance(m.get("llm"), dict)}
     if not used:
         return "<h2>LLM calls</h2><p>No LLM calls in this run.</p>"
     rows, totals = [], dict.fromkeys((k for k, _ in LLM_COLUMNS), 0.0)
     for step, llm in used.items():
-        cells = [esc(step), esc(", ".join(_passes(step))), esc(llm.get("model", "—"))]
+        passes = _passes(step)
+        cells = [esc(step), esc(", ".join(passes)), esc(llm.get("model") or _model(resolved, passes))]
         for key, _ in LLM_COLUMNS:
             value = llm.get(key)
             if isinstance(value, (int, float)):
@@ -121,6 +123,15 @@ def _passes(step: str) -> tuple[str, ...]:
         return tuple(getattr(load_step(step), "LLM_PASSES", ()))
     except KeyError:  # a step this version no longer has
         return ()
+
+
+def _model(resolved: dict[str, Any], passes: tuple[str, ...]) -> str:
+    llm = resolved.get("llm") if isinstance(resolved.get("llm"), dict) else {}
+    for name in passes:
+        override = (llm.get("passes") or {}).get(name) or {}
+        if isinstance(override, dict) and override.get("model"):
+            return str(override["model"])
+    return str(llm.get("model") or "—")
 
 
 def _money(value: Any) -> str:
