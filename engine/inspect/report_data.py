@@ -126,7 +126,8 @@ def _passes(step: str) -> tuple[str, ...]:
 
 
 def _model(resolved: dict[str, Any], passes: tuple[str, ...]) -> str:
-    llm = resolved.get("llm") if isinstance(resolved.get("llm"), dict) else {}
+    found = resolved.get("llm")
+    llm: dict[str, Any] = found if isinstance(found, dict) else {}
     for name in passes:
         override = (llm.get("passes") or {}).get(name) or {}
         if isinstance(override, dict) and override.get("model"):
