@@ -120,12 +120,10 @@ def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -
     parts += [coverage_section(run.path), left_out_section(run.path), llm_section(run.metrics, run.resolved)]
     losses = loss_plot(run.metrics)
     parts.append("<h2>Training</h2>" + (img(losses, "loss curves") if losses else "<p>No training in this run.</p>"))
-    parts += [
-        settings_section(run.eval),
-        summary_section(run.eval, run.metrics.get("evaluate") or {}),
-        probes_section(run.eval),
-        answers_section(run.eval),
-    ]
+    # eval.json, else what metrics.json keeps of it (summary and settings) when eval.json is gone
+    evaluate = run.metrics.get("evaluate") or {}
+    ev = run.eval or {"summary": evaluate, "sampling": evaluate.get("sampling") or {}}
+    parts += [settings_section(ev), summary_section(ev, evaluate), probes_section(ev), answers_section(ev)]
     parts.append(f"<h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre>")
     title = html.escape(f"recipe run {run.run_id}")
     return (

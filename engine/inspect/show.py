@@ -25,10 +25,16 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "failures": failed_items(run_dir),
         "dataset": dataset_stats(run_dir),
         "eval": eval_summary(run_dir),
-        "sampling": recorded_settings(read_json(run_dir / "eval.json")),
+        "sampling": recorded_settings(read_json(run_dir / "eval.json")) or _metrics_sampling(run_dir),
         "coverage": video_coverage(run_dir),
         "verdict": _verdict_fields(run_verdict(run_dir)),
     }
+
+
+def _metrics_sampling(run_dir: Path) -> dict[str, Any]:
+    """The settings metrics.json keeps (evaluate v4 and later) when eval.json is missing."""
+    found = (read_metrics(run_dir).get("evaluate") or {}).get("sampling")
+    return found if isinstance(found, dict) else {}
 
 
 def _verdict_fields(found: Verdict | None) -> dict[str, Any] | None:

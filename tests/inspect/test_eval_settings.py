@@ -122,3 +122,16 @@ def test_diff_pairs_each_runs_main_setting_and_lines_up_the_settings(tmp_path: P
     assert json.loads(as_json.output)["sampling"][0]["suffix"] == ""
     assert by_suffix[""]["same"]  # rebuilt from the old run's settings, equal to the recorded one
     assert not by_suffix["_plain"]["same"]
+
+
+def test_settings_come_from_metrics_json_when_eval_json_is_gone(tmp_path: Path) -> None:
+    _, new = runs(tmp_path)
+    doc = json.loads((new / "eval.json").read_text())
+    metrics = json.loads((new / "metrics.json").read_text())
+    metrics["evaluate"] = {**doc["summary"], "sampling": doc["sampling"]}  # as the step records them
+    (new / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (new / "eval.json").unlink()
+    page = write_report(new).read_text(encoding="utf-8")
+    assert "<b>greedy</b>" in page and "<td>format_gap</td><td>greedy</td>" in page
+    shown = CliRunner().invoke(main, ["show", str(new)])
+    assert "_plain     greedy: temperature 0" in shown.output
