@@ -166,4 +166,13 @@ def _probe_cell(item: dict) -> str:
     passed = item.get("passed")
     if not isinstance(passed, dict):
         return ""
-    return "<br>".join(f"{role} {_pass_cell(item, role)}" for role in ("base", "tuned") if role in passed)
+    missing = item.get("missing") or {}
+    parts = []
+    for role in ("base", "tuned"):
+        if role not in passed:
+            continue
+        ok = bool(passed[role])
+        lacks = "" if ok or not missing.get(role) else f" (missing: {', '.join(map(str, missing[role]))})"
+        word = "pass" if ok else "fail"
+        parts.append(f'<span class="{"better" if ok else "worse"}">{role} {word}{esc(lacks)}</span>')
+    return "<br>".join(parts)
