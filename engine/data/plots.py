@@ -53,9 +53,20 @@ def histograms(series: dict[str, Sequence[float]], title: str | None = None, bin
         ax.hist(values, bins=bins or min(30, max(5, len(set(values)))), color=f"C{i}", edgecolor="white")
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("rows")
+        integer_ticks(ax.yaxis)  # a count of rows is whole: no 0.5 rows on the axis
+        if all(float(v).is_integer() for v in values):  # word/token counts: whole too
+            integer_ticks(ax.xaxis)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def integer_ticks(axis: Any) -> None:
+    """Ticks only at whole numbers (a handful of rows would otherwise get 0.5, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    # min_n_ticks=1: with every value equal (12 answers of 32 words) the view spans one integer
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def _style(ax: Any) -> None:

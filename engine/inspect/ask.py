@@ -81,6 +81,7 @@ def stream_answer(
     temperature: float = 0.0,
     seed: int = 0,
     repetition_penalty: float | None = None,
+    repetition_context_size: int = 20,
 ) -> Iterator[str]:
     """Yield text pieces of the answer as mlx-lm generates them."""
     from engine.models.blas import import_mlx
@@ -92,7 +93,11 @@ def stream_answer(
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     mx.random.seed(seed)
-    processors = make_logits_processors(repetition_penalty=repetition_penalty) if repetition_penalty else None
+    processors = (
+        make_logits_processors(repetition_penalty=repetition_penalty, repetition_context_size=repetition_context_size)
+        if repetition_penalty
+        else None
+    )
     for response in stream_generate(
         model,
         tokenizer,
@@ -126,4 +131,5 @@ def ask(
         temperature,
         seed,
         ev.get("repetition_penalty"),
+        ev.get("repetition_context_size", 20),  # the evaluation's main setting (older recipes: mlx-lm's 20)
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from engine.data.plots import new_figure, save_png
+from engine.data.sampling import describe, main_setting, recorded_settings
 from engine.data.scores import json_safe
 from engine.inspect.folder import RunData, load_run, loss_curves
 from engine.recipe.load import dotted
@@ -136,10 +137,11 @@ def _status_filter(con: Any, table: str) -> str:
     return " AND status = 'ok'" if has == 2 else ""
 
 
-def eval_pairs(a: dict, b: dict, setting: str = "greedy") -> list[dict[str, Any]]:
-    """Tuned answers of both runs for the questions both runs asked."""
+def eval_pairs(a: dict, b: dict) -> list[dict[str, Any]]:
+    """Tuned answers of both runs, in each run's main setting, for the questions both runs asked."""
 
     def by_question(ev: dict) -> dict[str, str]:
+        setting = main_setting(ev)
         return {
             it["question"]: (it.get("answers", {}).get(setting) or {}).get("tuned", "")
             for it in ev.get("items", [])
@@ -150,6 +152,36 @@ def eval_pairs(a: dict, b: dict, setting: str = "greedy") -> list[dict[str, Any]
     return [{"question": q, "a": qa[q], "b": qb[q]} for q in qa if q in qb]
 
 
+# What makes two settings the same (a rebuilt record of an older run equals a recorded one).
+SAMPLING_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "repetition_context_size",
+    "seed",
+    "max_tokens",
+)
+
+
+def sampling_rows(a: dict, b: dict) -> list[dict[str, Any]]:
+    """Each run's setting per score suffix, with its parameters: the eval numbers of a suffix
+    compare like with like only where both runs used the same parameters."""
+    by_suffix: dict[str, dict[str, Any]] = {}
+    compared: dict[tuple[str, str], Any] = {}
+    for side, doc in (("a", a), ("b", b)):
+        for key, record in recorded_settings(doc).items():
+            suffix = record.get("summary_suffix", "")
+            row = by_suffix.setdefault(suffix, {"a": None, "b": None})
+            row[side] = {"setting": record.get("label", key), "parameters": describe(record)}
+            compared[suffix, side] = (record.get("label", key), *(record.get(p) for p in SAMPLING_PARAMETERS))
+    return [
+        {"suffix": suffix, **row, "same": compared.get((suffix, "a")) == compared.get((suffix, "b"))}
+        for suffix, row in by_suffix.items()
+    ]
+
+
 @dataclass
 class RunDiff:
     a: str
@@ -158,6 +190,7 @@ class RunDiff:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     dataset: dict[str, Any] = field(default_factory=dict)
     answers: list[dict[str, Any]] = field(default_factory=list)
+    sampling: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -172,6 +205,7 @@ def diff_runs(dir_a: Path, dir_b: Path) -> RunDiff:
         metric_rows(headline_metrics(a), headline_metrics(b)),
         dataset_diff(dir_a / "data.duckdb", dir_b / "data.duckdb"),
         eval_pairs(a.eval, b.eval),
+        sampling_rows(a.eval, b.eval),
     )
 
 
@@ -195,8 +229,11 @@ def render_markdown(d: RunDiff) -> str:
     lines += ["", "## Metrics", "", "| metric | A | B | Δ |", "|---|---|---|---|"]
     lines += [f"| {r['metric']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_delta(r['delta'])} |" for r in d.metrics]
     lines += ["", "## Dataset", ""] + _dataset_lines(d.dataset, "- ")
+    if d.sampling:
+        lines += ["", "## Eval settings", "", "| scores | A | B |", "|---|---|---|"]
+        lines += [f"| {_suffix(r['suffix'])} | {_setting(r['a'])} | {_setting(r['b'])} |" for r in d.sampling]
     if d.answers:
-        lines += ["", "## Eval answers (tuned, greedy)"]
+        lines += ["", f"## Eval answers (tuned, {_main_settings(d)})"]
         for pair in d.answers:
             lines += [
                 "",
@@ -219,6 +256,22 @@ def _dataset_lines(ds: dict[str, Any], bullet: str) -> list[str]:
     return lines
 
 
+def _suffix(suffix: str) -> str:
+    return f"*{suffix}" if suffix else "unsuffixed (main)"
+
+
+def _setting(side: dict[str, Any] | None) -> str:
+    return "—" if side is None else f"{side['setting']} ({side['parameters']})"
+
+
+def _main_settings(d: RunDiff) -> str:
+    main = next((r for r in d.sampling if r["suffix"] == ""), None)
+    if main is None:
+        return "main setting"
+    a, b = ((main[s] or {}).get("setting", "—") for s in ("a", "b"))
+    return a if a == b else f"A {a}, B {b}"
+
+
 def _one_line(text: str, width: int = 300) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -230,6 +283,13 @@ def render_text(d: RunDiff) -> str:
     lines += ["", f"  {'metric':<34} {'A':>12} {'B':>12} {'delta':>10}"]
     lines += [f"  {r['metric']:<34} {_fmt(r['a']):>12} {_fmt(r['b']):>12} {_delta(r['delta']):>10}" for r in d.metrics]
     lines += ["", "dataset:"] + ["  " + x for x in _dataset_lines(d.dataset, "  ")]
+    if d.sampling:
+        lines += ["", "eval settings (scores: A -> B):"]
+        for r in d.sampling:
+            same = " (same)" if r["same"] else ""
+            lines.append(f"  {_suffix(r['suffix'])}: {_setting(r['a'])} -> {_setting(r['b'])}{same}")
+    if d.answers:
+        lines += ["", f"answers (tuned, {_main_settings(d)}):"]
     for pair in d.answers:
         lines += [
             "",

@@ -1,7 +1,9 @@
 """report.html for a run folder: one self-contained file (plots inlined as base64 PNG).
 
-Sections: recipe, dataset stats with length histograms, loss curves, eval summary base vs tuned,
-and the answers side by side. Works for any run folder, also one that stopped before training.
+Sections: verdict, steps, dataset stats with length histograms, coverage per video, rows left out
+with their reasons, LLM calls/tokens/cost, loss curves, sampling settings, eval scores base vs
+tuned with a legend, probes, the answers side by side, and the recipe.
+Works for any run folder, also one that stopped before training.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ import html
 from pathlib import Path
 from typing import Any
 
-from engine.data.plots import histograms, new_figure, png_data_uri
+from engine.data.plots import histograms, integer_ticks, new_figure, png_data_uri
 from engine.inspect.folder import RunData, load_run, loss_curves, recipe_text
+from engine.inspect.html_parts import num, table
+from engine.inspect.report_data import coverage_section, left_out_section, llm_section
+from engine.inspect.report_eval import answers_section, probes_section, settings_section, summary_section
+from engine.inspect.report_eval import marked as _marked  # noqa: F401 - the colouring rule, tested here
 from engine.inspect.verdict import documents_verdict
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
 th{background:#f3f3f3}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
 .ans{white-space:pre-wrap;max-width:480px;font-size:.9em}.better{color:#0a7d22}.worse{color:#b00020}
-.verdict{font-size:1.1em;font-weight:600}.warning{color:#b00020;font-weight:600}"""
-
-# Scores where a lower value is better (colouring the tuned column).
-LOWER_IS_BETTER = ("loss", "perplexity", "format_gap", "loop_rate", "banned_rate")
+.verdict{font-size:1.1em;font-weight:600}.warning{color:#b00020;font-weight:600}
+.legend dt{font-weight:600;margin-top:.4em}.legend dd{margin-left:1.5em}"""
 
 
 def img(uri: str, alt: str) -> str:
@@ -38,6 +42,7 @@ def loss_plot(metrics: dict) -> str | None:
             xs, ys = zip(*curves[name], strict=True)
             ax.plot(xs, ys, style, label=name.replace("_", " "))
     ax.set_xlabel("iteration")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("loss")
     ax.legend()
     return png_data_uri(fig)
@@ -79,16 +84,6 @@ def histogram_plot(lengths: dict[str, list[int]]) -> str | None:
     return png_data_uri(fig) if fig is not None else None
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _num(v: Any) -> str:
-    return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
-
-
 def verdict_section(run: RunData) -> str:
     """Did the tune help: the verdict line, its warning, and which adapter training kept."""
     found = documents_verdict(run.eval, run.metrics)
@@ -102,75 +97,10 @@ def verdict_section(run: RunData) -> str:
 
 def steps_section(run: RunData) -> str:
     rows = [
-        [html.escape(name), html.escape(str(s.get("status", ""))), _num(s.get("rows")), _num(s.get("seconds"))]
+        [html.escape(name), html.escape(str(s.get("status", ""))), num(s.get("rows")), num(s.get("seconds"))]
         for name, s in run.manifest.get("steps", {}).items()
     ]
-    return "<h2>Steps</h2>" + _table(["step", "status", "rows", "seconds"], rows)
-
-
-def eval_summary_section(ev: dict) -> str:
-    summary = ev.get("summary") or {}
-    names = sorted({k.split("_", 1)[1] for k in summary if k.startswith(("base_", "tuned_"))})
-    if not names:
-        return "<h2>Evaluation</h2><p>No evaluation in this run.</p>"
-    rows = []
-    for name in names:
-        base, tuned = summary.get(f"base_{name}"), summary.get(f"tuned_{name}")
-        rows.append([html.escape(name), _num(base), _marked(name, base, tuned)])
-    extra = {k: v for k, v in summary.items() if not k.startswith(("base_", "tuned_"))}
-    extra_html = "".join(f"<li>{html.escape(k)}: {_num(v)}</li>" for k, v in extra.items())
-    return "<h2>Evaluation: base vs tuned</h2>" + _table(["score", "base", "tuned"], rows) + f"<ul>{extra_html}</ul>"
-
-
-def _marked(name: str, base: Any, tuned: Any) -> str:
-    if not (isinstance(base, (int, float)) and isinstance(tuned, (int, float))) or base == tuned:
-        return _num(tuned)
-    if name.startswith("length_ratio"):  # 1.0 is on target: closer to it is better
-        better = abs(tuned - 1) < abs(base - 1)
-    else:
-        lower = any(name.endswith(s) or name.startswith(s) for s in LOWER_IS_BETTER)
-        better = (tuned < base) if lower else (tuned > base)
-    return f'<span class="{"better" if better else "worse"}">{_num(tuned)}</span>'
-
-
-def answers_section(ev: dict) -> str:
-    """Every answer side by side; the reference column holds the expected answer (or the held-out
-    row's), and a probe's row says whether each model passed it."""
-    rows = []
-    for it in ev.get("items", []):
-        for setting, pair in (it.get("answers") or {}).items():
-            rows.append(
-                [
-                    html.escape(it.get("source", "")),
-                    html.escape(it.get("question", "")),
-                    html.escape(setting),
-                    f'<div class="ans">{html.escape(pair.get("base", ""))}</div>',
-                    f'<div class="ans">{html.escape(pair.get("tuned", ""))}</div>',
-                    f'<div class="ans">{html.escape(it.get("reference") or "")}</div>',
-                    _probe_cell(it),
-                ]
-            )
-    if not rows:
-        return ""
-    return "<h2>Answers</h2>" + _table(["source", "question", "setting", "base", "tuned", "reference", "probe"], rows)
-
-
-def _probe_cell(item: dict) -> str:
-    """`base pass, tuned fail` for a probe (with what the failing answer lacked); empty otherwise."""
-    passed = item.get("passed")
-    if not isinstance(passed, dict):
-        return ""
-    missing = item.get("missing") or {}
-    parts = []
-    for role in ("base", "tuned"):
-        if role not in passed:
-            continue
-        ok = bool(passed[role])
-        lacks = "" if ok or not missing.get(role) else f" (missing: {', '.join(map(str, missing[role]))})"
-        parts.append(
-            f'<span class="{"better" if ok else "worse"}">{role} {"pass" if ok else "fail"}{html.escape(lacks)}</span>'
-        )
-    return "<br>".join(parts)
+    return "<h2>Steps</h2>" + table(["step", "status", "rows", "seconds"], rows)
 
 
 def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -> str:
@@ -187,9 +117,13 @@ def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -
         + _dataset_counts(run.metrics)
         + (img(hist, "dataset length histograms") if hist else "<p>No Q&amp;A data.</p>")
     )
+    parts += [coverage_section(run.path), left_out_section(run.path), llm_section(run.metrics, run.resolved)]
     losses = loss_plot(run.metrics)
     parts.append("<h2>Training</h2>" + (img(losses, "loss curves") if losses else "<p>No training in this run.</p>"))
-    parts += [eval_summary_section(run.eval), answers_section(run.eval)]
+    # eval.json, else what metrics.json keeps of it (summary and settings) when eval.json is gone
+    evaluate = run.metrics.get("evaluate") or {}
+    ev = run.eval or {"summary": evaluate, "sampling": evaluate.get("sampling") or {}}
+    parts += [settings_section(ev), summary_section(ev, evaluate), probes_section(ev), answers_section(ev)]
     parts.append(f"<h2>Recipe</h2><pre>{html.escape(recipe_text)}</pre>")
     title = html.escape(f"recipe run {run.run_id}")
     return (
@@ -201,12 +135,12 @@ def render_html(run: RunData, lengths: dict[str, list[int]], recipe_text: str) -
 def _dataset_counts(metrics: dict) -> str:
     """Counts the data steps put into their metrics (curate/augment/split), as one table."""
     rows = [
-        [html.escape(step), html.escape(k), _num(v)]
+        [html.escape(step), html.escape(k), num(v)]
         for step in ("curate", "augment", "split")
         for k, v in (metrics.get(step) or {}).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     ]
-    return _table(["step", "count", "value"], rows) if rows else ""
+    return table(["step", "count", "value"], rows) if rows else ""
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:

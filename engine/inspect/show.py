@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from engine.inspect.folder import read_manifest, read_metrics
+from engine.data.sampling import describe, recorded_settings
+from engine.inspect.folder import read_json, read_manifest, read_metrics
 from engine.inspect.runs import effective_status
 from engine.inspect.verdict import Verdict, run_verdict
 
@@ -23,8 +25,16 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "failures": failed_items(run_dir),
         "dataset": dataset_stats(run_dir),
         "eval": eval_summary(run_dir),
+        "sampling": recorded_settings(read_json(run_dir / "eval.json")) or _metrics_sampling(run_dir),
+        "coverage": video_coverage(run_dir),
         "verdict": _verdict_fields(run_verdict(run_dir)),
     }
+
+
+def _metrics_sampling(run_dir: Path) -> dict[str, Any]:
+    """The settings metrics.json keeps (evaluate v4 and later) when eval.json is missing."""
+    found = (read_metrics(run_dir).get("evaluate") or {}).get("sampling")
+    return found if isinstance(found, dict) else {}
 
 
 def _verdict_fields(found: Verdict | None) -> dict[str, Any] | None:
@@ -92,9 +102,10 @@ NAME_COLUMNS = ("path", "video_id", "id", "artifact", "run")
 SHOWN_PER_TABLE = 10
 
 
-def failed_items(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def failed_items(run_dir: Path, statuses: tuple[str, ...] = ("failed", "skipped")) -> dict[str, list[dict[str, Any]]]:
     """Per step, every failed or skipped row by name with its full reason: which files, not only
-    how many (dropped rows are the filters' ordinary work, counted in `problems`)."""
+    how many (dropped rows are the filters' ordinary work, counted in `problems`; the report
+    lists them too, with `statuses` including "dropped")."""
     db = run_dir / "data.duckdb"
     if not db.is_file():
         return {}
@@ -109,14 +120,89 @@ def failed_items(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
                 continue
             name = "COALESCE(" + ", ".join(f'CAST("{c}" AS VARCHAR)' for c in names) + ")"  # a YouTube row has no path
             chunk = '"chunk"' if "chunk" in cols else "NULL"
+            question = '"question"' if "question" in cols else "NULL"
+            wanted = ", ".join("?" for _ in statuses)
             rows = con.execute(
-                f'SELECT status, {name}, {chunk}, reason FROM "{table}" '
-                "WHERE status IN ('failed', 'skipped') ORDER BY status, 2"
+                f'SELECT status, {name}, {chunk}, reason, {question} FROM "{table}" '
+                f"WHERE status IN ({wanted}) ORDER BY status, 2",
+                list(statuses),
             ).fetchall()
-            items = [{"status": st, "name": _item_name(n, c), "reason": r} for st, n, c, r in rows]
+            items = [
+                {"status": st, "name": _item_name(n, c), "reason": r, **({"question": q} if q else {})}
+                for st, n, c, r, q in rows
+            ]
             if items:
                 out[table] = items
     return out
+
+
+# Per video, the ok rows of each stage: (column, table, extra condition).
+COVERAGE_STAGES = (
+    ("chunks", "transcripts", ""),
+    ("questions", "questions", ""),
+    ("answers", "answers", ""),
+    ("kept", "curate", ""),
+    ("train", "split", " AND split = 'train'"),
+    ("valid", "split", " AND split = 'valid'"),
+    ("test", "split", " AND split = 'test'"),
+)
+
+
+def video_coverage(run_dir: Path) -> list[dict[str, Any]]:
+    """Every source video with its rows at each stage, 0 where it has none (a video that yielded no
+    question is absent from every later table: counted from sources, it still shows). A stage
+    whose table this run lacks is None."""
+    db = run_dir / "data.duckdb"
+    if not db.is_file():
+        return []
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        columns: dict[str, set[str]] = {}
+        for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall():
+            columns.setdefault(table, set()).add(column)
+        videos = _source_videos(con, columns.get("sources", set()))
+        for stage, table, condition in COVERAGE_STAGES:
+            if not {"video_id", "status"} <= columns.get(table, set()):
+                continue
+            counts = dict(
+                con.execute(
+                    f"SELECT video_id, count(*) FROM \"{table}\" WHERE status = 'ok'{condition} GROUP BY 1"
+                ).fetchall()
+            )
+            for video_id in counts:  # rows of a video the sources table lacks (an older folder)
+                videos.setdefault(video_id, {"video_id": video_id, "title": None, "status": None, "reason": None})
+            for video in videos.values():
+                video[stage] = counts.get(video["video_id"], 0)
+    return list(videos.values())
+
+
+def _source_videos(con: Any, cols: set[str]) -> dict[str, dict[str, Any]]:
+    if "video_id" not in cols:
+        return {}
+    picked = [f'"{c}"' if c in cols else "NULL" for c in ("video_id", "title", "status", "reason")]
+    rows = con.execute(f"SELECT {', '.join(picked)} FROM sources ORDER BY rowid").fetchall()
+    videos: dict[str, dict[str, Any]] = {}
+    for video_id, title, status, reason in rows:
+        videos.setdefault(video_id, {"video_id": video_id, "title": title, "status": status, "reason": reason})
+    return videos
+
+
+def coverage_counts(coverage: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How many source videos reach the kept rows (else the furthest stage this run has)."""
+    stage = next((s for s in ("kept", "answers", "questions", "chunks") if coverage and s in coverage[0]), None)
+    if stage is None:
+        return None
+    without = [v["video_id"] for v in coverage if not v[stage]]
+    per_video = [v[stage] for v in coverage if v[stage]]
+    median = statistics.median(per_video) if per_video else 0
+    return {
+        "stage": stage,
+        "videos": len(coverage),
+        "with_rows": len(coverage) - len(without),
+        "without": without,
+        "median": median,
+    }
 
 
 def _item_name(name: Any, chunk: Any) -> str:
@@ -146,8 +232,9 @@ def render_run(summary: dict[str, Any]) -> str:
         lines.extend(_failure_lines(summary.get("failures", {}).get(table, [])))
     lines.extend(_metric_lines({k: v for k, v in summary["metrics"].items() if k != "evaluate"}))
     lines.extend(_dataset_lines(summary.get("dataset") or {}))
-    lines.extend(_curation_lines(summary["metrics"].get("curate") or {}))
+    lines.extend(_curation_lines(summary["metrics"].get("curate") or {}, summary.get("coverage") or []))
     lines.extend(_eval_lines(summary.get("eval") or {}))
+    lines.extend(_sampling_lines(summary.get("sampling") or {}))
     return "\n".join(lines)
 
 
@@ -181,8 +268,9 @@ def _dataset_lines(dataset: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _curation_lines(curate: dict[str, Any]) -> list[str]:
-    """The curate step's statistics: rows at each stage, formatting shares, tags, coverage."""
+def _curation_lines(curate: dict[str, Any], videos: list[dict[str, Any]]) -> list[str]:
+    """The curate step's statistics: rows at each stage, formatting shares, tags; the videos'
+    coverage counted over every source (data.duckdb), else as curate saw it (older folders)."""
     lines = []
     if curate.get("stages"):
         lines.append("    stages   " + " -> ".join(f"{k} {v}" for k, v in curate["stages"].items()))
@@ -191,6 +279,15 @@ def _curation_lines(curate: dict[str, Any]) -> list[str]:
     if curate.get("tags"):
         top = sorted(curate["tags"].items(), key=lambda kv: -kv[1])[:8]
         lines.append("    tags     " + "  ".join(f"{k} {v}" for k, v in top))
+    counts = coverage_counts(videos)
+    if counts:
+        none = counts["without"]
+        listed = f" (none: {', '.join(map(str, none[:5]))}{', ...' if len(none) > 5 else ''})" if none else ""
+        lines.append(
+            f"    videos   {counts['with_rows']}/{counts['videos']} with {counts['stage']} rows{listed}, "
+            f"median {_fmt(counts['median'])} per video with rows"
+        )
+        return lines
     coverage = curate.get("coverage") or {}
     if coverage:
         per_video = coverage.get("rows_per_video") or {}
@@ -212,6 +309,18 @@ def _eval_lines(ev: dict[str, Any]) -> list[str]:
     rest = {k: v for k, v in ev.items() if not k.startswith(("base_", "tuned_"))}
     if rest:
         lines.append("        " + "  ".join(f"{k}={_fmt(v)}" for k, v in rest.items()))
+    return lines
+
+
+def _sampling_lines(sampling: dict[str, dict[str, Any]]) -> list[str]:
+    """Which setting each score suffix is from, with every parameter."""
+    if not sampling:
+        return []
+    lines = ["", "  eval settings (score suffix: setting, parameters):"]
+    for key, record in sampling.items():
+        suffix, label = record.get("summary_suffix") or "(none)", record.get("label", key)
+        renamed = f' (called "{key}" in this eval.json)' if label != key else ""
+        lines.append(f"        {suffix:<10} {label}{renamed}: {describe(record)}")
     return lines
 
 

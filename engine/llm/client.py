@@ -130,8 +130,11 @@ class LLMClient:
             "retries",
             "reasks",
             "invalid_reasked",
+            "cached_tokens",
+            "cached_cost",
         ):
             self.metrics.setdefault(name, 0)
+        self.metrics.setdefault("model", params.model)  # the report's table of calls names it
         self.context = context or {}  # models_dir/base_dir for the local provider
 
     @property
@@ -234,7 +237,7 @@ class LLMClient:
                 # and an entry from before verdicts were stored is judged like a new reply.
                 value, error = _read(read, hit["text"])
                 if error is None or reuse_invalid:
-                    self.metrics["cached"] += 1
+                    self._count_cached(hit.get("usage") or {})
                     return Reply(hit["text"], value, error, True, {})
                 self.metrics["invalid_reasked"] += 1  # its last word was invalid: ask again
         text, usage = await self._call_with_retries(messages)
@@ -334,6 +337,13 @@ class LLMClient:
         if text is None:
             raise CallFailed("the model returned no content")
         return text, _usage(response)
+
+    def _count_cached(self, usage: dict) -> None:
+        """A reply from the cache: no call made, but what it cost when it was made is what the
+        cache saved (the report's "tokens/cost saved by the cache")."""
+        self.metrics["cached"] += 1
+        self.metrics["cached_tokens"] += int(usage.get("tokens", 0) or 0)
+        self.metrics["cached_cost"] = round(self.metrics["cached_cost"] + float(usage.get("cost", 0) or 0), 8)
 
     def _count(self, usage: dict) -> None:
         self.metrics["calls"] += 1

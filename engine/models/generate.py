@@ -29,11 +29,15 @@ def chat_prompt_tokens(tokenizer: Any, conversation: list[dict]) -> list[int]:
     return list(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True))
 
 
-def _sampling(temperature: float, repetition_penalty: float | None) -> tuple[Any, Any]:
+def _sampling(temperature: float, repetition_penalty: float | None, context_size: int) -> tuple[Any, Any]:
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     sampler = make_sampler(temp=temperature) if temperature > 0 else None  # None = greedy
-    processors = make_logits_processors(repetition_penalty=repetition_penalty) if repetition_penalty else None
+    processors = (
+        make_logits_processors(repetition_penalty=repetition_penalty, repetition_context_size=context_size)
+        if repetition_penalty
+        else None
+    )
     return sampler, processors
 
 
@@ -45,6 +49,7 @@ def chat_generate(
     temperature: float = 0.0,
     seed: int = 0,
     repetition_penalty: float | None = None,
+    repetition_context_size: int = 20,
     batch_size: int = 8,
     stop: threading.Event | None = None,
 ) -> list[str]:
@@ -57,7 +62,7 @@ def chat_generate(
     if not conversations:
         return []
     mx.random.seed(seed)
-    sampler, processors = _sampling(temperature, repetition_penalty)
+    sampler, processors = _sampling(temperature, repetition_penalty, repetition_context_size)
     extra: dict[str, Any] = {}
     if sampler is not None:
         extra["sampler"] = sampler

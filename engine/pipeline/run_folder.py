@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from engine import __version__
@@ -25,6 +26,7 @@ from engine.pipeline.plan import Plan, PlannedStep
 from engine.pipeline.recipes import resolved
 from engine.pipeline.store import Store, table_name
 from engine.redact import redact, redact_json
+from engine.steps.base import column_docs, describe
 
 TRACKED_PACKAGES = ("mlx", "mlx-lm", "litellm", "duckdb", "yt-dlp", "youtube-transcript-api", "rapidfuzz")
 
@@ -142,11 +144,73 @@ class RunFolder:
         self._save()
 
     def _write_outputs(self, plan: Plan, store: Store, artifacts: Path) -> None:
-        tables = {s.name: table_name(s.name, s.key) for s in plan.steps}
-        store.export_tables(self.path / "data.duckdb", tables)
+        write_data(self.path / "data.duckdb", plan, store)
         for step in plan.steps:
             link_tree(artifacts / table_name(step.name, step.key), self.path)
         write_json(self.path / "metrics.json", collect_metrics(plan, store))
+
+
+def write_data(target: Path, plan: Plan, store: Store) -> None:
+    """data.duckdb: the run's step tables under plain names, each table and column commented.
+
+    Built and commented under a staging name, then renamed: a reader never finds the tables
+    without their comments, and a kill leaves the previous file (or none).
+    """
+    for stale in target.parent.glob(f".{target.name}.*.staging"):  # left by a killed run (we hold the lock)
+        _remove_duckdb(stale)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.staging")
+    try:
+        store.export_tables(staging, {s.name: table_name(s.name, s.key) for s in plan.steps})
+        comment_tables(staging, {s.name: s.module for s in plan.steps})
+    except BaseException:
+        _remove_duckdb(staging)
+        raise
+    _wal(target).unlink(missing_ok=True)  # an old WAL next to the target would be replayed into the new file
+    staging.replace(target)
+
+
+def comment_tables(db: Path, modules: dict[str, ModuleType]) -> None:
+    """COMMENT ON TABLE (the step's one-line docstring) and COMMENT ON COLUMN (its COLUMN_DOCS) for
+    every table, so `duckdb_tables()`/`duckdb_columns()` explain the file. A column NULL in every
+    row of this run says so: it is kept (every run's file has the same columns) but documented."""
+    import duckdb
+
+    with duckdb.connect(str(db)) as con:
+        for name, module in modules.items():
+            con.execute(f'COMMENT ON TABLE "{name}" IS {_sql_literal(describe(module))}')
+            docs = column_docs(module)
+            for column, text in _with_null_notes(con, name, docs).items():
+                if text:
+                    con.execute(f'COMMENT ON COLUMN "{name}"."{column}" IS {_sql_literal(text)}')
+
+
+def _with_null_notes(con: Any, table: str, docs: dict[str, str]) -> dict[str, str]:
+    """Each column's description, with a note on the columns NULL in every row (if any rows)."""
+    columns = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index", [table]
+        ).fetchall()
+    ]
+    counted = ", ".join(f'count("{c}")' for c in columns)
+    rows, *filled = con.execute(f'SELECT count(*), {counted} FROM "{table}"').fetchall()[0]
+    return {
+        c: (f"{docs.get(c, '')} NULL in every row of this run.".strip() if rows and not n else docs.get(c, ""))
+        for c, n in zip(columns, filled, strict=True)
+    }
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _remove_duckdb(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _wal(path).unlink(missing_ok=True)
 
 
 def collect_metrics(plan: Plan, store: Store) -> dict[str, Any]:

@@ -41,6 +41,16 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The question's id (questions.id).",
+    "video_id": "The video the answer comes from.",
+    "title": "The video's title.",
+    "question": "The question answered.",
+    "answer": "The creator's answer the LLM wrote from the transcript (pass 2); NULL when it failed.",
+    "tags": "The question's topic tags.",
+    "model": "The LLM that wrote it (llm.model or llm.passes.answers.model).",
+    "prompt_digest": "sha256 prefix of the prompts used.",
+}
 
 SCHEMA = {
     "type": "array",

@@ -35,6 +35,16 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The row's id (an original keeps curate.id).",
+    "origin_id": "The curated row it was made from (its own id for an original).",
+    "video_id": "The video it comes from.",
+    "title": "The video's title.",
+    "kind": "original, or the augmentation that made it: paraphrase | short | long | back_translation.",
+    "question": "The question.",
+    "answer": "The answer.",
+    "tags": "Topic tags.",
+}
 
 PARAPHRASES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 ANSWER = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string", "minLength": 1}}}

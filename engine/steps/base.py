@@ -38,6 +38,12 @@ from engine.pipeline.store import ItemCache, Store, Table
 from engine.recipe.shared import RecipeBase
 
 STATUS_COLUMNS = {"status": "VARCHAR", "reason": "VARCHAR"}
+# What every step's status/reason columns hold; a step's COLUMN_DOCS (next to its COLUMNS, one
+# description per column) may say more. Both become COMMENT ON COLUMN in a run's data.duckdb.
+STATUS_DOCS = {
+    "status": "ok | failed | skipped | dropped: only ok rows go on to the next step.",
+    "reason": "Why the row is not ok (NULL when it is).",
+}
 
 Inputs = dict[str, Table]  # upstream step name -> its table
 Recipe = RecipeBase  # what config(recipe) reads: shared sections typed, step sections by attribute
@@ -95,6 +101,11 @@ class StepModule(Protocol):
 
     def config(self, recipe: Recipe) -> Any: ...
     def run(self, ctx: StepContext, inputs: Inputs, cfg: Any) -> Any: ...
+
+
+def column_docs(module: ModuleType) -> dict[str, str]:
+    """Each column's description: the step's COLUMN_DOCS over the shared status/reason ones."""
+    return {**STATUS_DOCS, **getattr(module, "COLUMN_DOCS", {})}
 
 
 def describe(module: ModuleType) -> str:

@@ -40,6 +40,19 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The row's id (answers.id).",
+    "video_id": "The video it comes from.",
+    "title": "The video's title.",
+    "question": "The question.",
+    "answer": "The answer.",
+    "tags": "Topic tags.",
+    "score": "The LLM's 0-100 quality score; NULL in every row when filters.llm_score is off "
+    "(the deterministic `quality` ranks rows then).",
+    "quality": "A deterministic 0-100 quality guess (length, structure, a real question); ranks duplicates.",
+    "duplicate_of": "The id of the kept row this one duplicates; NULL unless dropped as a duplicate.",
+    "similarity": "Similarity (0-100) to the row it duplicates; NULL unless dropped as a duplicate.",
+}
 
 SCORE_SCHEMA = {
     "type": "object",

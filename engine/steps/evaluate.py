@@ -1,7 +1,10 @@
 """evaluate: base vs tuned model on eval questions, held-out rows and general probes.
 
 Both models answer the same conversations (chat template applied, the training data's system
-prompt) greedily and with seeded sampling; held-out loss is measured on the same tokens for both.
+prompt) in each sampling setting: greedy with the repetition penalty (what `recipe ask` and the
+Modelfile use), plain greedy (the raw model, which may echo or loop), and seeded sampling. Each
+setting is named by what it is (`greedy+rep1.1`, `greedy`, `sampled-t0.7+rep1.1`) and every
+sampling parameter is recorded with it. Held-out loss is measured on the same tokens for both.
 Writes eval.json; the step's rows are the answers side by side. report.html is not written here:
 it describes the whole run, so the runner writes it once the run folder is complete.
 """
@@ -28,6 +31,7 @@ from engine.data.eval_set import (
     rule_problem,
 )
 from engine.data.jsonl import read_jsonl
+from engine.data.sampling import MAIN, PLAIN, SAMPLED, Sampling, penalised
 from engine.errors import Problem, RecipeInvalid
 from engine.pipeline.hashing import digest
 from engine.recipe.located import Located
@@ -36,7 +40,7 @@ from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "evaluate"
-VERSION = 3  # 3: prompt objects and files, per-prompt max_tokens, probes from the recipe
+VERSION = 4  # 4: settings named by their parameters (greedy+rep1.1), plain greedy, every parameter recorded
 # train: its adapters stand in for the fused model when export.fuse is false.
 DEPENDS = ("split", "train", "export")
 COLUMNS = {
@@ -52,6 +56,19 @@ COLUMNS = {
     "verdict": "VARCHAR",
     "status": "VARCHAR",
     "reason": "VARCHAR",
+}
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The prompt's id (eval.json items[].id).",
+    "source": "eval (the recipe's prompts) | heldout (a test/valid row) | probe (a general-ability check).",
+    "question": "The prompt.",
+    "setting": "The sampling setting, named by what it is (greedy+rep1.1, greedy, sampled-t0.7+rep1.1); "
+    "every parameter is in eval.json `sampling`.",
+    "base": "The base model's answer.",
+    "tuned": "The tuned model's answer.",
+    "reference": "The expected answer (the recipe's `expected`, or the held-out row's); NULL when none.",
+    "base_loop": "True when the base answer loops (repeated sentences or n-grams).",
+    "tuned_loop": "True when the tuned answer loops.",
+    "verdict": "The LLM judge's pick (tuned | base | tie | failed); NULL unless eval.judge is on (main setting only).",
 }
 BATCH = 8  # prompts generated together (mlx-lm batch_generate: ~3.6x one stream on CPU)
 MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stable mean, bounded time
@@ -83,10 +100,25 @@ class EvalSettings(Section):
     max_tokens: int = Field(
         512, ge=1, description="Most tokens per answer (a multi-paragraph answer); a prompt's own max_tokens wins."
     )
-    sampled: bool = Field(True, description="Also answer with seeded sampling (temperature 0.7), besides greedy.")
+    sampled: bool = Field(
+        True, description="Also answer with seeded sampling at `temperature` (with the repetition penalty)."
+    )
     temperature: float = Field(0.7, ge=0, description="Temperature of the sampled setting.")
     seed: int = Field(0, ge=0, description="Seed of the sampled setting.")
-    repetition_penalty: float = Field(1.1, gt=0, description="Repetition penalty (1.0: none).")
+    repetition_penalty: float = Field(
+        1.1,
+        gt=0,
+        description="Repetition penalty of the main greedy setting and the sampled one (1.0: none); "
+        "`recipe ask` and the exported Modelfile use it too.",
+    )
+    repetition_context_size: int = Field(
+        20, ge=1, description="Recent tokens the repetition penalty looks back over (mlx-lm's default)."
+    )
+    plain_greedy: bool = Field(
+        True,
+        description="Also answer plain greedy (no repetition penalty) when the penalty is not 1.0: what the "
+        "model does on its own (it may echo the question or loop).",
+    )
     probes: bool = Field(
         True,
         description="Ask the built-in general-ability probes (greeting, arithmetic, a capital) to catch "
@@ -222,9 +254,27 @@ def _heldout_item(question: str, messages: list[dict], reference: str, max_token
     }
 
 
-def settings(cfg: Config) -> dict[str, float]:
+def settings(cfg: Config) -> list[Sampling]:
+    """The sampling settings asked, main one first: greedy with the repetition penalty (what
+    `recipe ask` and the Modelfile use; the probes, the judge and the verdict read it), plain
+    greedy when the penalty changes anything, and seeded sampling."""
     ev = cfg.eval
-    return {"greedy": 0.0, **({"sampled": ev.temperature} if ev.sampled and ev.temperature > 0 else {})}
+    rp = ev.repetition_penalty if penalised(ev.repetition_penalty) else None
+
+    def setting(suffix: str, temperature: float, penalty: float | None) -> Sampling:
+        probes = suffix == MAIN  # a probe's pass/fail is judged on the main setting only
+        return Sampling(suffix, temperature, penalty, ev.repetition_context_size, ev.seed, ev.max_tokens, BATCH, probes)
+
+    out = [setting(MAIN, 0.0, rp)]
+    if ev.plain_greedy and rp is not None:
+        out.append(setting(PLAIN, 0.0, None))
+    if ev.sampled and ev.temperature > 0:
+        out.append(setting(SAMPLED, ev.temperature, rp))
+    return out
+
+
+def main_label(cfg: Config) -> str:
+    return settings(cfg)[0].label
 
 
 def answer_all(
@@ -235,27 +285,27 @@ def answer_all(
     from engine.models.loss import conversation_loss
     from engine.models.resolve import load_model
 
-    ev = cfg.eval
     if not items and not loss_convs:
         return {"loss": None, "conversations": 0}  # nothing to ask: do not load a model for nothing
     started = time.perf_counter()
     model, tokenizer = load_model(spec, ctx.models_dir, ctx.base_dir, adapter_path=adapters)
-    for name, temperature in settings(cfg).items():
-        todo = [it for it in items if name == "greedy" or it["source"] != "probe"]  # probes: greedy only
-        with ctx.progress(len(todo), f"{role} answers ({name})") as bar:
+    for setting in settings(cfg):
+        todo = [it for it in items if setting.probes or it["source"] != "probe"]
+        with ctx.progress(len(todo), f"{role} answers ({setting.label})") as bar:
             for n, chunk in enumerate(batches(todo)):  # one batch at a time so the bar moves
                 replies = chat_generate(
                     model,
                     tokenizer,
                     [it["messages"] for it in chunk],
                     chunk[0]["max_tokens"],
-                    temperature=temperature,
-                    seed=ev.seed + n * BATCH,
-                    repetition_penalty=ev.repetition_penalty,
-                    batch_size=BATCH,
+                    temperature=setting.temperature,
+                    seed=setting.seed + n * setting.batch_size,
+                    repetition_penalty=setting.repetition_penalty,
+                    repetition_context_size=setting.repetition_context_size,
+                    batch_size=setting.batch_size,
                 )
                 for it, reply in zip(chunk, replies, strict=True):
-                    it["answers"].setdefault(name, {})[role] = reply
+                    it["answers"].setdefault(setting.label, {})[role] = reply
                 bar.advance(len(chunk))
     loss = conversation_loss(model, tokenizer, loss_convs) if loss_convs else None
     if loss is not None and not loss["tokens"]:
@@ -297,14 +347,15 @@ def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
     }
     doc = evaluation(items, losses, train_answers, cfg)
     if cfg.eval.judge:
-        doc["judge"] = run_judge(ctx, items, cfg)
+        doc["judge"] = run_judge(ctx, items, cfg, main_label(cfg))
         doc["summary"].update(judge_summary_fields(doc["judge"]))
     doc = scores.json_safe(doc)
     (ctx.work_dir / "eval.json").write_text(
         json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8"
     )
     ctx.metrics.update(doc["summary"])
-    return table_rows(items)
+    ctx.metrics["sampling"] = doc["sampling"]
+    return table_rows(items, main_label(cfg))
 
 
 def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: Config) -> dict:
@@ -312,16 +363,19 @@ def evaluation(items: list[dict], losses: dict, train_answers: list[str], cfg: C
     shares = scores.format_shares(train_answers)
     answered = [it for it in items if it["source"] != "probe"]
     per_setting = {}
-    for name in settings(cfg):
-        per_setting[name] = {
-            role: scores.model_scores([it["answers"][name][role] for it in answered], train_answers, shares, cfg.banned)
+    for setting in settings(cfg):
+        answers = [it["answers"][setting.label] for it in answered]
+        per_setting[setting.label] = {
+            role: scores.model_scores([a[role] for a in answers], train_answers, shares, cfg.banned)
             for role in ("base", "tuned")
         }
-    probes = probe_results(items)
+    probes = probe_results(items, main_label(cfg))
     # Not the file's path: it is not keyed, so a cached eval.json must not depend on it.
     settings_doc = cfg.eval.model_dump(mode="json", exclude={"questions_file"})
     doc = {
         "settings": {"eval": settings_doc, "base_model": cfg.base_model},
+        # label -> every parameter; answers and scores are keyed by the same labels, main first
+        "sampling": {s.label: s.record() for s in settings(cfg)},
         "train_format_shares": shares,
         "loss": {r: losses[r]["loss"] for r in losses},
         "scores": per_setting,
@@ -346,14 +400,13 @@ def item_record(it: dict) -> dict:
     return record
 
 
-def probe_results(items: list[dict]) -> dict:
-    """Each probe's pass/fail per model, greedy answers (also kept on the item for its record)."""
-    out: dict[str, Any] = {}
+def probe_results(items: list[dict], setting: str) -> dict:
+    """Each probe's pass/fail per model on the main setting's answers (also kept on the item)."""
+    out: dict[str, Any] = {"setting": setting}
     probes = [it for it in items if it["probe"] is not None]
     for it in probes:
-        it["checks"] = {
-            role: scores.probe_check(it["probe"], it["answers"]["greedy"][role]) for role in ("base", "tuned")
-        }
+        answers = it["answers"][setting]
+        it["checks"] = {role: scores.probe_check(it["probe"], answers[role]) for role in ("base", "tuned")}
     for role in ("base", "tuned"):
         results = [{"id": it["id"], "prompt": it["question"], "passed": it["checks"][role]["passed"]} for it in probes]
         out[role] = {"passed": sum(r["passed"] for r in results), "total": len(results), "items": results}
@@ -367,7 +420,7 @@ def summary(doc: dict, answered: int) -> dict[str, Any]:
         if loss:
             out[f"{role}_loss"], out[f"{role}_perplexity"] = loss["loss"], loss["perplexity"]
         for setting, by_role in doc["scores"].items():
-            s, suffix = by_role[role], "" if setting == "greedy" else f"_{setting}"
+            s, suffix = by_role[role], doc["sampling"][setting]["summary_suffix"]
             out[f"{role}_format_gap{suffix}"] = s["format"]["gap"]
             out[f"{role}_length_ratio{suffix}"] = s["length"]["ratio"]
             out[f"{role}_loop_rate{suffix}"] = s["loop_rate"]
@@ -376,18 +429,20 @@ def summary(doc: dict, answered: int) -> dict[str, Any]:
             out[f"{role}_probes_passed"] = doc["probes"][role]["passed"]
     out["probes_total"] = doc["probes"]["tuned"]["total"]
     out["heldout_loss_tokens"] = (doc["loss"].get("tuned") or {}).get("tokens", 0)
+    for label, record in doc["sampling"].items():  # which setting each suffix's scores are from
+        out[f"setting{record['summary_suffix']}"] = label
     return {k: v for k, v in out.items() if v is not None}
 
 
-def run_judge(ctx: StepContext, items: list[dict], cfg: Config) -> dict:
-    """Pairwise judge on greedy answers, asked in both orders so position bias cancels out."""
+def run_judge(ctx: StepContext, items: list[dict], cfg: Config, setting: str) -> dict:
+    """Pairwise judge on the main setting's answers, asked in both orders so position bias cancels out."""
     from engine.llm.client import LLMRequest, client_for
 
     assert cfg.judge_prompt is not None and cfg.judge_llm is not None  # config() sets both when judging
     judged = [it for it in items if it["source"] != "probe"]
     requests = []
     for it in judged:
-        pair = it["answers"]["greedy"]
+        pair = it["answers"][setting]
         for order, (a, b) in (("tb", (pair["tuned"], pair["base"])), ("bt", (pair["base"], pair["tuned"]))):
             prompt = cfg.judge_prompt.format(creator=cfg.creator, question=it["question"], a=a, b=b)
             requests.append(LLMRequest(f"{it['id']}:{order}", [{"role": "user", "content": prompt}], JUDGE_SCHEMA))
@@ -404,6 +459,7 @@ def run_judge(ctx: StepContext, items: list[dict], cfg: Config) -> dict:
     failed = len(judged) - len(verdicts)
     return {
         **scores.judge_summary(verdicts),
+        "setting": setting,
         "failed": failed,
         "items": [{"id": it["id"], "verdict": it["verdict"]} for it in judged],
     }
@@ -421,11 +477,11 @@ def judge_summary_fields(judge: dict) -> dict[str, Any]:
     return fields
 
 
-def table_rows(items: list[dict]) -> list[dict]:
+def table_rows(items: list[dict], main: str) -> list[dict]:
     rows = []
     for it in items:
         for setting, pair in it["answers"].items():
-            judged = setting == "greedy" and "verdict" in it
+            judged = setting == main and "verdict" in it
             failed = judged and it["verdict"] == "failed"
             rows.append(
                 {

@@ -37,6 +37,12 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "artifact": "What was written: model (fused HF folder) | gguf | modelfile.",
+    "path": "Where, relative to the run folder.",
+    "bytes": "Its size in bytes.",
+    "seconds": "Seconds it took to write.",
+}
 
 
 SECTION = "export"

@@ -40,6 +40,16 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The question's id (content hash).",
+    "video_id": "The video it was asked of.",
+    "chunk": "The transcript chunk it was asked of.",
+    "title": "The video's title.",
+    "question": "The question the LLM wrote (pass 1).",
+    "tags": "Topic tags the LLM gave it.",
+    "model": "The LLM that wrote it (llm.model or llm.passes.questions.model).",
+    "prompt_digest": "sha256 prefix of the prompts used: rows from different prompts tell apart.",
+}
 
 SCHEMA = {
     "type": "array",

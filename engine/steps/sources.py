@@ -59,6 +59,23 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "video_id": "The video's id: the YouTube id; a local file's sidecar video_id, else its name without extension.",
+    "source": "Where the row comes from: youtube | local | dataset.",
+    "title": "The video's title (a local file: its sidecar's title, else one made from its name).",
+    "url": "The video's URL (a local file: its sidecar's, else NULL).",
+    "path": "The local file, relative to the recipe's folder (NULL for YouTube videos).",
+    "format": "The local or dataset file's format as the recipe gives it (auto: by extension); NULL for YouTube.",
+    "digest": "sha256 of the local file's bytes: what keys this step (NULL for YouTube videos).",
+    "duration": "The video's length in seconds, when the listing gives it (NULL for local files).",
+    "upload_date": "The video's upload date (YYYY-MM-DD), when the listing or a sidecar gives it.",
+    "availability": "Why YouTube withholds the video (e.g. members-only); NULL when available.",
+    "id": "A dataset row's own id (NULL for videos).",
+    "question": "A dataset row's question (NULL for videos).",
+    "answer": "A dataset row's answer (NULL for videos).",
+    "tags": "A dataset row's tags (empty for videos).",
+    "system": "A dataset chat row's system turn (NULL for videos and rows without one).",
+}
 SECTION = "sources"
 Settings = tuple[Source, ...]
 # A list, not a section object, and required: a recipe without sources has nothing to learn from.

@@ -38,6 +38,15 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "id": "The row's id (augment.id).",
+    "origin_id": "The original row it follows into the same split.",
+    "video_id": "The video it comes from (split.by: video keeps a video in one split).",
+    "split": "train | valid | test.",
+    "kind": "original, or the augmentation that made it.",
+    "question": "The question (the user turn in data/*.jsonl).",
+    "answer": "The answer (the assistant turn in data/*.jsonl).",
+}
 SPLITS = ("train", "valid", "test")
 
 

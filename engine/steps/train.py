@@ -43,6 +43,17 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "run": "The training run: final, or a sweep trial.",
+    "learning_rate": "Its learning rate.",
+    "iters": "Its iterations.",
+    "final_train_loss": "Training loss at the last report.",
+    "final_val_loss": "Validation loss at the last evaluation.",
+    "kept_iteration": "The iteration whose adapter was kept (the best validation loss).",
+    "kept_val_loss": "The validation loss of the kept adapter.",
+    "chosen": "True for the run whose adapter the run ships.",
+    "wall_time_s": "Seconds it took.",
+}
 
 
 SECTION = "train"

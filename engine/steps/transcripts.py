@@ -48,6 +48,19 @@ COLUMNS = {
     "status": "VARCHAR",
     "reason": "VARCHAR",
 }
+COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
+    "video_id": "The video (sources.video_id).",
+    "chunk": "The chunk's number within the video's transcript, from 0.",
+    "title": "The video's title.",
+    "kind": "The transcript's kind: manual | generated (YouTube) | local; NULL when none was found.",
+    "language": "The transcript's language code, when the fetcher reports one (NULL for local files).",
+    "via": "How it was read: file | youtube-transcript-api | yt-dlp; NULL when none was found.",
+    "text": "The chunk's cleaned text.",
+    "segments": "The chunk's timed segments (start and duration in seconds, text).",
+    "start_time": "Seconds into the video where the chunk starts.",
+    "end_time": "Seconds into the video where the chunk ends.",
+    "words": "Words in the chunk's text.",
+}
 SECTION = "transcripts"
 Settings = TranscriptSettings
 # Below this many tokens of room a transcript cannot be read in any useful piece.

@@ -20,6 +20,11 @@ NAME = "toy"
 VERSION = 1
 DEPENDS = ("transcripts",)
 COLUMNS = {"video_id": "VARCHAR", "chunk": "INTEGER", "words": "INTEGER", "status": "VARCHAR", "reason": "VARCHAR"}
+COLUMN_DOCS = {
+    "video_id": "The video (sources.video_id).",
+    "chunk": "The chunk's number within the video's transcript.",
+    "words": "Words in the chunk.",
+}
 SECTION = "toy"
 
 

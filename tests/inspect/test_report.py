@@ -135,3 +135,17 @@ def test_eval_colours_length_ratio_by_distance_to_one() -> None:
     assert 'class="better"' in _marked("length_ratio", 1.7, 1.1)  # closer to the references' length
     assert 'class="worse"' in _marked("length_ratio_sampled", 0.9, 1.6)
     assert 'class="better"' in _marked("loss", 2.5, 2.1)
+
+
+def test_count_axes_have_whole_ticks_only() -> None:
+    """A handful of rows once gave ticks at 0.5 rows; 12 answers of one length gave 31.65 words."""
+    from engine.data.plots import histograms, pyplot
+
+    fig = histograms({"question words": [6, 7, 7, 9, 10], "answer words": [32] * 12})
+    try:
+        for ax in fig.axes:
+            for ticks, (low, high) in ((ax.get_yticks(), ax.get_ylim()), (ax.get_xticks(), ax.get_xlim())):
+                shown = [t for t in ticks if low <= t <= high]
+                assert shown and all(float(t).is_integer() for t in shown), (ax.get_title(), list(ticks))
+    finally:
+        pyplot().close(fig)

@@ -196,11 +196,12 @@ def test_evaluate_step_produces_every_score(
         rows = evaluate.run(ctx, {"split": split_table}, evaluate.config(recipe))
         judge_calls = fake.calls
 
-    # 1 eval question + 1 held-out (test split) in greedy and sampled; 3 probes greedy only
-    assert len(rows) == 2 * 2 + 3 and {r["status"] for r in rows} == {"ok"}
+    # 1 eval question + 1 held-out (test split) in 3 settings; 3 probes in the main setting only
+    assert len(rows) == 2 * 3 + 3 and {r["status"] for r in rows} == {"ok"}
+    assert {r["setting"] for r in rows} == {"greedy+rep1.1", "greedy", "sampled-t0.7+rep1.1"}
     heldout = next(r for r in rows if r["source"] == "heldout")
     assert heldout["question"] == "Is it bad to skip breakfast?" and heldout["reference"].startswith("No.")
-    assert all(r["base"] != r["tuned"] for r in rows if r["setting"] == "greedy")  # two different models
+    assert all(r["base"] != r["tuned"] for r in rows if r["setting"] == "greedy+rep1.1")  # two different models
     doc = json.loads((ctx.work_dir / "eval.json").read_text())
     summary = doc["summary"]
     for role in ("base", "tuned"):
@@ -214,6 +215,8 @@ def test_evaluate_step_produces_every_score(
             "probes_passed",
             "format_gap_sampled",
             "loop_rate_sampled",
+            "format_gap_plain",
+            "length_ratio_plain",
         ):
             assert f"{role}_{key}" in summary, f"{role}_{key}"
         assert summary[f"{role}_perplexity"] == pytest.approx(2.718281828 ** summary[f"{role}_loss"], rel=1e-6)
@@ -352,7 +355,7 @@ def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path, 
         )
         ctx.work_dir.mkdir()
         rows = evaluate.run(ctx, {}, evaluate.config(recipe))
-    assert [(r["source"], r["setting"]) for r in rows] == [("eval", "greedy")]
+    assert [(r["source"], r["setting"]) for r in rows] == [("eval", "greedy+rep1.1"), ("eval", "greedy")]
     summary = ctx.metrics
     assert summary["base_loss"] != summary["tuned_loss"]  # the adapters changed the model
     assert "report_error" not in summary and not (ctx.work_dir / "report.html").exists()
@@ -440,8 +443,8 @@ def test_evaluate_asks_each_prompt_with_its_own_max_tokens_and_records_checks(
     for question, limit in expected_limits.items():
         it = items[question]
         assert it["max_tokens"] == limit
-        assert it["answers"]["greedy"]["base"] == direct(base, question, limit), question
-        assert it["answers"]["greedy"]["tuned"] == direct(tuned, question, limit), question
+        assert it["answers"]["greedy+rep1.1"]["base"] == direct(base, question, limit), question
+        assert it["answers"]["greedy+rep1.1"]["tuned"] == direct(tuned, question, limit), question
     assert items["Why fast?"]["kind"] == "voice" and items["Why fast?"]["expected"] == "Because insulin falls."
     assert items["Why fast?"]["reference"] == "Because insulin falls." and items["Why fast?"]["passed"] is None
     assert items["Why do I get hungry?"]["expected"] is None
@@ -460,3 +463,98 @@ def test_evaluate_asks_each_prompt_with_its_own_max_tokens_and_records_checks(
     assert "Because insulin falls." in answers
     assert "base fail (missing: zebra)" in answers and "tuned fail (missing: zebra)" in answers
     assert '<span class="better">base pass</span>' in answers
+
+
+# -- sampling settings named by what they are -------------------------------------------------
+
+
+def test_settings_are_named_by_their_parameters_and_record_every_one(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> None:
+    """The setting once called "greedy" used a repetition penalty: plain greedy answers differ. Each
+    setting's answers equal a direct generation with exactly the parameters its name and record say."""
+    from engine.models.generate import chat_generate
+    from engine.models.resolve import load_model
+    from engine.pipeline.recipes import parse_recipe
+    from engine.pipeline.store import Store
+    from engine.steps import evaluate
+    from engine.steps.base import RunOptions, StepContext
+
+    base, tuned = tiny_models
+    write_split(tmp_path / "split")
+    (tmp_path / "one.txt").write_text("A transcript.", encoding="utf-8")
+    eval_yaml = {
+        "questions": ["What is fasting?", "Why do I get hungry?"],
+        "heldout": 0,
+        "max_tokens": 24,
+        "temperature": 0.9,
+        "seed": 5,
+        "repetition_penalty": 40.0,
+        "repetition_context_size": 6,
+        "probes": False,
+    }
+
+    def evaluated(name: str, **changes: object) -> tuple[dict, dict]:
+        recipe = parse_recipe(
+            {
+                "name": "t",
+                "creator": {"name": "Dr. Test"},
+                "sources": [{"type": "local", "path": "."}],
+                "train": {"model": str(base), "iters": 1},
+                "eval": {**eval_yaml, **changes},
+            },
+            tmp_path,
+        )
+        with Store(tmp_path / f"{name}.duckdb") as store:
+            ctx = StepContext(
+                base_dir=recipe.base_dir,
+                step="evaluate",
+                key="e" * 64,
+                store=store,
+                work_dir=tmp_path / name,
+                run_dir=tmp_path / "no-run",
+                models_dir=tmp_path / "models",
+                options=RunOptions(quiet=True),
+                upstream_dirs={"split": tmp_path / "split", "export": tuned.parent, "train": tmp_path / "train"},
+            )
+            ctx.work_dir.mkdir()
+            evaluate.run(ctx, {}, evaluate.config(recipe))
+        return json.loads((ctx.work_dir / "eval.json").read_text()), ctx.metrics
+
+    doc, metrics = evaluated("penalised")
+    assert list(doc["sampling"]) == ["greedy+rep40", "greedy", "sampled-t0.9+rep40"]
+    main, plain, sampled = doc["sampling"].values()
+    assert main == {
+        "label": "greedy+rep40",
+        "summary_suffix": "",
+        "decoding": "greedy",
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "min_p": 0.0,
+        "repetition_penalty": 40.0,
+        "repetition_context_size": 6,
+        "seed": 5,
+        "seed_per_batch": "seed + 8 x batch index",
+        "max_tokens": 24,
+        "asked": "voice and probe prompts",
+    }
+    assert plain["repetition_penalty"] == 1.0 and plain["repetition_context_size"] is None
+    assert plain["summary_suffix"] == "_plain" and plain["temperature"] == 0.0
+    assert sampled["temperature"] == 0.9 and sampled["repetition_penalty"] == 40.0 and sampled["seed"] == 5
+    assert metrics["sampling"] == doc["sampling"]  # metrics.json records them too
+    summary = doc["summary"]
+    assert (summary["setting"], summary["setting_plain"], summary["setting_sampled"]) == tuple(doc["sampling"])
+
+    model, tokenizer = load_model(str(tuned), tmp_path / "models")
+    convs = [[SYSTEM, {"role": "user", "content": q}] for q in eval_yaml["questions"]]  # type: ignore[union-attr]
+    penalised = chat_generate(model, tokenizer, convs, 24, repetition_penalty=40.0, repetition_context_size=6)
+    greedy = chat_generate(model, tokenizer, convs, 24)
+    answers = [it["answers"] for it in doc["items"]]
+    assert [a["greedy+rep40"]["tuned"] for a in answers] == penalised
+    assert [a["greedy"]["tuned"] for a in answers] == greedy
+    assert penalised != greedy  # the penalty changes the text: one name for both hid that
+
+    plain_only, _ = evaluated("no-penalty", repetition_penalty=1.0, sampled=False)
+    assert list(plain_only["sampling"]) == ["greedy"]  # nothing to tell apart: no duplicate setting
+    assert [it["answers"]["greedy"]["tuned"] for it in plain_only["items"]] == greedy
