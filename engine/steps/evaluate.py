@@ -115,9 +115,9 @@ class EvalSettings(Section):
         20, ge=1, description="Recent tokens the repetition penalty looks back over (mlx-lm's default)."
     )
     plain_greedy: bool = Field(
-        True,
+        False,
         description="Also answer plain greedy (no repetition penalty) when the penalty is not 1.0: what the "
-        "model does on its own (it may echo the question or loop).",
+        "model does on its own (it may echo the question or loop). Off by default: one more generation pass.",
     )
     probes: bool = Field(
         True,

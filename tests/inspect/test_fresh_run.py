@@ -51,7 +51,7 @@ train:
   steps_per_eval: 2
   lora: {{rank: 4, layers: 2}}
 export: {{gguf: {{type: f16}}}}
-eval: {{questions: [Why fast?], heldout: 1, max_tokens: 6, sampled: false}}
+eval: {{questions: [Why fast?], heldout: 1, max_tokens: 6, sampled: false, plain_greedy: true}}
 """
 
 

@@ -162,7 +162,13 @@ def test_evaluate_step_produces_every_score(
                 "sources": [{"type": "local", "path": "."}],
                 "llm": {"model": "openai/fake", "api_base": fake.base_url, "retries": 0},
                 "train": {"model": str(base), "iters": 1},
-                "eval": {"questions": ["Why fast?"], "heldout": 1, "max_tokens": 12, "judge": True},
+                "eval": {
+                    "questions": ["Why fast?"],
+                    "heldout": 1,
+                    "max_tokens": 12,
+                    "judge": True,
+                    "plain_greedy": True,
+                },
             },
             tmp_path,
         )
@@ -337,7 +343,14 @@ def test_evaluate_uses_base_plus_adapters_without_a_fused_model(tmp_path: Path, 
             "creator": {"name": "Dr. Test"},
             "sources": [{"type": "local", "path": "."}],
             "train": {"model": str(base), "iters": 1},
-            "eval": {"questions": ["Why fast?"], "heldout": 0, "max_tokens": 6, "sampled": False, "probes": False},
+            "eval": {
+                "questions": ["Why fast?"],
+                "heldout": 0,
+                "max_tokens": 6,
+                "sampled": False,
+                "probes": False,
+                "plain_greedy": True,
+            },
         },
         tmp_path,
     )
@@ -490,6 +503,7 @@ def test_settings_are_named_by_their_parameters_and_record_every_one(
         "temperature": 0.9,
         "seed": 5,
         "repetition_penalty": 40.0,
+        "plain_greedy": True,
         "repetition_context_size": 6,
         "probes": False,
     }
