@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from engine.pipeline.progress import SHOWN_ON_BAR
+from engine.pipeline.progress import SHOWN_ON_BAR, stderr_console
 from engine.redact import RedactSecrets
 
 LOGGER = "engine"
@@ -63,11 +63,10 @@ class ConsoleHandler(logging.Handler):
 
     def _rich_handler(self) -> logging.Handler:
         if self._rich is None:
-            from rich.console import Console
             from rich.logging import RichHandler
 
             self._rich = RichHandler(
-                console=Console(stderr=True),
+                console=stderr_console(),
                 show_path=False,
                 show_time=False,
                 rich_tracebacks=self._rich_tracebacks,

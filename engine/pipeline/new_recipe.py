@@ -121,10 +121,13 @@ def schema_reference(source: Path, source_text: str, out_dir: Path) -> tuple[str
 
 
 def _relative(target: Path, out_dir: Path) -> str | None:
-    """`target` as a path from `out_dir` with forward slashes (None: no such path, e.g. another drive)."""
+    """`target` as a path from `out_dir` with forward slashes. None where there is none (another
+    drive) or it holds white space, which ends a modeline's value for some editors."""
     try:
         relative = Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
     except ValueError:
+        return None
+    if any(c.isspace() for c in relative):
         return None
     return relative if relative.startswith("../") else f"./{relative}"
 

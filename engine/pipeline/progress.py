@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import rich.console
     import rich.progress
 
 DEFAULT_EVERY = 15.0  # seconds between lines: often enough to see life, rare enough for a log
@@ -133,6 +134,20 @@ def working(description: str, total: int | None = None, on_bar: bool = False, la
         log.info("%s", work.line(finished=True), extra={SHOWN_ON_BAR: on_bar})
 
 
+_console: rich.console.Console | None = None
+
+
+def stderr_console() -> rich.console.Console:
+    """The one rich console of the process, on stderr: bars and log lines share it, so a line
+    logged while a bar is live prints above the bar, and stdout keeps only the command's result."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
+
+
 class _RichBar:
     def __init__(self, progress: rich.progress.Progress, task: rich.progress.TaskID, work: Work) -> None:
         self._progress, self._task, self._work = progress, task, work
@@ -153,5 +168,6 @@ def progress_bar(total: int | None, description: str, disabled: bool = False) ->
     from rich.progress import Progress as RichProgress
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with working(description, total, on_bar=True) as work, RichProgress(*columns, transient=True) as progress:
+    bar = RichProgress(*columns, transient=True, console=stderr_console())
+    with working(description, total, on_bar=True) as work, bar as progress:
         yield _RichBar(progress, progress.add_task(description, total=total), work)

@@ -108,7 +108,9 @@ def _plan(
     def context_for(name: str) -> StepContext:
         return _context(True, name, recipe, store, paths, options)
 
-    plan = make_plan(recipe, store, context_for, until=until, force=force)
+    # keying reads what steps depend on: a channel's listing, a model's bytes (minutes, the first time)
+    with working("plan: still keying the steps", last_line=False):
+        plan = make_plan(recipe, store, context_for, until=until, force=force)
     return _with_failed_rows(plan, store, options.retry_failed)
 
 
