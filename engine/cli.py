@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import traceback
@@ -67,8 +68,6 @@ class ErrorEdge(click.Group):
 
 def _leave_now(code: int) -> None:
     import logging
-    import os
-    import sys
 
     logging.shutdown()
     sys.stdout.flush()
@@ -119,9 +118,8 @@ class RunRef(click.ParamType):
     name = "run"
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-        from engine.pipeline.runner import Paths
-
-        runs_dir = Paths.resolve(None, ctx.params.get("runs_dir")).runs_dir
+        # Paths.resolve's rule, spelled here so a Tab press does not import the runner (~0.4 s)
+        runs_dir = Path(ctx.params.get("runs_dir") or os.environ.get("RECIPE_RUNS") or "runs")
         found = _run_ids(runs_dir, incomplete)
         return found or [CompletionItem(incomplete, type="dir")]  # no id matches: a run folder's path
 

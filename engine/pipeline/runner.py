@@ -46,7 +46,7 @@ class Paths:
 
     @classmethod
     def resolve(cls, store: str | Path | None = None, runs_dir: str | Path | None = None) -> Paths:
-        runs = Path(runs_dir or os.environ.get("RECIPE_RUNS") or "runs")
+        runs = Path(runs_dir or os.environ.get("RECIPE_RUNS") or "runs")  # cli.RunRef spells it too
         store_path = Path(store or os.environ.get("RECIPE_STORE") or runs / "store.duckdb")
         return cls(runs, store_path)
 
