@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import traceback
@@ -11,12 +12,17 @@ from types import TracebackType
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem, get_completion_class
 
 from engine.errors import RecipeError, RecipeInvalid, is_interrupt
 from engine.redact import redact
 
 EPILOG_RUN = "Example: recipe run recipes/demo.yaml --until split"
 INTERRUPTED = "interrupted; finished steps are kept, run the same command to resume"
+PROG = "recipe"  # also what click's completion variable is named after: _RECIPE_COMPLETE
+# `-h` as well as `--help`; subcommands inherit the group's setting through click's context
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+SHELLS = tuple(s for s in ("bash", "zsh", "fish", "powershell") if get_completion_class(s) is not None)
 
 
 class ErrorEdge(click.Group):
@@ -62,8 +68,6 @@ class ErrorEdge(click.Group):
 
 def _leave_now(code: int) -> None:
     import logging
-    import os
-    import sys
 
     logging.shutdown()
     sys.stdout.flush()
@@ -86,6 +90,59 @@ def _print_redacted_traceback(kind: type[BaseException], error: BaseException, t
     sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
 
 
+class StepName(click.Choice):
+    """A step of the pipeline by name (--until, --force). A wrong one is a usage error (exit 2)
+    that lists the steps, and shell completion offers them. The names come from the registry
+    when first needed, so a new step needs no edit here and `recipe --help` imports no step."""
+
+    name = "step"
+
+    def __init__(self) -> None:
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from engine.steps import step_order
+
+        return step_order()
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        """click.Choice.__init__ assigns its list; ours is the registry's, read when used."""
+
+
+class RunRef(click.ParamType):
+    """A run: its id, a unique prefix of it, or the path of its folder. Completes the run ids
+    under the --runs-dir given so far on the line (else $RECIPE_RUNS, else runs/)."""
+
+    name = "run"
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        # Paths.resolve's rule, spelled here so a Tab press does not import the runner (~0.4 s)
+        runs_dir = Path(ctx.params.get("runs_dir") or os.environ.get("RECIPE_RUNS") or "runs")
+        found = _run_ids(runs_dir, incomplete)
+        return found or [CompletionItem(incomplete, type="dir")]  # no id matches: a run folder's path
+
+
+def _run_ids(runs_dir: Path, prefix: str) -> list[CompletionItem]:
+    """Run ids starting with `prefix`, newest first, each with its recipe and date as help."""
+    found = []
+    for manifest in runs_dir.glob(f"{_glob_escape(prefix)}*/manifest.json"):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        found.append((str(data.get("created", "")), manifest.parent.name, str(data.get("recipe", "?"))))
+    found.sort(reverse=True)
+    return [CompletionItem(run_id, help=f"{recipe} {created[:16]}") for created, run_id, recipe in found]
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally by Path.glob (a run id never has these; a typed prefix might)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 store_option = click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -100,7 +157,7 @@ runs_option = click.option(
 )
 
 
-@click.group(cls=ErrorEdge, epilog="Example: recipe run recipes/demo.yaml")
+@click.group(cls=ErrorEdge, context_settings=CONTEXT, epilog="Example: recipe run recipes/demo.yaml")
 @click.option("--debug", is_flag=True, envvar="RECIPE_DEBUG", help="Show tracebacks and debug logs.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="recipe")
@@ -125,8 +182,8 @@ def validate(recipe: Path) -> None:
 
 @main.command(epilog="Example: recipe plan recipes/demo.yaml")
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--until", default=None, help="Plan up to this step.")
-@click.option("--force", multiple=True, help="Pretend this step (and downstream) must rerun.")
+@click.option("--until", type=StepName(), default=None, help="Plan up to this step.")
+@click.option("--force", type=StepName(), multiple=True, help="Pretend this step (and downstream) must rerun.")
 @click.option("--retry-failed", is_flag=True, help="Plan as `recipe run --retry-failed` would run.")
 @store_option
 @runs_option
@@ -151,8 +208,8 @@ def plan(
 
 @main.command(epilog=EPILOG_RUN)
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--until", default=None, help="Stop after this step (e.g. split).")
-@click.option("--force", multiple=True, help="Rerun this step and everything downstream (repeatable).")
+@click.option("--until", type=StepName(), default=None, help="Stop after this step (e.g. split).")
+@click.option("--force", type=StepName(), multiple=True, help="Rerun this step and everything downstream (repeatable).")
 @click.option(
     "--retry-failed",
     is_flag=True,
@@ -211,7 +268,7 @@ def runs(runs_dir: Path | None) -> None:
 
 
 @main.command(epilog="Example: recipe show 3f2a9c")
-@click.argument("run_ref")
+@click.argument("run_ref", type=RunRef())
 @runs_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and metrics as JSON.")
 def show(run_ref: str, runs_dir: Path | None, as_json: bool) -> None:
@@ -323,8 +380,8 @@ def _lost_rows(tables: list[Any]) -> str:
 
 
 @main.command(epilog="Example: recipe diff 3f2a9c 7b1e04 --md --plot losses.png")
-@click.argument("run_a")
-@click.argument("run_b")
+@click.argument("run_a", type=RunRef())
+@click.argument("run_b", type=RunRef())
 @click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
 @click.option("--md", "as_md", is_flag=True, help="Print the difference as Markdown.")
 @click.option(
@@ -358,7 +415,7 @@ def diff(run_a: str, run_b: str, as_json: bool, as_md: bool, plot: Path | None, 
 
 
 @main.command(epilog="Example: recipe report 3f2a9c && xdg-open runs/3f2a9c*/report.html")
-@click.argument("run_ref")
+@click.argument("run_ref", type=RunRef())
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -406,13 +463,15 @@ def new(name: str, channel: str, source: Path | None, creator: str | None, out_d
     from engine.pipeline.new_recipe import new_recipe
 
     result = new_recipe(name, channel, source, creator, out_dir, force)
+    if result.schema_written:
+        click.echo(f"wrote {result.schema_written} (the JSON Schema its first line points editors at)")
     click.echo(f"wrote {result.path} (valid); review the fields marked CHECK:")
     for path in result.checks:
         click.echo(f"  {path}")
 
 
 @main.command(epilog='Example: recipe ask 3f2a9c "Is it bad to skip breakfast?"')
-@click.argument("run_ref")
+@click.argument("run_ref", type=RunRef())
 @click.argument("question")
 @click.option(
     "--use",
@@ -450,5 +509,19 @@ def ask(
     click.echo()
 
 
+@main.command(epilog='Example: recipe completion bash   (in ~/.bashrc: eval "$(recipe completion bash)")')
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell code that completes commands, options, step names and run ids.
+
+    bash: eval "$(recipe completion bash)" in ~/.bashrc; zsh: the same with zsh in ~/.zshrc;
+    fish: recipe completion fish > ~/.config/fish/completions/recipe.fish. The same code comes
+    from click's own variable: _RECIPE_COMPLETE=bash_source recipe.
+    """
+    complete = get_completion_class(shell)
+    assert complete is not None  # SHELLS lists only the shells click has a class for
+    click.echo(complete(main, {}, PROG, f"_{PROG.upper()}_COMPLETE").source())
+
+
 if __name__ == "__main__":
-    main()
+    main(prog_name=PROG)

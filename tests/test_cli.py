@@ -53,12 +53,43 @@ def test_gc_drops_tables_no_run_references(local_recipe: Path, paths) -> None:  
     assert "2 step(s) ran" in again.output
 
 
-def test_unknown_step_is_a_clear_error(local_recipe: Path, paths) -> None:  # noqa: ANN001
-    result = CliRunner().invoke(
-        main,
-        ["run", str(local_recipe), "--until", "trian", "--store", str(paths.store), "--runs-dir", str(paths.runs_dir)],
-    )
-    assert result.exit_code == 1 and "no such step" in result.output
+STEPS = ("sources", "transcripts", "questions", "answers", "curate", "augment", "split", "train", "export", "evaluate")
+
+
+def test_unknown_step_is_a_usage_error_that_lists_the_steps(local_recipe: Path, paths) -> None:  # noqa: ANN001
+    where = ["--store", str(paths.store), "--runs-dir", str(paths.runs_dir)]
+    for args in (
+        ["run", str(local_recipe), "--until", "trian", *where],
+        ["run", str(local_recipe), "--force", "answers", "--force", "Train", *where],  # names are exact
+        ["plan", str(local_recipe), "--force", "", *where],
+        ["plan", str(local_recipe), "--until", "split;rm -rf ~", *where],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2 and "Usage: " in result.output, (args, result.output)
+        assert "Invalid value for '--" in result.output and all(f"'{s}'" in result.output for s in STEPS)
+    assert not paths.runs_dir.exists()  # refused before anything was opened or planned
+
+
+def test_dash_h_is_help_for_the_group_and_every_command() -> None:
+    assert CliRunner().invoke(main, ["-h"]).output.startswith("Usage: ")
+    groups = [([], main), *(([name], cmd) for name, cmd in main.commands.items() if hasattr(cmd, "commands"))]
+    for prefix, group in groups:
+        for name in group.commands:  # type: ignore[attr-defined]
+            result = CliRunner().invoke(main, [*prefix, name, "-h"])
+            assert result.exit_code == 0 and result.output.startswith("Usage: "), (prefix, name, result.output)
+            assert "-h, --help" in result.output
+
+
+def test_complete_is_said_once_at_the_end_of_a_run(local_recipe: Path, paths) -> None:  # noqa: ANN001
+    """Not --quiet: the console log (stderr) and the result line (stdout) together."""
+    where = ["--store", str(paths.store), "--runs-dir", str(paths.runs_dir)]
+    for _ in range(2):  # a run that computes, then one that is all cached
+        result = CliRunner().invoke(main, ["run", str(local_recipe), "--until", "transcripts", *where])
+        assert result.exit_code == 0, result.output
+        assert result.output.count("complete:") == 1, result.output
+        assert result.output.rstrip().splitlines()[-1].startswith("complete: ")
+    run_log = next(paths.runs_dir.glob("*/run.log")).read_text(encoding="utf-8")
+    assert run_log.count(" complete: ") == 2  # the run log still records each end
 
 
 def test_missing_recipe_file(tmp_path: Path) -> None:

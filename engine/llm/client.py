@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
-from engine.llm.providers import Provider, load_litellm, provider_for
+from engine.llm.providers import Provider, key_hint, load_litellm, provider_for
 from engine.pipeline.hashing import digest
 from engine.redact import redact
 from engine.retry import RateLimiter, backoff_delay
@@ -265,8 +265,8 @@ class LLMClient:
                 if _refused(e):
                     raise LLMUnavailable(
                         f"{self.params.model}: the call was refused or cannot be sent ({type(e).__name__}: "
-                        f"{_short(e)}). Check llm.model, llm.api_base and the API key in your environment "
-                        "(e.g. OPENAI_API_KEY); keys are never read from the recipe."
+                        f"{_short(e)}). Check llm.model, llm.api_base and "
+                        f"{key_hint(self.params.model, self.params.api_base)}"
                     ) from e
                 if not is_transient(e):
                     raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e

@@ -9,10 +9,12 @@ and never special-cases a prefix itself, so a new local backend is one module th
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import logging
 import os
 import warnings
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from engine.redact import RedactSecrets
 
@@ -57,11 +59,68 @@ class LitellmProvider:
         pass
 
     def call_kwargs(self, params: LLMParams) -> dict:
-        return {"timeout": params.timeout, "max_retries": 0}  # the SDK's own retries would hide faults
+        kwargs: dict[str, Any] = {"timeout": params.timeout, "max_retries": 0}  # SDK retries would hide faults
+        if needs_placeholder_key(params.model, params.api_base):
+            kwargs["api_key"] = LOCAL_SERVER_KEY
+        return kwargs
 
     def deadline(self, params: LLMParams) -> float | None:
         # backs up providers whose own timeout does not fire (e.g. a stalled stream)
         return params.timeout + 5
+
+
+# What litellm is handed as the key of a server on this machine when the environment has none:
+# the OpenAI SDK refuses to send a request without one, while llama.cpp's server, Ollama, vLLM
+# and LM Studio accept any (unless started with a key, which then comes from the environment).
+# Passed per call only: it is not a secret and is never written anywhere.
+LOCAL_SERVER_KEY = "no-key-needed-on-this-machine"
+LOCAL_HOST_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def is_loopback(api_base: str | None) -> bool:
+    """Whether `api_base` names this machine: localhost, 127.0.0.0/8, ::1 (also IPv4-mapped),
+    or the unspecified 0.0.0.0 / :: that a server prints as its listening address."""
+    if not api_base:
+        return False
+    text = api_base.strip()
+    try:
+        host = urlsplit(text if "//" in text else "//" + text).hostname  # `localhost:8080/v1` too
+    except ValueError:  # a malformed IPv6 literal
+        return False
+    if not host:
+        return False
+    host = host.rstrip(".").lower()
+    if host in LOCAL_HOST_NAMES or host.endswith(".localhost"):  # RFC 6761: *.localhost is loopback
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone (::1%lo)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or ip.is_unspecified or (mapped and mapped.is_loopback))
+
+
+def needs_placeholder_key(model: str, api_base: str | None) -> bool:
+    """A server on this machine, and no key for the model's provider in the environment."""
+    from engine.recipe.rules import key_variable
+
+    return is_loopback(api_base) and not os.environ.get(key_variable(model), "").strip()
+
+
+def key_hint(model: str, api_base: str | None) -> str:
+    """Where the key of `model` comes from, for a refused call's message."""
+    from engine.recipe.rules import key_variable
+
+    variable = key_variable(model)
+    if is_loopback(api_base):
+        return (
+            f"{variable} in your environment (a server on this machine needs none unless it was started "
+            "with a key; keys are never read from the recipe)."
+        )
+    return (
+        f"{variable} in your environment (keys are never read from the recipe; a server that takes no "
+        "key still needs the variable set, to any value, unless llm.api_base is on this machine)."
+    )
 
 
 LITELLM = LitellmProvider()

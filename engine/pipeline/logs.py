@@ -1,12 +1,15 @@
-"""Logging: rich on the console, plain text into each run's run.log; both scrubbed of secrets."""
+"""Logging: rich on a terminal, plain lines on any other console and in each run's run.log; all scrubbed of secrets."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
+from engine.pipeline.progress import SHOWN_ON_BAR, stderr_console
 from engine.redact import RedactSecrets
 
 LOGGER = "engine"
@@ -23,17 +26,60 @@ def setup_console(debug: bool = False, quiet: bool = False) -> None:
         if handler.get_name() == CONSOLE_HANDLER:
             handler.setLevel(level)
             return
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    handler = RichHandler(
-        console=Console(stderr=True), show_path=False, show_time=False, rich_tracebacks=debug, markup=False
-    )
+    handler = ConsoleHandler(rich_tracebacks=debug)
     handler.setLevel(level)
     handler.set_name(CONSOLE_HANDLER)
     handler.addFilter(RedactSecrets())
     logger.addHandler(handler)
     logger.propagate = False
+
+
+class ConsoleHandler(logging.Handler):
+    """rich on a terminal; plain `LEVEL    message` lines, unwrapped, off one (a pipe, a CI log),
+    where rich would wrap every line at 80 columns. Decided per record on the stderr of the
+    moment, so a test runner's captured stream is honoured as well as a real one.
+
+    On a terminal a progress line that a live bar already shows is skipped (engine.pipeline.progress).
+    """
+
+    def __init__(self, rich_tracebacks: bool = False) -> None:
+        super().__init__()
+        self._rich_tracebacks = rich_tracebacks
+        self._rich: logging.Handler | None = None
+        self._plain = logging.Formatter("%(levelname)-8s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr
+        if not _is_terminal(stream):
+            try:
+                stream.write(self._plain.format(record) + "\n")
+                stream.flush()
+            except Exception:  # noqa: BLE001 - logging's own rule: a broken stream never kills the caller
+                self.handleError(record)
+            return
+        if getattr(record, SHOWN_ON_BAR, False):
+            return
+        self._rich_handler().handle(record)
+
+    def _rich_handler(self) -> logging.Handler:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(
+                console=stderr_console(),
+                show_path=False,
+                show_time=False,
+                rich_tracebacks=self._rich_tracebacks,
+                markup=False,
+            )
+        return self._rich
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 @contextmanager

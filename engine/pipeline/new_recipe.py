@@ -18,6 +18,9 @@ from typing import Any
 from engine.errors import RecipeError
 
 DEFAULT_FROM = ("recipes/jason_fung.yaml", "recipes/demo.yaml")
+PROJECT_SCHEMA = Path("schemas/recipe.schema.json")  # `recipe schema --write`'s default, from the project root
+BESIDE_SCHEMA = "recipe.schema.json"  # written next to the new recipe when there is none to point at
+SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)", re.M)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HANDLE = re.compile(r"youtube\.com/(@[\w.-]+)|^(@[\w.-]+)$")
 
@@ -41,6 +44,7 @@ REVIEW = (
 class NewRecipe:
     path: Path
     checks: list[str] = field(default_factory=list)
+    schema_written: Path | None = None  # a schema file written beside it for editors
 
 
 def handle_from_url(url: str) -> str | None:
@@ -86,11 +90,56 @@ def new_recipe(
     if out.exists() and not force:
         raise RecipeError(f"{out} exists; pick another name or pass --force")
     yaml = _yaml()
-    data = yaml.load(source.read_text(encoding="utf-8"))
+    source_text = source.read_text(encoding="utf-8")
+    data = yaml.load(source_text)
     checks = rewrite(data, name, channel, creator or guess_creator(channel))
-    text = _header(source, channel) + _strip_leading_comments(_dump(yaml, data))
+    reference, beside = schema_reference(source, source_text, out_dir)
+    text = _header(source, channel, reference) + _strip_leading_comments(_dump(yaml, data))
     _write_validated(out, text)
-    return NewRecipe(out, checks)
+    return NewRecipe(out, checks, _write_schema(beside) if beside else None)
+
+
+def schema_reference(source: Path, source_text: str, out_dir: Path) -> tuple[str, Path | None]:
+    """The `$schema=` value for a recipe written into `out_dir`, resolving from there, and the
+    schema file to write for it (None: an existing one is pointed at).
+
+    The copied line is relative to the source recipe, so it is re-aimed: at the schema the
+    source's own line names when that file exists (a URL is kept as it is), else at the
+    project's schemas/ (the current folder's). Without either (recipe installed with pip, run
+    outside the repository) the schema of this version is written beside the new recipe: a path
+    into site-packages would break with the environment, a file next to the recipe travels with it.
+    """
+    named = SCHEMA_LINE.search(source_text)
+    if named and "://" in named.group(1):  # a URL resolves from anywhere
+        return named.group(1), None
+    for schema in (source.parent / named.group(1) if named else None, PROJECT_SCHEMA):
+        if schema is not None and schema.is_file():
+            relative = _relative(schema, out_dir)
+            if relative:
+                return relative, None
+    return f"./{BESIDE_SCHEMA}", out_dir / BESIDE_SCHEMA
+
+
+def _relative(target: Path, out_dir: Path) -> str | None:
+    """`target` as a path from `out_dir` with forward slashes. None where there is none (another
+    drive) or it holds white space, which ends a modeline's value for some editors."""
+    try:
+        relative = Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
+    except ValueError:
+        return None
+    if any(c.isspace() for c in relative):
+        return None
+    return relative if relative.startswith("../") else f"./{relative}"
+
+
+def _write_schema(path: Path) -> Path:
+    from engine.pipeline.recipes import schema_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = schema_text()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _yaml() -> Any:
@@ -168,9 +217,9 @@ def _strip_leading_comments(text: str) -> str:
     return "".join(lines)
 
 
-def _header(source: Path, channel: str) -> str:
+def _header(source: Path, channel: str, schema: str) -> str:
     return (
-        "# yaml-language-server: $schema=../schemas/recipe.schema.json\n#\n"
+        f"# yaml-language-server: $schema={schema}\n#\n"
         f"# Made by `recipe new` from {source} for {channel}.\n"
         "# Review every field marked CHECK, then: recipe validate <this file>\n"
     )

@@ -16,6 +16,7 @@ from typing import Any
 from engine.errors import StepFailed, StoreDamaged, is_interrupt
 from engine.pipeline.logs import run_log
 from engine.pipeline.plan import Plan, PlannedStep, make_plan
+from engine.pipeline.progress import working
 from engine.pipeline.recipes import load_recipe
 from engine.pipeline.run_folder import RunFolder
 from engine.pipeline.store import Store, table_name
@@ -45,7 +46,7 @@ class Paths:
 
     @classmethod
     def resolve(cls, store: str | Path | None = None, runs_dir: str | Path | None = None) -> Paths:
-        runs = Path(runs_dir or os.environ.get("RECIPE_RUNS") or "runs")
+        runs = Path(runs_dir or os.environ.get("RECIPE_RUNS") or "runs")  # cli.RunRef spells it too
         store_path = Path(store or os.environ.get("RECIPE_STORE") or runs / "store.duckdb")
         return cls(runs, store_path)
 
@@ -107,7 +108,9 @@ def _plan(
     def context_for(name: str) -> StepContext:
         return _context(True, name, recipe, store, paths, options)
 
-    plan = make_plan(recipe, store, context_for, until=until, force=force)
+    # keying reads what steps depend on: a channel's listing, a model's bytes (minutes, the first time)
+    with working("plan: still keying the steps", last_line=False):
+        plan = make_plan(recipe, store, context_for, until=until, force=force)
     return _with_failed_rows(plan, store, options.retry_failed)
 
 
@@ -189,7 +192,9 @@ def _execute_plan(plan: Plan, store: Store, folder: RunFolder, paths: Paths, opt
     if result.executed or not (folder.path / "report.html").is_file():
         _refresh_report(folder.path)  # ~1 s (matplotlib): only when there is something new to show
     result.status = "complete"
-    log.info("run %s complete: %s", plan.run_id, folder.path)
+    # run.log records the end; the console's last line is the caller's (the CLI prints
+    # `complete: <folder> (...)`), so at INFO the console said it twice
+    log.debug("run %s complete: %s", plan.run_id, folder.path)
     return result
 
 
@@ -227,7 +232,8 @@ def _execute_step(
     started = time.perf_counter()
     try:
         # reasons quote library and provider errors: scrubbed of secrets before they are stored
-        rows = [redact_row(row) for row in step.module.run(ctx, inputs, step.config) or []]
+        with working(f"{step.name}: still running", last_line=False):  # a step's phases without a bar
+            rows = [redact_row(row) for row in step.module.run(ctx, inputs, step.config) or []]
         _publish_artifacts(ctx.work_dir, paths.artifacts / table_name(step.name, step.key))
         seconds = time.perf_counter() - started
         meta = {"config": step.config, "upstream": step.upstream, "seconds": seconds, "metrics": ctx.metrics}

@@ -161,10 +161,12 @@ def test_rejected_key_stops_at_once_with_a_hint() -> None:
 
 
 def test_missing_key_stops_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server elsewhere (one on this machine needs no key: tests/llm/test_local_server.py)."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FakeOpenAI(echo) as srv:
+        elsewhere = srv.base_url.replace("127.0.0.1", "llm.example.invalid")
         with pytest.raises(llm.LLMUnavailable, match="OPENAI_API_KEY"):
-            LLMClient(params(srv, max_concurrency=1)).run_many(requests(2))
+            LLMClient(params(srv, max_concurrency=1, api_base=elsewhere)).run_many(requests(2))
     assert srv.calls == 0  # the SDK refuses before sending; nothing is retried
 
 
