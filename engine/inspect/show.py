@@ -133,6 +133,7 @@ def render_run(summary: dict[str, Any]) -> str:
     lines = [
         f"run {manifest.get('run_id')}  recipe {manifest.get('recipe')}  status {summary['status']}",
         f"folder {summary['run_dir']}",
+        _device_line(manifest, summary["metrics"].get("train") or {}),
         *_verdict_lines(summary.get("verdict")),
         "",
     ]
@@ -149,6 +150,17 @@ def render_run(summary: dict[str, Any]) -> str:
     lines.extend(_curation_lines(summary["metrics"].get("curate") or {}))
     lines.extend(_eval_lines(summary.get("eval") or {}))
     return "\n".join(lines)
+
+
+def _device_line(manifest: dict[str, Any], train: dict[str, Any]) -> str:
+    """`device gpu (NVIDIA H100, cuda)`, plus the ranks when training ran under mlx.launch."""
+    from engine.models.device import describe
+
+    line = f"device {describe(manifest.get('device'))}"
+    dist = train.get("distributed") or {}
+    if dist.get("world_size", 1) > 1:
+        line += f"; trained on {dist['world_size']} ranks ({dist.get('backend')})"
+    return line
 
 
 def _verdict_lines(found: dict[str, Any] | None) -> list[str]:

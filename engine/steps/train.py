@@ -28,6 +28,7 @@ MLX_PREFIX = "mlx:"  # an LLM served in-process from a local model (engine.llm.m
 NAME = "train"
 # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config;
 # 4: adapters/ holds the lowest-validation-loss snapshot (kept_iteration), same batches each evaluation
+# (train.distributed is not keyed and adds only metrics, so it needs no new version)
 VERSION = 4
 DEPENDS = ("split",)
 COLUMNS = {
@@ -60,7 +61,7 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     Checked at load time (validate, plan, and run before any step), so a mistyped model path
     never surfaces at train, after the LLM steps have spent money.
     """
-    return _budget_problems(recipe.train, located) + [
+    return _budget_problems(recipe.train, located) + _distributed_problems(recipe, located) + [
         located.problem(path, f"{spec!r}: {why}")
         for path, spec in _local_models(recipe)
         if (why := _why_missing(spec, recipe.base_dir))
@@ -80,6 +81,31 @@ def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
         message = f"warmup ({schedule.warmup}) must be below iters ({train.iters})"
         problems.append(located.problem(("train", "lr_schedule", "warmup"), message))
     return problems
+
+
+def _distributed_problems(recipe: Recipe, located: Located) -> list[Problem]:
+    """One of processes/hosts/hostfile, a readable hostfile, and a global batch the ranks can share."""
+    from engine.models.distributed import world_size
+
+    dist, where = recipe.train.distributed, ("train", "distributed")
+    if dist is None:
+        return []
+    given = [name for name in ("processes", "hosts", "hostfile") if getattr(dist, name) is not None]
+    if len(given) != 1:
+        found = f"found {' and '.join(given)}" if given else "none is set"
+        message = f"set exactly one of processes, hosts or hostfile ({found}); e.g. processes: 2 for two local ranks"
+        return [located.problem(where + ((given[-1],) if given else ()), message)]
+    try:
+        ranks = world_size(dist, recipe.base_dir)
+    except RecipeError as e:
+        return [located.problem(where + ("hostfile",), str(e))]
+    if recipe.train.batch_size % ranks:
+        message = (
+            f"{recipe.train.batch_size} is the global batch and must divide by the {ranks} ranks of "
+            f"train.distributed; use a multiple of {ranks}, e.g. {ranks * max(1, recipe.train.batch_size // ranks)}"
+        )
+        return [located.problem(("train", "batch_size"), message)]
+    return []
 
 
 def _why_missing(spec: str, base_dir: Path) -> str | None:
@@ -125,13 +151,15 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
     rows: list[dict] = []
     log_file = ctx.work_dir / "train_log.txt"
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ranks: dict[str, Any] = {}
+    launch = _launcher(ctx, cfg, model_path, data, ranks) if cfg.distributed else None
     # mlx-lm's trainer prints its own table; it goes to a log file, our progress bar stays clean.
     with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         lr, sweep_summary = cfg.learning_rates[0], None
         if len(cfg.learning_rates) > 1:
             trial_iters = max(1, round(iters * cfg.sweep_fraction))
             with ctx.progress(len(cfg.learning_rates), f"learning-rate sweep ({trial_iters} steps each)") as bar:
-                found = sweep(model_path, train, valid, cfg, iters, on_trial=lambda _t: bar.advance())
+                found = sweep(model_path, train, valid, cfg, iters, lambda _t: bar.advance(), launch)
             lr, sweep_summary = found.chosen, found.summary(cfg.sweep_fraction)
             rows += [_row(f"trial-{i}", t, t.learning_rate == lr) for i, t in enumerate(found.trials)]
             ctx.log.info("learning-rate sweep chose %g", lr)
@@ -142,9 +170,12 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
                 bar.advance(report["iteration"] - last[0])
                 last[0] = report["iteration"]
 
-            result = train_adapter(
-                model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
-            )
+            if launch:
+                result = launch(ctx.work_dir / "adapters", lr, iters, advance)
+            else:
+                result = train_adapter(
+                    model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
+                )
     rows.append(_row("final", result, True))
     _log_kept(ctx, cfg, result, len(valid))
     summary = result.summary()
@@ -156,12 +187,55 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
             "valid_examples": len(valid),
             **summary,
             "wall_time_s": round(time.perf_counter() - started, 2),
+            "distributed": _distributed_metrics(cfg, ranks.get("last", [])),
+            "device": _device(),
         }
     )
     if sweep_summary:
         ctx.metrics["sweep"] = sweep_summary
     plot_losses(summary, sweep_summary, ctx.work_dir / "loss.png")
     return rows
+
+
+def _launcher(ctx: StepContext, cfg: TrainSettings, model_path: Path, data: Path, ranks: dict[str, Any]) -> Any:
+    """`launch(adapter_dir, lr, iters, on_report=None)`: one training under mlx.launch.
+
+    Each launch gets its own folder of rank logs under the step's work folder (kept with the
+    artifacts: `distributed/<adapters|trial-N>/rank<N>.log`); `ranks["last"]` holds the last
+    launch's per-rank summaries for metrics.json.
+    """
+    from engine.models.distributed import train_distributed
+
+    assert cfg.distributed is not None
+    dist = cfg.distributed
+
+    def launch(adapter_dir: Path, lr: float, iters: int, on_report: Any = None) -> Any:
+        spec = {
+            "model_path": str(model_path),
+            "train_path": str(data / "train.jsonl"),
+            "valid_path": str(data / "valid.jsonl"),
+            "settings": cfg.model_dump(mode="json"),
+            "learning_rate": lr,
+            "iters": iters,
+        }
+        job_dir = ctx.work_dir / "distributed" / adapter_dir.name
+        result, ranks["last"] = train_distributed(dist, ctx.base_dir, job_dir, spec, adapter_dir, on_report)
+        return result
+
+    return launch
+
+
+def _distributed_metrics(cfg: TrainSettings, ranks: list[dict]) -> dict[str, Any]:
+    """World size, backend and each rank's throughput (one process: world size 1, no backend)."""
+    if cfg.distributed is None:
+        return {"world_size": 1, "backend": None, "ranks": []}
+    return {"world_size": len(ranks), "backend": cfg.distributed.backend, "ranks": ranks}
+
+
+def _device() -> dict[str, Any]:
+    from engine.models.device import device_report
+
+    return device_report()
 
 
 def _log_kept(ctx: StepContext, cfg: TrainSettings, result: Any, n_valid: int) -> None:
