@@ -35,6 +35,9 @@ from engine.models.train_worker import STOPPED_MARK
 
 WORKER_MODULE = "engine.models.train_worker"
 LOG_TAIL = 15
+STOPPED_BY_LAUNCHER = "was killed by SIGTERM"  # how mlx.launch ends the other ranks
+_PEER_LOST = re.compile(r"\[ring\].*(connection to a peer was lost|was closed)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # mlx-lm's progress table colours its lines
 _LAUNCHER_SAYS = re.compile(r"rank (\d+) (was killed|exited with code (-?\d+))")
 
 
@@ -204,16 +207,23 @@ def _collect(job_dir: Path, ranks: int) -> list[dict]:
     done = [job_dir / f"rank{r}.done.json" for r in range(ranks)]
     if all(p.exists() for p in done) and (job_dir / "adapters.partial").is_dir():
         return [json.loads(p.read_text(encoding="utf-8")) for p in done]
-    failed = [r for r, p in enumerate(done) if not p.exists()] or [0]
-    exits = _launcher_exits(job_dir / "launcher.log")
-    # The launcher stops the other ranks once one fails: blame one that was not stopped by it.
-    culprits = [r for r in failed if STOPPED_MARK not in _log_text(job_dir, r)] or failed
-    rank = culprits[0]
+    exits = _launcher_exits(job_dir / "launcher.log")  # in the order the launcher saw them end
+    unfinished = [r for r, p in enumerate(done) if not p.exists()] or [0]
+    failed = [r for r in exits if r in unfinished] + [r for r in unfinished if r not in exits]
+    # Once one rank fails the launcher stops the others with SIGTERM (and their ring sockets
+    # break): blame the first rank that ended some other way.
+    culprits = [r for r in failed if exits.get(r) != STOPPED_BY_LAUNCHER and not _casualty(_log_text(job_dir, r))]
+    rank = (culprits or failed)[0]
     how = exits.get(rank, "ended before finishing")
-    lines = _log_text(job_dir, rank).splitlines()[-LOG_TAIL:]
+    lines = [_ANSI.sub("", line) for line in _log_text(job_dir, rank).splitlines()[-LOG_TAIL:]]
     if not lines:  # nothing of its own: the launcher's words (e.g. ssh or port errors) instead
         lines = (job_dir / "launcher.log").read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL:]
     raise DistributedTrainingFailed(rank, ranks, how, lines, str(job_dir))
+
+
+def _casualty(log: str) -> bool:
+    """A rank that ended because another did: stopped by the launcher, or its ring peer vanished."""
+    return STOPPED_MARK in log or bool(_PEER_LOST.search(log))
 
 
 def _log_text(job_dir: Path, rank: int) -> str:

@@ -71,7 +71,9 @@ class Distributed(Section):
         "mpirun) or `nccl` (NVIDIA GPUs, needs the `cuda` extra).",
     )
     processes: int | None = Field(
-        None, ge=1, description="Ranks on this machine (one per GPU on a multi-GPU box; tests). Excludes hosts/hostfile."
+        None,
+        ge=1,
+        description="Ranks on this machine (one per GPU on a multi-GPU box; tests). Excludes hosts/hostfile.",
     )
     hosts: tuple[str, ...] | None = Field(
         None,

@@ -73,8 +73,11 @@ def _train(job: dict[str, Any], job_dir: Path) -> None:
     progress = job_dir / "progress.jsonl"
 
     def report(row: dict) -> None:
-        with open(progress, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        # every rank logs its reports (a failed rank's last lines then say how far it got)
+        print(f"rank {rank}: iteration {row['iteration']} train loss {row['loss']:.4f}", flush=True)
+        if rank == 0:
+            with open(progress, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
 
     result = train_adapter(
         job["model_path"],
@@ -84,7 +87,7 @@ def _train(job: dict[str, Any], job_dir: Path) -> None:
         job_dir / "adapters.partial",
         job["learning_rate"],
         job["iters"],
-        on_report=report if rank == 0 else None,
+        on_report=report,
     )
     if rank == 0:
         (job_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")

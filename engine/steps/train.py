@@ -61,11 +61,15 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     Checked at load time (validate, plan, and run before any step), so a mistyped model path
     never surfaces at train, after the LLM steps have spent money.
     """
-    return _budget_problems(recipe.train, located) + _distributed_problems(recipe, located) + [
-        located.problem(path, f"{spec!r}: {why}")
-        for path, spec in _local_models(recipe)
-        if (why := _why_missing(spec, recipe.base_dir))
-    ]
+    return (
+        _budget_problems(recipe.train, located)
+        + _distributed_problems(recipe, located)
+        + [
+            located.problem(path, f"{spec!r}: {why}")
+            for path, spec in _local_models(recipe)
+            if (why := _why_missing(spec, recipe.base_dir))
+        ]
+    )
 
 
 def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
@@ -197,7 +201,7 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
     return rows
 
 
-def _launcher(ctx: StepContext, cfg: TrainSettings, model_path: Path, data: Path, ranks: dict[str, Any]) -> Any:
+def _launcher(ctx: StepContext, cfg: TrainSettings, model_path: Path | str, data: Path, ranks: dict[str, Any]) -> Any:
     """`launch(adapter_dir, lr, iters, on_report=None)`: one training under mlx.launch.
 
     Each launch gets its own folder of rank logs under the step's work folder (kept with the

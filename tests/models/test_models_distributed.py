@@ -67,7 +67,7 @@ def test_two_ranks_train_an_adapter_that_loads_and_follows_the_one_rank_loss_cur
     curve1 = [p["loss"] for p in ctx1.metrics["train_loss"]][:5]
     curve2 = [p["loss"] for p in ctx2.metrics["train_loss"]][:5]
     assert len(curve1) == len(curve2) == 5
-    for a, b in zip(curve1, curve2):
+    for a, b in zip(curve1, curve2, strict=True):
         assert abs(a - b) <= LOSS_TOLERANCE * a, (curve1, curve2)
     # the first loss is computed before any update: only the token weighting differs there
     assert abs(curve1[0] - curve2[0]) <= 0.02 * curve1[0]
@@ -107,7 +107,9 @@ def test_killing_a_rank_fails_the_step_with_its_log_and_publishes_nothing(tiny_l
     assert "restarts from scratch" in message and str(job) in message
     assert not (tmp_path / "work-train" / "adapters").exists()  # nothing half-written is published
     assert not (job / "result.json").exists()
-    assert "stopped by the launcher" in (job / "rank0.log").read_text()  # the other rank did not linger
+    # the other rank ended too: stopped by the launcher, or on its own when its ring peer vanished
+    rank0 = (job / "rank0.log").read_text()
+    assert "stopped by the launcher" in rank0 or "[ring] connection to a peer was lost" in rank0
     with pytest.raises(ProcessLookupError):
         os.kill(int((job / "rank0.pid").read_text()), 0)
 
@@ -122,7 +124,7 @@ def test_a_rank_that_fails_reports_its_own_error(tiny_llama: Path, tmp_path: Pat
     """A problem found inside the ranks (here: fewer training examples than the global batch)."""
     split = write_split(tmp_path / "split", n_train=2)
     settings = {**TRAIN, "model": str(tiny_llama), "batch_size": 4, "distributed": TWO_RANKS}
-    with pytest.raises(DistributedTrainingFailed, match=r"(?s)rank 0 of 2 exited with code 1.*only 2 examples"):
+    with pytest.raises(DistributedTrainingFailed, match=r"(?s)rank [01] of 2 exited with code 1.*only 2 examples"):
         run_step(train_step, recipe_with(settings, tmp_path), tmp_path, {"split": split})
 
 
