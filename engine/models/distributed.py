@@ -172,7 +172,11 @@ def _follow(proc: subprocess.Popen, progress: Path, on_report: Callable[[dict], 
             lines = progress.read_text(encoding="utf-8").splitlines()
             complete = lines if finished else lines[:-1]  # the last line may still be being written
             for line in complete[seen:]:
-                on_report(json.loads(line))
+                try:
+                    report = json.loads(line)
+                except ValueError:  # cut off by a rank killed mid-write: the failure is reported below
+                    continue
+                on_report(report)
             seen = max(seen, len(complete))
         if finished:
             return
