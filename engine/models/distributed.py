@@ -14,6 +14,7 @@ interrupted, so no rank outlives the step.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 
 from engine.errors import DistributedTrainingFailed, RecipeError
 from engine.models.settings import Distributed
+from engine.models.settings import TrainSettings as Train
 from engine.models.train import TrainResult
 from engine.models.train_worker import STOPPED_MARK
 
@@ -39,6 +41,45 @@ STOPPED_BY_LAUNCHER = "was killed by SIGTERM"  # how mlx.launch ends the other r
 _PEER_LOST = re.compile(r"\[ring\].*(connection to a peer was lost|was closed)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # mlx-lm's progress table colours its lines
 _LAUNCHER_SAYS = re.compile(r"rank (\d+) (was killed|exited with code (-?\d+))")
+
+
+def settings_problems(train: Train, base_dir: Path) -> list[tuple[tuple[str, ...], str]]:
+    """(recipe path, message) for `train.distributed`: exactly one of processes/hosts/hostfile, IPs
+    for the ring backend's hosts, a readable hostfile, and a global batch the ranks can share."""
+    dist, where = train.distributed, ("train", "distributed")
+    if dist is None:
+        return []
+    given = [name for name in ("processes", "hosts", "hostfile") if getattr(dist, name) is not None]
+    if len(given) != 1:
+        found = f"found {' and '.join(given)}" if given else "none is set"
+        message = f"set exactly one of processes, hosts or hostfile ({found}); e.g. processes: 2 for two local ranks"
+        return [(where + ((given[-1],) if given else ()), message)]
+    if dist.backend == "ring" and dist.hosts and (names := [h for h in dist.hosts if not _is_ip(h)]):
+        message = (
+            f"the ring backend connects to IP addresses, and {names[0]!r} is a host name; give its IP, "
+            "or use a hostfile with both (ssh name and ips, see docs/scaling.md)"
+        )
+        return [(where + ("hosts",), message)]
+    try:
+        ranks = world_size(dist, base_dir)
+    except RecipeError as e:
+        return [(where + ("hostfile",), str(e))]
+    if train.batch_size % ranks:
+        example = ranks * max(1, train.batch_size // ranks)
+        message = (
+            f"{train.batch_size} is the global batch and must divide by the {ranks} ranks of "
+            f"train.distributed; use a multiple of {ranks}, e.g. {example}"
+        )
+        return [(("train", "batch_size"), message)]
+    return []
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def world_size(dist: Distributed, base_dir: Path) -> int:

@@ -10,7 +10,6 @@ in metrics.json; `adapters/` (the snapshot with the lowest validation loss: `kep
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 from pathlib import Path
@@ -89,44 +88,9 @@ def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
 
 
 def _distributed_problems(recipe: Recipe, located: Located) -> list[Problem]:
-    """One of processes/hosts/hostfile, a readable hostfile, and a global batch the ranks can share."""
-    from engine.models.distributed import world_size
+    from engine.models.distributed import settings_problems
 
-    dist, where = recipe.train.distributed, ("train", "distributed")
-    if dist is None:
-        return []
-    given = [name for name in ("processes", "hosts", "hostfile") if getattr(dist, name) is not None]
-    if len(given) != 1:
-        found = f"found {' and '.join(given)}" if given else "none is set"
-        message = f"set exactly one of processes, hosts or hostfile ({found}); e.g. processes: 2 for two local ranks"
-        return [located.problem(where + ((given[-1],) if given else ()), message)]
-    if dist.backend == "ring" and dist.hosts and (names := [h for h in dist.hosts if not _is_ip(h)]):
-        message = (
-            f"the ring backend connects to IP addresses, and {names[0]!r} is a host name; give its IP, "
-            "or use a hostfile with both (ssh name and ips, see docs/scaling.md)"
-        )
-        return [located.problem(where + ("hosts",), message)]
-    try:
-        ranks = world_size(dist, recipe.base_dir)
-    except RecipeError as e:
-        return [located.problem(where + ("hostfile",), str(e))]
-    if recipe.train.batch_size % ranks:
-        message = (
-            f"{recipe.train.batch_size} is the global batch and must divide by the {ranks} ranks of "
-            f"train.distributed; use a multiple of {ranks}, e.g. {ranks * max(1, recipe.train.batch_size // ranks)}"
-        )
-        return [located.problem(("train", "batch_size"), message)]
-    return []
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return [located.problem(path, message) for path, message in settings_problems(recipe.train, recipe.base_dir)]
 
 
 def _why_missing(spec: str, base_dir: Path) -> str | None:
@@ -209,7 +173,7 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
             **summary,
             "wall_time_s": round(time.perf_counter() - started, 2),
             "distributed": _distributed_metrics(cfg, ranks.get("last", [])),
-            "device": _device(),
+            "device": _device(ctx),
         }
     )
     if sweep_summary:
@@ -253,12 +217,12 @@ def _distributed_metrics(cfg: TrainSettings, ranks: list[dict]) -> dict[str, Any
     return {"world_size": len(ranks), "backend": cfg.distributed.backend, "ranks": ranks}
 
 
-def _device() -> dict[str, Any]:
+def _device(ctx: StepContext) -> dict[str, Any]:
     from engine.models.device import device_report
 
     report = device_report()
     if report.get("warning"):
-        logging.getLogger("engine.steps.train").warning("%s", report["warning"])
+        ctx.log.warning("%s", report["warning"])
     return report
 
 
