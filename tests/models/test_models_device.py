@@ -90,3 +90,15 @@ def test_the_cuda_extra_pulls_mlx_cuda_backend_on_linux_only() -> None:
     assert req.marker is not None
     assert req.marker.evaluate({"sys_platform": "linux"}) and not req.marker.evaluate({"sys_platform": "darwin"})
     assert req.specifier.contains("0.30.1") and not req.specifier.contains("0.30.0")  # first mlx-cuda-12 release
+
+
+def test_show_says_how_many_ranks_trained_and_nothing_for_runs_without_a_device() -> None:
+    from engine.inspect.show import render_run
+
+    gpu = {"device": "gpu", "name": "NVIDIA H100 80GB HBM3", "metal": False, "cuda": True}
+    summary = {"run_dir": "runs/x", "status": "complete", "problems": {}, "verdict": None}
+    train = {"distributed": {"world_size": 2, "backend": "nccl", "ranks": []}}
+    shown = render_run({**summary, "manifest": {"run_id": "x", "device": gpu}, "metrics": {"train": train}})
+    assert "device gpu (NVIDIA H100 80GB HBM3, cuda); trained on 2 ranks (nccl)" in shown.splitlines()
+    old = render_run({**summary, "manifest": {"run_id": "x"}, "metrics": {}})
+    assert "device" not in old
