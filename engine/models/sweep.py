@@ -60,8 +60,13 @@ def sweep(
     cfg: Train,
     iters: int,
     on_trial: Callable[[TrainResult], None] | None = None,
+    trainer: Callable[[Path, float, int], TrainResult] | None = None,
 ) -> SweepResult:
-    """Train each learning rate for `sweep_fraction` of `iters`; return the trials and the winner."""
+    """Train each learning rate for `sweep_fraction` of `iters`; return the trials and the winner.
+
+    `trainer(adapter_dir, learning_rate, iters)` trains one trial (the train step passes one that
+    runs under mlx.launch for `train.distributed`); by default, train_adapter in this process.
+    """
     if len(valid) < cfg.batch_size:
         raise RecipeError(
             f"a learning-rate sweep needs a validation set of at least batch_size="
@@ -71,7 +76,12 @@ def sweep(
     result = SweepResult(chosen=cfg.learning_rates[0], trial_iters=trial_iters)
     with tempfile.TemporaryDirectory(prefix="lr-sweep-") as tmp:  # trial adapters are thrown away
         for i, lr in enumerate(cfg.learning_rates):
-            trial = train_adapter(model_path, train, valid, cfg, Path(tmp) / f"trial-{i}", lr, trial_iters)
+            where = Path(tmp) / f"trial-{i}"
+            trial = (
+                trainer(where, lr, trial_iters)
+                if trainer
+                else train_adapter(model_path, train, valid, cfg, where, lr, trial_iters)
+            )
             result.trials.append(trial)
             if on_trial:
                 on_trial(trial)

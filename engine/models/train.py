@@ -35,6 +35,8 @@ class TrainResult:
     kept_val_loss: float | None = None
     trained_iters: int = 0  # steps actually taken: `iters`, or fewer after an early stop
     stopped_early: bool = False
+    rank_tokens: int = 0  # tokens this rank trained on (all of them in a one-process run)
+    world_size: int = 1
 
     @property
     def final_val_loss(self) -> float | None:
@@ -178,21 +180,25 @@ def _callback(result: TrainResult, keep: KeepBest, on_report: Callable[[dict], N
     return Capture()
 
 
-def same_batches_each_evaluation(seed: int) -> Callable[..., Any]:
+def same_batches_each_evaluation(seed: int, counted: TrainResult | None = None) -> Callable[..., Any]:
     """mlx-lm's batch iterator, except that evaluations always draw the same batches.
 
     mlx-lm shuffles validation batches with numpy's global state, so with `val_batches` below
     the set's size each evaluation scores a different sample and the losses being compared (to
     keep the best adapter, to stop early) differ by sampling noise. Seeding only the evaluation's
     draw and restoring the state after it also leaves the training batch order independent of
-    how often evaluations run.
+    how often evaluations run. `counted.rank_tokens` adds up the tokens of this rank's training
+    batches (under mlx.launch each rank draws its own share of every global batch).
     """
     import numpy as np
     from mlx_lm.tuner.trainer import iterate_batches
 
     def batches(**kwargs: Any) -> Any:  # mlx-lm passes every argument by keyword
         if kwargs.pop("loop", False):  # the training stream
-            yield from iterate_batches(**kwargs, loop=True)
+            for batch, lengths in iterate_batches(**kwargs, loop=True):
+                if counted is not None:
+                    counted.rank_tokens += loss_tokens(batch, lengths)
+                yield batch, lengths
             return
         saved = np.random.get_state()
         np.random.seed(seed)
@@ -206,6 +212,14 @@ def same_batches_each_evaluation(seed: int) -> Callable[..., Any]:
             yield from stream
 
     return batches
+
+
+def loss_tokens(batch: Any, lengths: Any) -> int:
+    """The target tokens mlx-lm's default loss counts in a batch: per row, the positions from
+    max(offset, 1) to its length (offset: where the answer starts), within the batch's targets."""
+    mx = import_mlx()
+    last = mx.minimum(lengths[:, 1], batch.shape[1] - 1)
+    return int(mx.maximum(last - mx.maximum(lengths[:, 0], 1) + 1, 0).sum().item())
 
 
 def _datasets(tokenizer: Any, train: list[dict], valid: list[dict], cfg: Train) -> tuple[Any, Any]:
@@ -246,6 +260,10 @@ def train_adapter(
     from engine.models.resolve import cast_for_device, flat_parameters
 
     started = time.perf_counter()
+    # Under mlx.launch every rank runs this; the same seeds give every rank the same batch order
+    # (each takes its share of each global batch) and the same LoRA init. Only rank 0 writes files.
+    world = mx.distributed.init()
+    writes = world.rank() == 0
     np.random.seed(cfg.seed)  # mlx-lm's batch order uses numpy's global state
     mx.random.seed(cfg.seed)  # LoRA init and dropout
     model, tokenizer = load(str(model_path))[:2]
@@ -255,12 +273,15 @@ def train_adapter(
     model.freeze()
     config = adapter_config(cfg, learning_rate, iters)
     linear_to_lora_layers(model, cfg.lora.layers, config["lora_parameters"], use_dora=cfg.fine_tune_type == "dora")
-    result = TrainResult(learning_rate=learning_rate, iters=iters)
+    result = TrainResult(learning_rate=learning_rate, iters=iters, world_size=world.size())
     result.trainable_parameters = sum(v.size for _, v in flat_parameters(model.trainable_parameters()))
     train_set, val_set = _datasets(tokenizer, train, valid, cfg)
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if writes:
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        (adapter_dir / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     args = TrainingArgs(
+        # The global batch: mlx-lm's iterate_batches gives each rank batch_size / world size rows
+        # of it and the trainer averages the ranks' gradients, so this is the same on any world size.
         batch_size=cfg.batch_size,
         iters=iters,
         val_batches=cfg.val_batches,
@@ -275,7 +296,7 @@ def train_adapter(
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
     patience = cfg.early_stopping.patience if cfg.early_stopping and val_set is not None else None
     keep = KeepBest(model, patience)
-    batches = same_batches_each_evaluation(cfg.seed)
+    batches = same_batches_each_evaluation(cfg.seed, counted=result)
     result.trained_iters = iters
     try:
         tuner_train(
@@ -301,12 +322,12 @@ def train_adapter(
         )
         result.val.append({"iteration": iters, "loss": float(loss), "time_s": time.perf_counter() - tic})
         keep.offer(iters, float(loss))
-    _publish(model, keep, result, adapter_dir / "adapters.safetensors")
+    _publish(model, keep, result, adapter_dir / "adapters.safetensors" if writes else None)
     result.wall_time_s = time.perf_counter() - started
     return result
 
 
-def _publish(model: Any, keep: KeepBest, result: TrainResult, path: Path) -> None:
+def _publish(model: Any, keep: KeepBest, result: TrainResult, path: Path | None) -> None:
     """Write the kept adapter: the lowest-validation-loss snapshot, else (no validation set, or
     no finite validation loss) the weights after the last step."""
     mx = import_mlx()
@@ -318,4 +339,6 @@ def _publish(model: Any, keep: KeepBest, result: TrainResult, path: Path) -> Non
     else:
         weights = dict(tree_flatten(model.trainable_parameters()))
         result.kept_iteration = result.trained_iters
+    if path is None:  # a rank other than 0: the same weights, written once by rank 0
+        return
     mx.save_safetensors(str(path), weights)

@@ -53,6 +53,12 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+def _device() -> dict[str, Any]:
+    from engine.models.device import device_report  # imports mlx (~15 ms), only when a run starts
+
+    return device_report()
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = path
@@ -79,6 +85,7 @@ class RunFolder:
             "updated": now(),
             "versions": versions(),
             "platform": f"{sys.platform}-{platform.machine()}",
+            "device": _device(),  # what MLX computes on here: cpu, or the Metal/CUDA GPU
             "steps": {s.name: self._step_entry(s, previous) for s in plan.steps},
         }
         self._save()

@@ -28,6 +28,7 @@ MLX_PREFIX = "mlx:"  # an LLM served in-process from a local model (engine.llm.m
 NAME = "train"
 # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config;
 # 4: adapters/ holds the lowest-validation-loss snapshot (kept_iteration), same batches each evaluation
+# (train.distributed is not keyed and adds only metrics, so it needs no new version)
 VERSION = 4
 DEPENDS = ("split",)
 COLUMNS = {
@@ -71,11 +72,15 @@ def check(recipe: Recipe, located: Located) -> list[Problem]:
     Checked at load time (validate, plan, and run before any step), so a mistyped model path
     never surfaces at train, after the LLM steps have spent money.
     """
-    return _budget_problems(recipe.train, located) + [
-        located.problem(path, f"{spec!r}: {why}")
-        for path, spec in _local_models(recipe)
-        if (why := _why_missing(spec, recipe.base_dir))
-    ]
+    return (
+        _budget_problems(recipe.train, located)
+        + _distributed_problems(recipe, located)
+        + [
+            located.problem(path, f"{spec!r}: {why}")
+            for path, spec in _local_models(recipe)
+            if (why := _why_missing(spec, recipe.base_dir))
+        ]
+    )
 
 
 def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
@@ -91,6 +96,12 @@ def _budget_problems(train: TrainSettings, located: Located) -> list[Problem]:
         message = f"warmup ({schedule.warmup}) must be below iters ({train.iters})"
         problems.append(located.problem(("train", "lr_schedule", "warmup"), message))
     return problems
+
+
+def _distributed_problems(recipe: Recipe, located: Located) -> list[Problem]:
+    from engine.models.distributed import settings_problems
+
+    return [located.problem(path, message) for path, message in settings_problems(recipe.train, recipe.base_dir)]
 
 
 def _why_missing(spec: str, base_dir: Path) -> str | None:
@@ -136,13 +147,15 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
     rows: list[dict] = []
     log_file = ctx.work_dir / "train_log.txt"
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ranks: dict[str, Any] = {}
+    launch = _launcher(ctx, cfg, model_path, data, ranks) if cfg.distributed else None
     # mlx-lm's trainer prints its own table; it goes to a log file, our progress bar stays clean.
     with open(log_file, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
         lr, sweep_summary = cfg.learning_rates[0], None
         if len(cfg.learning_rates) > 1:
             trial_iters = max(1, round(iters * cfg.sweep_fraction))
             with ctx.progress(len(cfg.learning_rates), f"learning-rate sweep ({trial_iters} steps each)") as bar:
-                found = sweep(model_path, train, valid, cfg, iters, on_trial=lambda _t: bar.advance())
+                found = sweep(model_path, train, valid, cfg, iters, lambda _t: bar.advance(), launch)
             lr, sweep_summary = found.chosen, found.summary(cfg.sweep_fraction)
             rows += [_row(f"trial-{i}", t, t.learning_rate == lr) for i, t in enumerate(found.trials)]
             ctx.log.info("learning-rate sweep chose %g", lr)
@@ -153,9 +166,12 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
                 bar.advance(report["iteration"] - last[0])
                 last[0] = report["iteration"]
 
-            result = train_adapter(
-                model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
-            )
+            if launch:
+                result = launch(ctx.work_dir / "adapters", lr, iters, advance)
+            else:
+                result = train_adapter(
+                    model_path, train, valid, cfg, ctx.work_dir / "adapters", lr, iters, on_report=advance
+                )
     rows.append(_row("final", result, True))
     _log_kept(ctx, cfg, result, len(valid))
     summary = result.summary()
@@ -167,12 +183,58 @@ def run(ctx: StepContext, inputs: Inputs, cfg: TrainSettings) -> list[dict]:
             "valid_examples": len(valid),
             **summary,
             "wall_time_s": round(time.perf_counter() - started, 2),
+            "distributed": _distributed_metrics(cfg, ranks.get("last", [])),
+            "device": _device(ctx),
         }
     )
     if sweep_summary:
         ctx.metrics["sweep"] = sweep_summary
     plot_losses(summary, sweep_summary, ctx.work_dir / "loss.png")
     return rows
+
+
+def _launcher(ctx: StepContext, cfg: TrainSettings, model_path: Path | str, data: Path, ranks: dict[str, Any]) -> Any:
+    """`launch(adapter_dir, lr, iters, on_report=None)`: one training under mlx.launch.
+
+    Each launch gets its own folder of rank logs under the step's work folder (kept with the
+    artifacts: `distributed/<adapters|trial-N>/rank<N>.log`); `ranks["last"]` holds the last
+    launch's per-rank summaries for metrics.json.
+    """
+    from engine.models.distributed import train_distributed
+
+    assert cfg.distributed is not None
+    dist = cfg.distributed
+
+    def launch(adapter_dir: Path, lr: float, iters: int, on_report: Any = None) -> Any:
+        spec = {
+            "model_path": str(model_path),
+            "train_path": str(data / "train.jsonl"),
+            "valid_path": str(data / "valid.jsonl"),
+            "settings": cfg.model_dump(mode="json"),
+            "learning_rate": lr,
+            "iters": iters,
+        }
+        job_dir = ctx.work_dir / "distributed" / adapter_dir.name
+        result, ranks["last"] = train_distributed(dist, ctx.base_dir, job_dir, spec, adapter_dir, on_report)
+        return result
+
+    return launch
+
+
+def _distributed_metrics(cfg: TrainSettings, ranks: list[dict]) -> dict[str, Any]:
+    """World size, backend and each rank's throughput (one process: world size 1, no backend)."""
+    if cfg.distributed is None:
+        return {"world_size": 1, "backend": None, "ranks": []}
+    return {"world_size": len(ranks), "backend": cfg.distributed.backend, "ranks": ranks}
+
+
+def _device(ctx: StepContext) -> dict[str, Any]:
+    from engine.models.device import device_report
+
+    report = device_report()
+    if report.get("warning"):
+        ctx.log.warning("%s", report["warning"])
+    return report
 
 
 def _log_kept(ctx: StepContext, cfg: TrainSettings, result: Any, n_valid: int) -> None:

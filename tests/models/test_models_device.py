@@ -1,0 +1,104 @@
+"""The device MLX computes on: in the manifest, in `recipe show`, and what it decides (BLAS, dtype)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from packaging.requirements import Requirement
+
+from engine.cli import main
+from engine.models.device import describe, device_report
+from engine.pipeline.runner import Paths, run_recipe
+from engine.steps.base import RunOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_manifest_records_the_device_and_show_prints_it(tmp_path: Path, paths: Paths) -> None:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "talk.txt").write_text("Fasting lowers insulin. " * 20)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: d\ncreator:\n  name: Dr. Test\nsources:\n  - type: local\n    path: inbox\n")
+    run = run_recipe(recipe, paths, until="transcripts", options=RunOptions(quiet=True))
+    device = json.loads((run.run_dir / "manifest.json").read_text())["device"]
+    assert device["device"] == "cpu" and device["cuda"] is False and device["metal"] is False  # this machine
+    assert device["name"]  # mx.device_info()'s name of the CPU
+    shown = CliRunner().invoke(main, ["show", run.run_dir.name, "--runs-dir", str(paths.runs_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert f"device cpu ({device['name']})" in shown.output
+
+
+def test_describe_names_the_gpu_and_its_backend_and_copes_with_old_or_broken_reports() -> None:
+    gpu = {"device": "gpu", "name": "NVIDIA H100 80GB HBM3", "metal": False, "cuda": True}
+    assert describe(gpu) == "gpu (NVIDIA H100 80GB HBM3, cuda)"
+    assert describe({"device": "gpu", "name": None, "metal": True, "cuda": False}) == "gpu (metal)"
+    assert describe(None).startswith("unknown (run made before")
+    assert describe({"device": None, "error": "ImportError: libmlx.so"}) == "unknown (ImportError: libmlx.so)"
+    assert device_report()["device"] == "cpu"
+    clash = {**gpu, "device": "cpu", "cuda": False, "warning": "mlx-cuda-12 is installed but MLX sees no CUDA GPU"}
+    assert describe(clash).endswith("; WARNING: mlx-cuda-12 is installed but MLX sees no CUDA GPU")
+
+
+def test_an_installed_cuda_backend_that_is_not_in_use_is_reported(tmp_path: Path) -> None:
+    """mlx-cuda-12 installed (its dist-info) but the CPU libmlx.so loaded: the report says how to fix it."""
+    info = tmp_path / "mlx_cuda_12-0.32.4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlx-cuda-12\nVersion: 0.32.4\n")
+    code = "import json; from engine.models.device import device_report; print(json.dumps(device_report()))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["device"] == "cpu" and report["cuda"] is False
+    assert "pip install --force-reinstall --no-deps mlx-cuda-12==" in report["warning"]
+
+
+def _blas_in_a_fresh_process(extra_path: Path | None) -> dict:
+    """ensure_fast_blas() in a new interpreter, and whether an OpenBLAS got mapped into it."""
+    code = (
+        "import json; from engine.models.blas import ensure_fast_blas, cuda_backend_installed;"
+        "found = ensure_fast_blas(); maps = open('/proc/self/maps').read();"
+        "print(json.dumps({'found': found, 'cuda': cuda_backend_installed(), 'mapped': 'openblas' in maps}))"
+    )
+    path = [str(extra_path)] if extra_path else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openblas_is_skipped_when_the_cuda_backend_is_installed(tmp_path: Path) -> None:
+    plain = _blas_in_a_fresh_process(None)
+    assert plain["cuda"] is None and plain["found"] and plain["mapped"]  # this machine: CPU, OpenBLAS loaded
+    # What `pip install mlx-cuda-12` leaves for importlib.metadata to find: its dist-info folder.
+    info = tmp_path / "mlx_cuda_12-0.32.4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlx-cuda-12\nVersion: 0.32.4\n")
+    with_cuda = _blas_in_a_fresh_process(tmp_path)
+    assert with_cuda == {"found": None, "cuda": "mlx-cuda-12", "mapped": False}
+
+
+def test_the_cuda_extra_pulls_mlx_cuda_backend_on_linux_only() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (req,) = [Requirement(r) for r in extras["cuda"]]
+    assert req.name == "mlx" and req.extras == {"cuda12"}
+    assert req.marker is not None
+    assert req.marker.evaluate({"sys_platform": "linux"}) and not req.marker.evaluate({"sys_platform": "darwin"})
+    assert req.specifier.contains("0.30.1") and not req.specifier.contains("0.30.0")  # first mlx-cuda-12 release
+
+
+def test_show_says_how_many_ranks_trained_and_nothing_for_runs_without_a_device() -> None:
+    from engine.inspect.show import render_run
+
+    gpu = {"device": "gpu", "name": "NVIDIA H100 80GB HBM3", "metal": False, "cuda": True}
+    summary = {"run_dir": "runs/x", "status": "complete", "problems": {}, "verdict": None}
+    train = {"distributed": {"world_size": 2, "backend": "nccl", "ranks": []}}
+    shown = render_run({**summary, "manifest": {"run_id": "x", "device": gpu}, "metrics": {"train": train}})
+    assert "device gpu (NVIDIA H100 80GB HBM3, cuda); trained on 2 ranks (nccl)" in shown.splitlines()
+    old = render_run({**summary, "manifest": {"run_id": "x"}, "metrics": {}})
+    assert "device" not in old
