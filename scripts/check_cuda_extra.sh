@@ -10,11 +10,11 @@ trap 'rm -rf "$(dirname "$VENV")"' EXIT
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 REPORT="$(dirname "$VENV")/report.json"
-"$VENV/bin/pip" install --dry-run --quiet --ignore-installed --report "$REPORT" "$ROOT[cuda]"
-"$VENV/bin/python" - "$REPORT" <<'PY'
+"$VENV/bin/pip" install --dry-run --quiet --ignore-installed --report "$REPORT" "$ROOT[${EXTRA:-cuda}]"
+"$VENV/bin/python" - "$REPORT" "${EXTRA:-cuda}" <<'PY'
 import json, sys
 names = sorted(i["metadata"]["name"].lower() for i in json.load(open(sys.argv[1]))["install"])
 cuda = [n for n in names if n.startswith("mlx-cuda") or n.startswith("nvidia-")]
-print("recipe[cuda] resolves:", len(names), "packages; CUDA ones:", ", ".join(cuda))
+print(f"recipe[{sys.argv[2]}] resolves:", len(names), "packages; CUDA ones:", ", ".join(cuda))
 sys.exit(0 if any(n.startswith("mlx-cuda") for n in names) else 1)
 PY

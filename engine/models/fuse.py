@@ -20,6 +20,20 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 
+# What mlx_lm.load fetches for a hub id (the same list since 0.28): asking the cache for no more
+# than that finds a model that training loaded, even offline.
+HUB_FILES = (
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+)
+
 
 def fused_model(base: Path, adapters: Path) -> Any:
     """The base with the adapter folded into its weights (quantized bases dequantized)."""
@@ -47,16 +61,22 @@ def copy_tokenizer(base: Path, out: Path) -> None:
         config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+def model_folder(base: Path | str) -> Path:
+    """A local model folder as is; a hub id's snapshot folder in the Hugging Face cache, downloaded
+    if it is not there (huggingface_hub's public API, not mlx-lm's private `_download`)."""
+    if Path(base).exists():
+        return Path(base)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(base), allow_patterns=list(HUB_FILES)))
+
+
 def fuse_to_folder(base: Path | str, adapters: Path, out: Path, dtype: str = "float16") -> Path:
     """Write `out` (config.json, model.safetensors, tokenizer files) and return it."""
     mx = import_mlx()
     from mlx_lm.utils import load_config, save_config
 
-    base_dir = Path(base)
-    if not base_dir.exists():  # a hub id: its files live in the HF cache
-        from mlx_lm.utils import _download
-
-        base_dir = Path(_download(str(base)))
+    base_dir = model_folder(base)
     model = fused_model(base_dir, adapters)
     out.mkdir(parents=True, exist_ok=True)
     target = getattr(mx, dtype)

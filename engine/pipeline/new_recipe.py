@@ -21,6 +21,9 @@ DEFAULT_FROM = ("recipes/jason_fung.yaml", "recipes/demo.yaml")
 PROJECT_SCHEMA = Path("schemas/recipe.schema.json")  # `recipe schema --write`'s default, from the project root
 BESIDE_SCHEMA = "recipe.schema.json"  # written next to the new recipe when there is none to point at
 SCHEMA_LINE = re.compile(r"^#\s*yaml-language-server:\s*\$schema=(\S+)", re.M)
+# Shipped in the package (a link to recipes/jason_fung.yaml in the repository): the start when the
+# working directory has no recipes/, as after `pip install recipe`.
+PACKAGED_FROM = Path(__file__).parent / "starters" / "jason_fung.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HANDLE = re.compile(r"youtube\.com/(@[\w.-]+)|^(@[\w.-]+)$")
 
@@ -68,6 +71,8 @@ def default_from() -> Path:
     for candidate in DEFAULT_FROM:
         if Path(candidate).is_file():
             return Path(candidate)
+    if PACKAGED_FROM.is_file():
+        return PACKAGED_FROM
     raise RecipeError("no recipe to start from; pass --from RECIPE")
 
 
