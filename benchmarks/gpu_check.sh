@@ -77,7 +77,7 @@ RUN_PY="$PY"
 if ! cuda_ok "$PY" && ! ls "$WHEELHOUSE"/mlx_cuda_12-* >/dev/null 2>&1; then
   # Nothing here can give MLX a CUDA device: stop now, not after installing the rest.
   MISSING="mlx-cuda-12==$MLX_VERSION $(awk '/^lacks/{sub(":", "", $2); print $2}' "$OUT/machine.txt" | tr '\n' ' ')"
-  finish missing "MLX's CUDA backend is neither installed for $PY nor in the wheelhouse; mlx-cuda-12 (~89 MB) and its NVIDIA wheels (~2.9 GB) exceed the 64 MiB carry: preinstall them (pip install 'recipe[cuda]') on this machine or its image"
+  finish missing "MLX's CUDA backend is neither installed for $PY nor in the wheelhouse; mlx-cuda-12 (~89 MB) and its NVIDIA wheels (~2.9 GB) exceed the 64 MiB carry: preinstall them (pip install '.[cuda]' or '.[cuda13]') on this machine or its image"
   exit 3
 fi
 if ! (cuda_ok "$PY" && needs_ok "$PY"); then
@@ -109,7 +109,7 @@ if ! (cuda_ok "$PY" && needs_ok "$PY"); then
   INSTALL_S=$(( $(date +%s) - t ))
   if ! cuda_ok "$RUN_PY"; then
     WHY="$("$RUN_PY" -c 'import mlx.core as mx; print("mlx imports; cuda available:", mx.cuda.is_available())' 2>&1 | tail -1)"
-    finish missing "MLX's CUDA backend is not usable ($WHY); missing: ${MISSING:-none reported by pip}. mlx-cuda-12 (~89 MB) and its NVIDIA wheels (~2.9 GB) exceed the 64 MiB carry; install them on this machine (pip install 'recipe[cuda]') or preinstall them in its image"
+    finish missing "MLX's CUDA backend is not usable ($WHY); missing: ${MISSING:-none reported by pip}. mlx-cuda-12 (~89 MB) and its NVIDIA wheels (~2.9 GB) exceed the 64 MiB carry; install them on this machine (pip install '.[cuda]' or '.[cuda13]') or preinstall them in its image"
     exit 3
   fi
   needs_ok "$RUN_PY" || { finish missing "mlx-lm/pydantic/tokenizers/numpy not importable after install; missing: $MISSING"; exit 3; }

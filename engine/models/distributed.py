@@ -166,7 +166,7 @@ def check_backend(dist: Distributed) -> None:
         if not import_mlx().cuda.is_available():
             raise RecipeError(
                 "train.distributed.backend is nccl but MLX has no CUDA here; "
-                'pip install "recipe[cuda]" on a Linux machine with NVIDIA GPUs, or use ring'
+                'pip install ".[cuda]" (from a clone of recipe) on a Linux machine with NVIDIA GPUs, or use ring'
             )
 
 
