@@ -82,14 +82,16 @@ def test_openblas_is_skipped_when_the_cuda_backend_is_installed(tmp_path: Path) 
     assert with_cuda == {"found": None, "cuda": "mlx-cuda-12", "mapped": False}
 
 
-def test_the_cuda_extra_pulls_mlx_cuda_backend_on_linux_only() -> None:
+def test_the_cuda_extras_pull_mlx_cuda_backends_on_linux_only() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    (req,) = [Requirement(r) for r in extras["cuda"]]
-    assert req.name == "mlx" and req.extras == {"cuda12"}
-    assert req.marker is not None
-    assert req.marker.evaluate({"sys_platform": "linux"}) and not req.marker.evaluate({"sys_platform": "darwin"})
-    assert req.specifier.contains("0.30.1") and not req.specifier.contains("0.30.0")  # first mlx-cuda-12 release
+    for extra, backend in (("cuda", "cuda12"), ("cuda13", "cuda13")):
+        (req,) = [Requirement(r) for r in extras[extra]]
+        assert req.name == "mlx" and req.extras == {backend}
+        assert req.marker is not None
+        assert req.marker.evaluate({"sys_platform": "linux"}) and not req.marker.evaluate({"sys_platform": "darwin"})
+        # the base install's own mlx minimum: a CUDA backend older than the mlx it sits beside would not load
+        assert req.specifier.contains("0.30.4") and not req.specifier.contains("0.30.3")
 
 
 def test_show_says_how_many_ranks_trained_and_nothing_for_runs_without_a_device() -> None:
