@@ -10,9 +10,9 @@ environment: litellm reads them there and they are never part of a key or a file
 
 The event loop does nothing slow itself (issue 16: at 100 calls in flight, every millisecond a
 call holds the loop delays the other 99): replies are committed by one writer thread
-(`CacheWriter`), in batches of whatever arrived while the last commit ran, and a call counts as
-answered only once its reply is committed; the cache is read once per run for every request's
-first round (`get_many`), not once per call.
+(`CacheWriter`), those arriving within FLUSH_SECONDS of each other in one commit, and a call
+counts as answered only once its reply is committed; the cache is read once per run for every
+request's first round (`get_many`), not once per call.
 
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an
