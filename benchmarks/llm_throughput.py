@@ -1,40 +1,39 @@
-"""LLM client throughput against the fake OpenAI server (real HTTP on 127.0.0.1).
+"""LLM fan-out through litellm against the fake OpenAI server (real HTTP on 127.0.0.1).
 
-500 calls at concurrency 20 with 50 ms server latency; the ideal wall time is
-500 / 20 * 50 ms = 1.25 s. Prints the measured time and its ratio to the ideal (1.0 = no
-client overhead). By default the server runs in its own process so it does not compete with
-the client for the GIL; --in-process measures both in one interpreter.
+For each scenario (concurrency C, N calls, server latency L) it prints the ideal wall time
+N / C * L, the engine's wall time, their ratio (1.0 = no client overhead) and the client's CPU
+per call (process CPU time of the client process during the run, every thread counted: far
+less sensitive to a shared machine than wall time). Each measurement runs in a fresh process
+with a real DuckDB store, as a step does: every reply is committed to the "llm" item cache.
+The server runs in a process of its own, so its CPU is neither counted nor competing for the
+client's GIL; it reports its own CPU per call at the end.
 
-Run: .venv/bin/python benchmarks/llm_throughput.py [--calls N] [--concurrency C] [--in-process]
+--baseline PATH measures another checkout of the engine (e.g. the main branch) in the same run,
+against the same server, so the two sides are compared on the same machine state.
+
+Run: .venv/bin/python benchmarks/llm_throughput.py [--baseline /path/to/other/checkout]
+     [--scenarios 20:500,100:1000] [--latency 1.0] [--no-cache]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from engine.llm.client import LLMClient, LLMRequest  # noqa: E402
-from engine.llm.providers import load_litellm  # noqa: E402
-from engine.recipe.shared import LLMParams  # noqa: E402
-from fakes.openai_server import FakeOpenAI  # noqa: E402
 
 
 @contextlib.contextmanager
-def server(latency: float, in_process: bool) -> Iterator[str]:
-    if in_process:
-        with FakeOpenAI(lambda body: "ok", latency=latency) as srv:
-            yield srv.base_url
-            print(f"server: calls={srv.calls} max_in_flight={srv.max_in_flight}")
-        return
+def server(latency: float) -> Iterator[tuple[str, list[str]]]:
+    """The fake server in its own process: (base_url, lines it printed when stopped)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fakes.openai_server", "--latency", str(latency)],
         cwd=ROOT / "tests",
@@ -42,52 +41,122 @@ def server(latency: float, in_process: bool) -> Iterator[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert proc.stdout is not None
+    report: list[str] = []
     try:
-        yield proc.stdout.readline().strip()
+        yield proc.stdout.readline().strip(), report
     finally:
         out, _ = proc.communicate("", timeout=30)
-        print(f"server: {out.strip()}")
+        report.append(out.strip())
+
+
+def measure(root: Path, url: str, calls: int, concurrency: int, latency: float, model: str, cache: bool) -> dict:
+    """One measurement in a fresh interpreter importing the engine from `root`."""
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(root),
+        "--url",
+        url,
+        "--calls",
+        str(calls),
+        "--concurrency",
+        str(concurrency),
+        "--latency",
+        str(latency),
+        "--model",
+        model,
+    ]
+    if not cache:
+        command.append("--no-cache")
+    env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-bench")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"measurement failed ({root}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
+def worker(args: argparse.Namespace) -> None:
+    """The client side of one measurement (this process imports the engine under test)."""
+    sys.path.insert(0, args.worker)
+    from engine.llm.client import LLMClient, LLMRequest
+    from engine.llm.providers import load_litellm
+    from engine.pipeline.store import Store
+    from engine.recipe.shared import LLMParams
+
+    load_litellm()  # import cost is paid once per process; keep it out of the timing
+    params = LLMParams(
+        model=args.model,
+        api_base=args.url,
+        temperature=0.0,
+        max_tokens=16,
+        max_concurrency=args.concurrency,
+        requests_per_minute=0,
+        timeout=30,
+        retries=3,
+        reask=0,
+    )
+    tag = f"{time.time_ns()}"  # nothing of an earlier measurement is a cache hit
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store.duckdb") as store:
+        cache = store.item_cache("llm") if not args.no_cache else None
+        LLMClient(params, cache).run_many([LLMRequest("warm", [{"role": "user", "content": f"warm {tag}"}])])
+        requests = [LLMRequest(str(i), [{"role": "user", "content": f"call {i} {tag}"}]) for i in range(args.calls)]
+        client = LLMClient(params, cache)
+        cpu, started = time.process_time(), time.perf_counter()
+        results = client.run_many(requests)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        stored = len(cache) if cache is not None else None
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu_per_call_ms": cpu / args.calls * 1000,
+                "ok": sum(r.ok for r in results),
+                "stored": stored,
+                "tokens": client.metrics["tokens"],
+                "cost": client.metrics["cost"],
+            }
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--scenarios", default="20:500,100:1000", help="concurrency:calls, comma-separated")
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds the server takes per call")
+    parser.add_argument("--baseline", type=Path, help="another checkout of the engine to measure beside this one")
+    parser.add_argument("--no-cache", action="store_true", help="no item cache (replies not committed)")
     # a model litellm knows, so each call is priced the way a real run prices it (the fake
     # server answers; litellm's bundled cost map prices it, offline)
     parser.add_argument("--model", default="openai/gpt-4o-mini")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
-    load_litellm()  # import cost is paid once per process; keep it out of the timing
-    with server(args.latency, args.in_process) as base_url:
-        params = LLMParams(
-            model=args.model,
-            api_base=base_url,
-            temperature=0.0,
-            max_tokens=16,
-            max_concurrency=args.concurrency,
-            requests_per_minute=0,
-            timeout=30,
-            retries=3,
-            reask=0,
-        )
-        LLMClient(params).run_many([LLMRequest("warm", [{"role": "user", "content": "warm"}])])
-        requests = [LLMRequest(str(i), [{"role": "user", "content": f"call {i}"}]) for i in range(args.calls)]
-        started = time.perf_counter()
-        client = LLMClient(params)
-        results = client.run_many(requests)
-        wall = time.perf_counter() - started
-    ideal = args.calls / args.concurrency * args.latency
-    print(
-        f"calls={args.calls} ok={sum(r.ok for r in results)} concurrency={args.concurrency} "
-        f"latency={args.latency * 1000:.0f}ms server={'in-process' if args.in_process else 'subprocess'}"
-    )
-    print(
-        f"wall={wall:.2f}s ideal={ideal:.2f}s ratio={wall / ideal:.2f} "
-        f"tokens={client.metrics['tokens']} cost=${client.metrics['cost']:.6f} model={args.model}"
-    )
+    if args.worker:
+        return worker(args)
+
+    engines = [("baseline", args.baseline.resolve())] if args.baseline else []
+    engines.append(("this tree", ROOT))
+    scenarios = [tuple(int(x) for x in s.split(":")) for s in args.scenarios.split(",")]
+    print(f"latency {args.latency:g} s, model {args.model}, item cache {'off' if args.no_cache else 'on (DuckDB)'}")
+    header = f"{'engine':10} {'conc':>4} {'calls':>5} {'ideal s':>8} {'wall s':>7} {'ratio':>6} {'CPU ms/call':>11}"
+    print(header + "  ok/stored")
+    with server(args.latency) as (url, report):
+        for concurrency, calls in scenarios:
+            ideal = calls / concurrency * args.latency
+            for name, root in engines:
+                m = measure(root, url, calls, concurrency, args.latency, args.model, not args.no_cache)
+                print(
+                    f"{name:10} {concurrency:>4} {calls:>5} {ideal:>8.2f} {m['wall']:>7.2f} {ideal / m['wall']:>6.2f} "
+                    f"{m['cpu_per_call_ms']:>11.2f}  {m['ok']}/{m['stored']}  "
+                    f"tokens={m['tokens']} cost=${m['cost']:.6f}",
+                    flush=True,
+                )
+    print(f"server: {report[0]}  ({'; '.join(str(r) for _, r in engines)})")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ item cache the moment it arrives, keyed by digest(model, messages, params), so a
 any point and started again never pays for the same call twice. API keys stay in the
 environment: litellm reads them there and they are never part of a key or a file.
 
+The event loop does nothing slow itself (issue 16: at 100 calls in flight, every millisecond a
+call holds the loop delays the other 99): replies are committed by one writer thread
+(`CacheWriter`), those arriving within FLUSH_SECONDS of each other in one commit, and a call
+counts as answered only once its reply is committed; the cache is read once per run for every
+request's first round (`get_many`), not once per call.
+
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an
 invalid one never becomes an ok result. An invalid cached reply may still stand as the
@@ -21,6 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -106,6 +115,86 @@ def _refused(error: BaseException) -> bool:
     )
 
 
+class CacheWriter:
+    """Commits replies to the item cache on a thread of its own; `await put(...)` returns once
+    the reply is committed (a kill after that loses nothing, as before).
+
+    One DuckDB commit costs milliseconds of fsync and ~2 ms of CPU; done on the event loop for
+    each reply, that stalled every other call in flight. Here the replies that arrive within
+    FLUSH_SECONDS of each other go into one statement, one commit.
+    """
+
+    BATCH = 500  # rows per statement at most
+    # How long the first reply of a batch waits for others. A commit costs ~2 ms of CPU
+    # whatever its size, and replies arrive at concurrency / latency per second (20 per second
+    # at 20 in flight and 1 s each), so without a wait most commits would hold one reply. The
+    # wait holds no request slot (the call has returned), only the moment the call counts as done.
+    FLUSH_SECONDS = 0.2
+
+    def __init__(self, cache: ItemCache, loop: asyncio.AbstractEventLoop):
+        self.cache, self.loop = cache, loop
+        self._queue: queue.SimpleQueue[tuple[str, dict, asyncio.Future] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llm-cache-writer", daemon=True)
+        self._thread.start()
+
+    async def put(self, key: str, entry: dict) -> None:
+        if self._closed:  # a call still finishing after the run stopped: commit it here and now
+            self.cache.put(key, entry)
+            return
+        done = self.loop.create_future()
+        self._queue.put((key, entry, done))
+        # shielded: a cancelled call (Ctrl-C) still has its paid reply committed by close()
+        await asyncio.shield(done)
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread (blocking: called once, at the end)."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, deadline = [item], time.monotonic() + self.FLUSH_SECONDS
+            while len(batch) < self.BATCH:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:  # closing: commit what is here at once
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[str, dict, asyncio.Future]]) -> None:
+        error: BaseException | None = None
+        try:
+            self.cache.put_many([(key, entry) for key, entry, _ in batch])
+        except BaseException as e:  # noqa: BLE001 - handed to every waiting call, raised there
+            error = e
+        for _, _, done in batch:
+            self._settle(done, error)
+
+    def _settle(self, done: asyncio.Future, error: BaseException | None) -> None:
+        def settle() -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
 class LLMClient:
     """Runs many requests with one model's settings; see the module docstring."""
 
@@ -181,9 +270,14 @@ class LLMClient:
         self._in_flight_limit = self.params.max_concurrency
         self._calm = 0  # calls answered since the last timeout
         self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
+        keys = [self.cache_key(r.messages) for r in requests]
+        # one query for every first round; a miss here is a miss (this run writes what it asks)
+        self._known = self.cache.get_many(keys) if self.cache is not None else {}
+        self._looked_up = set(keys)
+        self._writer = CacheWriter(self.cache, asyncio.get_running_loop()) if self.cache is not None else None
 
-        async def one(request: LLMRequest) -> LLMResult:
-            result = await self._run_one(request)
+        async def one(request: LLMRequest, key: str) -> LLMResult:
+            result = await self._run_one(request, key)
             if not result.ok:
                 self.metrics["failures"] += 1
             if progress is not None:
@@ -191,7 +285,11 @@ class LLMClient:
             return result
 
         self._gave_up = 0
-        results = list(await asyncio.gather(*(one(r) for r in requests)))
+        try:
+            results = list(await asyncio.gather(*(one(r, k) for r, k in zip(requests, keys, strict=True))))
+        finally:
+            if self._writer is not None:
+                self._writer.close()  # what is queued is committed, even when the run is stopped
         if self._gave_up == len(results):
             raise LLMUnavailable(
                 f"{self.params.model}: all {len(results)} call(s) failed; "
@@ -199,7 +297,7 @@ class LLMClient:
             )
         return results
 
-    async def _run_one(self, request: LLMRequest) -> LLMResult:
+    async def _run_one(self, request: LLMRequest, first_key: str) -> LLMResult:
         from engine.llm.json_reply import followup_message
 
         read = request.reader()
@@ -210,7 +308,8 @@ class LLMClient:
         for round_ in range(rounds):
             try:
                 # an invalid cached reply may open a re-ask conversation, never end one
-                reply = await self._complete(messages, read, reuse_invalid=round_ < rounds - 1)
+                key = first_key if round_ == 0 else self.cache_key(messages)
+                reply = await self._complete(key, messages, read, reuse_invalid=round_ < rounds - 1)
             except CallFailed as e:
                 text, cached = (reply.text, reply.cached) if reply else ("", False)
                 return LLMResult(request.id, False, None, text, str(e), cached, usage)
@@ -227,11 +326,16 @@ class LLMClient:
         reason = f"invalid {kind} after {rounds} attempt(s): {reply.error}"
         return LLMResult(request.id, False, None, reply.text, reason, reply.cached, usage)
 
-    async def _complete(self, messages: list[dict], read: Reader, reuse_invalid: bool) -> Reply:
+    def _cached(self, key: str) -> Any | None:
+        """The cache entry of `key`: from the run's first lookup, else (a re-ask round) the store."""
+        if key in self._looked_up:
+            return self._known.get(key)
+        return self.cache.get(key) if self.cache is not None else None
+
+    async def _complete(self, key: str, messages: list[dict], read: Reader, reuse_invalid: bool) -> Reply:
         """One logical call: from the cache, else over the network with retries; read either way."""
-        key = self.cache_key(messages)
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self._cached(key)
             if hit is not None:
                 # Read again rather than trusting the stored verdict: the value is needed anyway,
                 # and an entry from before verdicts were stored is judged like a new reply.
@@ -243,9 +347,9 @@ class LLMClient:
         text, usage = await self._call_with_retries(messages)
         value, error = _read(read, text)
         # committed before anything else happens: a kill after this line loses nothing
-        if self.cache is not None:
+        if self._writer is not None:
             entry = {"text": text, "usage": usage, "model": self.params.model, "valid": error is None, "error": error}
-            self.cache.put(key, entry)
+            await self._writer.put(key, entry)
         self._count(usage)
         return Reply(text, value, error, False, usage)
 

@@ -276,6 +276,16 @@ class ItemCache:
             f'INSERT OR REPLACE INTO "{self.table}" VALUES (?, ?, now())', [key, json.dumps(value, ensure_ascii=False)]
         )
 
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        """Many entries in one statement: one commit (one fsync) for all; a key given twice keeps
+        its last value (one statement may not replace the same row twice)."""
+        latest = dict(items)
+        if not latest:
+            return
+        rows = ", ".join(["(?, ?, now())"] * len(latest))
+        params = [v for key, value in latest.items() for v in (key, json.dumps(value, ensure_ascii=False))]
+        self.store.execute(f'INSERT OR REPLACE INTO "{self.table}" VALUES {rows}', params)
+
     def delete(self, key: str) -> None:
         self.store.execute(f'DELETE FROM "{self.table}" WHERE key = ?', [key])
 
