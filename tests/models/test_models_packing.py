@@ -25,7 +25,9 @@ def _model(path: Path):  # noqa: ANN202
 def _examples(tokenizer, mask_prompt: bool = True) -> list[tuple[list[int], int]]:  # noqa: ANN001
     from mlx_lm.tuner.datasets import ChatDataset
 
-    data = ChatDataset([chat(q, a, system=i % 2 == 0) for i, (q, a) in enumerate(QA)], tokenizer, mask_prompt=mask_prompt)
+    data = ChatDataset(
+        [chat(q, a, system=i % 2 == 0) for i, (q, a) in enumerate(QA)], tokenizer, mask_prompt=mask_prompt
+    )
     return [data.process(data[i]) for i in range(len(QA))]
 
 
@@ -105,13 +107,19 @@ def test_iterate_packed_gives_each_rank_its_share_and_every_example_once(tiny_ll
         def size(self) -> int:
             return 2
 
-    seen = []
+    per_rank = []
     for rank in (0, 1):
         np.random.seed(1)
-        for tokens, segments, weights in iterate_packed(examples, 2, 64, comm_group=Group(rank)):
+        counts = []
+        for tokens, segments, _ in iterate_packed(examples, 2, 64, comm_group=Group(rank)):
             assert tokens.shape[0] == 1 and tokens.shape[1] % 32 == 0 and tokens.shape[1] <= 64
-            seen += [int(s) for s in np.unique(np.array(segments)) if s]
-    assert len(seen) >= len(examples) - 8  # a last partial batch may be dropped, as mlx-lm does
+            counts.append(int(np.array(segments).max()))
+        per_rank.append(counts)
+    np.random.seed(1)
+    rows = pack_rows([examples[j] for j in np.random.permutation(len(examples))], 64)
+    full = rows[: len(rows) // 2 * 2]  # whole batches of 2 rows; a last half batch is dropped, as mlx-lm does
+    assert per_rank[0] == [len(r) for r in full[0::2]] and per_rank[1] == [len(r) for r in full[1::2]]
+    assert max(len(r) for r in rows) > 1  # short examples do share rows
 
 
 def _curve(tiny_llama: Path, batches: list, loss) -> list[float]:  # noqa: ANN001
