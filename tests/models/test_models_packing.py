@@ -111,12 +111,12 @@ def test_iterate_packed_gives_each_rank_its_share_and_every_example_once(tiny_ll
     for rank in (0, 1):
         np.random.seed(1)
         counts = []
-        for tokens, segments, _ in iterate_packed(examples, 2, 64, comm_group=Group(rank)):
-            assert tokens.shape[0] == 1 and tokens.shape[1] % 32 == 0 and tokens.shape[1] <= 64
+        for tokens, segments, _ in iterate_packed(examples, 2, 128, comm_group=Group(rank)):
+            assert tokens.shape[0] == 1 and tokens.shape[1] % 32 == 0 and tokens.shape[1] <= 128
             counts.append(int(np.array(segments).max()))
         per_rank.append(counts)
     np.random.seed(1)
-    rows = pack_rows([examples[j] for j in np.random.permutation(len(examples))], 64)
+    rows = pack_rows([examples[j] for j in np.random.permutation(len(examples))], 128)
     full = rows[: len(rows) // 2 * 2]  # whole batches of 2 rows; a last half batch is dropped, as mlx-lm does
     assert per_rank[0] == [len(r) for r in full[0::2]] and per_rank[1] == [len(r) for r in full[1::2]]
     assert max(len(r) for r in rows) > 1  # short examples do share rows
