@@ -1,10 +1,12 @@
-"""LoRA training speed of the engine on a 135M llama (SmolLM2 GGUF import), with and without the
-OpenBLAS fix, and HF transformers + peft on torch for comparison when those are importable.
+"""LoRA training speed of the engine on a 135M llama (SmolLM2 GGUF import) beside HF transformers
++ peft on torch (the peer), and beside mlx-lm's own trainer step (what the engine ran before).
 
 Setting (FACTS.md): seq 256, batch 1, LoRA rank 8 on every linear layer of the last 8 blocks,
-float32 on CPU. Each configuration runs in its own subprocess so the BLAS choice is clean.
+float32 on CPU. Each configuration runs in its own subprocess; the configurations alternate for
+`--repeats` rounds so a busy machine slows them alike, and the table gives each one's median
+step time over all rounds, with the load average before and after.
 
-    python benchmarks/train_speed.py [--steps 8] [--slow-steps 2] [--models-dir runs/models]
+    python benchmarks/train_speed.py [--steps 6] [--repeats 3] [--slow-steps 0] [--models-dir runs/models]
         [--peft-python /path/to/venv-with-torch-peft/bin/python]
 """
 
@@ -96,6 +98,50 @@ def worker_mlx(model_dir: str, steps: int, fast_blas: bool) -> dict:
     }
 
 
+def worker_mlx_lm(model_dir: str, steps: int) -> dict:
+    """mlx-lm's trainer step as shipped (compiled, nn.losses.cross_entropy), no engine code."""
+    from functools import partial
+
+    from engine.models.blas import import_mlx
+
+    mx = import_mlx()
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx_lm import load
+    from mlx_lm.tuner.trainer import default_loss
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, tokenizer = load(model_dir)[:2]
+    model.freeze()
+    linear_to_lora_layers(model, LAYERS, {"rank": RANK, "scale": 20.0, "dropout": 0.0, "keys": None})
+    optimizer = optim.Adam(learning_rate=1e-4)
+    grad = nn.value_and_grad(model, default_loss)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(batch, lengths):  # noqa: ANN001, ANN202
+        (value, ntoks), g = grad(model, batch, lengths)
+        optimizer.update(model, g)
+        return value, ntoks
+
+    batch, lengths = mx.array([tokenizer.encode(TEXT)[:SEQ]]), mx.array([[0, SEQ]])
+    times, cpu = [], []
+    for _ in range(steps + 1):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        value, ntoks = step(batch, lengths)
+        mx.eval(state, value, ntoks)
+        value.item()
+        times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    per_step = statistics.median(times[1:])
+    return {
+        "tokens_per_second": (SEQ - 1) / per_step,
+        "seconds_per_step": per_step,
+        "cpu_seconds_per_step": statistics.median(cpu[1:]),
+        "steps_timed": steps,
+    }
+
+
 def worker_peft(model_dir: str, steps: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -159,53 +205,93 @@ def peft_available(python: str) -> str | None:
     return f"skipped: {missing} not importable by {python}" if missing else None
 
 
+WORKERS = {
+    "engine (mlx + OpenBLAS)": "mlx-fast",
+    "mlx-lm trainer step": "mlx-lm",
+    "torch + peft (peer)": "peft",
+}
+
+
+def _rounds(model_dir: Path, args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Every configuration once per round, in turn: a busy machine slows them alike."""
+    skipped = peft_available(args.peft_python)
+    runs: dict[str, list[dict]] = {name: [] for name in WORKERS}
+    for round_ in range(args.repeats):
+        for name, kind in WORKERS.items():
+            if kind == "peft" and skipped:
+                runs[name] = [{"status": skipped}]
+                continue
+            python = args.peft_python if kind == "peft" else sys.executable
+            runs[name].append(run_worker(kind, model_dir, args.steps, python=python))
+            r = runs[name][-1]
+            print(f"  round {round_ + 1} {name:24s} {r.get('seconds_per_step', float('nan')):6.2f} s/step", flush=True)
+    if args.slow_steps:
+        runs["mlx, reference BLAS"] = [run_worker("mlx-slow", model_dir, args.slow_steps)]
+    return runs
+
+
+def _table(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Median seconds per step over the rounds, tokens/s from it, and the ratio to the peer."""
+    rows = {}
+    for name, results in runs.items():
+        ok = [r for r in results if r.get("status") == "ok"]
+        if not ok:
+            rows[name] = {"status": results[0].get("status"), "reason": results[0].get("reason", "")}
+            continue
+        per_step = statistics.median(r["seconds_per_step"] for r in ok)
+        rows[name] = {
+            "seconds_per_step": per_step,
+            "tokens_per_second": (SEQ - 1) / per_step,
+            "cpu_seconds_per_step": statistics.median(r["cpu_seconds_per_step"] for r in ok),
+            "rounds": [round(r["seconds_per_step"], 3) for r in ok],
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--steps", type=int, default=8, help="timed steps with OpenBLAS / in peft")
-    parser.add_argument("--slow-steps", type=int, default=2, help="timed steps without OpenBLAS (~50 s each)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration and round")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds, each running every configuration once")
+    parser.add_argument("--slow-steps", type=int, default=0, help="timed steps without OpenBLAS (~50 s each); 0: skip")
     parser.add_argument("--models-dir", default=str(ROOT / "runs" / "models"))
     parser.add_argument(
         "--peft-python",
         default=sys.executable,
         help="an interpreter with torch + transformers + peft (e.g. a separate venv)",
     )
-    parser.add_argument("--worker", choices=["mlx-fast", "mlx-slow", "peft"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["mlx-fast", "mlx-slow", "mlx-lm", "peft"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        out = (
-            worker_peft(args.model_dir, args.steps)
-            if args.worker == "peft"
-            else worker_mlx(args.model_dir, args.steps, fast_blas=args.worker == "mlx-fast")
-        )
+        if args.worker == "peft":
+            out = worker_peft(args.model_dir, args.steps)
+        elif args.worker == "mlx-lm":
+            out = worker_mlx_lm(args.model_dir, args.steps)
+        else:
+            out = worker_mlx(args.model_dir, args.steps, fast_blas=args.worker == "mlx-fast")
         print(json.dumps(out))
         return
     from engine.models.resolve import resolve_model_path
 
     model_dir = resolve_model_path(SPEC, Path(args.models_dir))  # GGUF -> float32 HF folder, once
-    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    load_before = os.getloadavg()[0]
+    print(f"load average: {load_before:.1f} on {os.cpu_count()} cores")
     print(f"model: {SPEC} -> {model_dir}")
     print(f"seq {SEQ}, batch 1, LoRA rank {RANK} on all linears of the last {LAYERS} blocks")
-    results = {
-        "mlx + OpenBLAS": run_worker("mlx-fast", model_dir, args.steps),
-        "mlx, reference BLAS": run_worker("mlx-slow", model_dir, args.slow_steps),
-    }
-    skipped = peft_available(args.peft_python)
-    results["torch + peft"] = (
-        {"status": skipped} if skipped else run_worker("peft", model_dir, args.steps, python=args.peft_python)
-    )
-    fast = results["mlx + OpenBLAS"].get("tokens_per_second")
-    for name, r in results.items():
-        if "tokens_per_second" in r:
-            ratio = f"  (x{fast / r['tokens_per_second']:.2f} vs this)" if fast and name != "mlx + OpenBLAS" else ""
-            print(
-                f"{name:22s} {r['tokens_per_second']:8.1f} tokens/s  {r['seconds_per_step']:6.2f} s/step  "
-                f"{r['cpu_seconds_per_step']:6.2f} CPU-s/step{ratio}"
-            )
-        else:
-            print(f"{name:22s} {r['status']} {r.get('reason', '')}")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work skews wall times)")
-    print(json.dumps(results, indent=2))
+    rows = _table(_rounds(model_dir, args))
+    peer = rows.get("torch + peft (peer)", {}).get("tokens_per_second")
+    print(f"\n{'configuration':26s} {'tokens/s':>9s} {'s/step':>7s} {'CPU-s/step':>10s}  vs peer  rounds (s/step)")
+    for name, r in rows.items():
+        if "tokens_per_second" not in r:
+            print(f"{name:26s} {r['status']} {r.get('reason', '')}")
+            continue
+        ratio = f"{r['tokens_per_second'] / peer:6.2f}x" if peer else "     -"
+        print(
+            f"{name:26s} {r['tokens_per_second']:9.1f} {r['seconds_per_step']:7.2f} "
+            f"{r['cpu_seconds_per_step']:10.2f}  {ratio}  {r['rounds']}"
+        )
+    print(f"load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores")
+    print(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

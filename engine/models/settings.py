@@ -122,6 +122,12 @@ class TrainSettings(Section):
     fine_tune_type: Literal["lora", "dora"] = Field("lora", description="`lora` or `dora`.")
     mask_prompt: bool = Field(True, description="Train only on the answer tokens.")
     grad_checkpoint: bool = Field(False, description="Trade compute for memory.")
+    pack: bool = Field(
+        False,
+        description="Pack several short examples into each row of max_seq_length tokens (attention "
+        "stays inside each example; the loss counts the same tokens). Less padding, more examples "
+        "per step: batch_size then counts packed rows.",
+    )
     seed: int = Field(0, ge=0, description="Training seed.")
     steps_per_report: int = Field(10, ge=1, description="Steps between training-loss reports.")
     steps_per_eval: int = Field(

@@ -10,6 +10,7 @@ validation loss bottoms out before the last step). Optional early stopping ends 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -180,7 +181,9 @@ def _callback(result: TrainResult, keep: KeepBest, on_report: Callable[[dict], N
     return Capture()
 
 
-def same_batches_each_evaluation(seed: int, counted: TrainResult | None = None) -> Callable[..., Any]:
+def same_batches_each_evaluation(
+    seed: int, counted: TrainResult | None = None, pack: bool = False
+) -> Callable[..., Any]:
     """mlx-lm's batch iterator, except that evaluations always draw the same batches.
 
     mlx-lm shuffles validation batches with numpy's global state, so with `val_batches` below
@@ -188,17 +191,22 @@ def same_batches_each_evaluation(seed: int, counted: TrainResult | None = None) 
     keep the best adapter, to stop early) differ by sampling noise. Seeding only the evaluation's
     draw and restoring the state after it also leaves the training batch order independent of
     how often evaluations run. `counted.rank_tokens` adds up the tokens of this rank's training
-    batches (under mlx.launch each rank draws its own share of every global batch).
+    batches (under mlx.launch each rank draws its own share of every global batch). With `pack`
+    the batches are packed rows (engine.models.packing).
     """
     import numpy as np
-    from mlx_lm.tuner.trainer import iterate_batches
+    from mlx_lm.tuner.trainer import iterate_batches as plain
+
+    from engine.models.packing import iterate_packed, packed_tokens
+
+    iterate_batches = iterate_packed if pack else plain
 
     def batches(**kwargs: Any) -> Any:  # mlx-lm passes every argument by keyword
         if kwargs.pop("loop", False):  # the training stream
-            for batch, lengths in iterate_batches(**kwargs, loop=True):
+            for batch in iterate_batches(**kwargs, loop=True):
                 if counted is not None:
-                    counted.rank_tokens += loss_tokens(batch, lengths)
-                yield batch, lengths
+                    counted.rank_tokens += packed_tokens(batch) if pack else loss_tokens(*batch)
+                yield batch
             return
         saved = np.random.get_state()
         np.random.seed(seed)
@@ -215,11 +223,11 @@ def same_batches_each_evaluation(seed: int, counted: TrainResult | None = None) 
 
 
 def loss_tokens(batch: Any, lengths: Any) -> int:
-    """The target tokens mlx-lm's default loss counts in a batch: per row, the positions from
-    max(offset, 1) to its length (offset: where the answer starts), within the batch's targets."""
+    """The target tokens `train_loss` counts in a batch: per row, the positions from
+    max(offset, 1) to its length - 1 (offset: where the answer starts)."""
     mx = import_mlx()
-    last = mx.minimum(lengths[:, 1], batch.shape[1] - 1)
-    return int(mx.maximum(last - mx.maximum(lengths[:, 0], 1) + 1, 0).sum().item())
+    last = mx.minimum(lengths[:, 1], batch.shape[1])
+    return int(mx.maximum(last - mx.maximum(lengths[:, 0], 1), 0).sum().item())
 
 
 def _datasets(tokenizer: Any, train: list[dict], valid: list[dict], cfg: Train) -> tuple[Any, Any]:
@@ -257,6 +265,8 @@ def train_adapter(
     from mlx_lm.tuner.trainer import train as tuner_train
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
+    from engine.models.loss import train_loss
+    from engine.models.packing import attention_within_examples, packed_loss
     from engine.models.resolve import cast_for_device, flat_parameters
 
     started = time.perf_counter()
@@ -296,32 +306,36 @@ def train_adapter(
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
     patience = cfg.early_stopping.patience if cfg.early_stopping and val_set is not None else None
     keep = KeepBest(model, patience)
-    batches = same_batches_each_evaluation(cfg.seed, counted=result)
+    batches = same_batches_each_evaluation(cfg.seed, counted=result, pack=cfg.pack)
+    loss = packed_loss if cfg.pack else train_loss
     result.trained_iters = iters
-    try:
-        tuner_train(
-            model=model,
-            optimizer=optimizer,
-            train_dataset=train_set,
-            val_dataset=val_set,
-            args=args,
-            iterate_batches=batches,
-            training_callback=_callback(result, keep, on_report),
-        )
-    except StopTraining as stop:
-        result.trained_iters, result.stopped_early = stop.iteration, True
-    if val_set is not None and not result.stopped_early:  # the trainer's last evaluation runs before the last step
-        tic = time.perf_counter()
-        loss = evaluate(
-            model=model,
-            dataset=val_set,
-            batch_size=cfg.batch_size,
-            num_batches=cfg.val_batches,
-            max_seq_length=cfg.max_seq_length,
-            iterate_batches=batches,
-        )
-        result.val.append({"iteration": iters, "loss": float(loss), "time_s": time.perf_counter() - tic})
-        keep.offer(iters, float(loss))
+    with attention_within_examples(model) if cfg.pack else contextlib.nullcontext():
+        try:
+            tuner_train(
+                model=model,
+                optimizer=optimizer,
+                train_dataset=train_set,
+                val_dataset=val_set,
+                args=args,
+                loss=loss,
+                iterate_batches=batches,
+                training_callback=_callback(result, keep, on_report),
+            )
+        except StopTraining as stop:
+            result.trained_iters, result.stopped_early = stop.iteration, True
+        if val_set is not None and not result.stopped_early:  # the trainer's last evaluation runs before the last step
+            tic = time.perf_counter()
+            val_loss = evaluate(
+                model=model,
+                dataset=val_set,
+                batch_size=cfg.batch_size,
+                num_batches=cfg.val_batches,
+                max_seq_length=cfg.max_seq_length,
+                loss=loss,
+                iterate_batches=batches,
+            )
+            result.val.append({"iteration": iters, "loss": float(val_loss), "time_s": time.perf_counter() - tic})
+            keep.offer(iters, float(val_loss))
     _publish(model, keep, result, adapter_dir / "adapters.safetensors" if writes else None)
     result.wall_time_s = time.perf_counter() - started
     return result

@@ -28,8 +28,9 @@ MLX_PREFIX = "mlx:"  # an LLM served in-process from a local model (engine.llm.m
 NAME = "train"
 # 2: the lr schedule counts optimizer updates (grad_accumulation); 3: typed config;
 # 4: adapters/ holds the lowest-validation-loss snapshot (kept_iteration), same batches each evaluation
-# (train.distributed is not keyed and adds only metrics, so it needs no new version)
-VERSION = 4
+# (train.distributed is not keyed and adds only metrics, so it needs no new version);
+# 5: the loss counts each example's own tokens only (not the padding target after it), train.pack
+VERSION = 5
 DEPENDS = ("split",)
 COLUMNS = {
     "run": "VARCHAR",
