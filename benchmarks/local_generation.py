@@ -135,12 +135,15 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--routes", default="", help="comma-separated routes (default: all but the quantized ones)")
+    parser.add_argument("--videos", type=int, default=0, help="only the first N transcript chunks (0: all 6)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
 
     from engine.models.resolve import load_model, package_file
 
     asks, replies = demo_prompts()
+    if args.videos:
+        asks, replies = asks[: args.videos], replies[: args.videos]
     print(f"prompts: {len(asks)} questions + {len(replies)} answers; max_tokens {args.max_tokens}; greedy")
     routes: dict[str, Callable[[list[list[dict]], int], int]] = {}
     try:

@@ -75,6 +75,8 @@ class PrefixCache:
 
         if not cache or not can_trim_prompt_cache(cache) or not hasattr(cache[0], "offset"):
             return  # sliding-window or state-space caches cannot be cut back to the prompt
+        if cache[0].offset < len(tokens):
+            return  # not the whole prompt (a stopped generation): nothing safe to keep
         trim_prompt_cache(cache, cache[0].offset - len(tokens))
         self.entries = [(t, c) for t, c in self.entries if t != tokens] + [(list(tokens), cache)]
         while len(self.entries) > 1 and sum(_nbytes(c) for _, c in self.entries) > self.max_bytes:

@@ -63,15 +63,20 @@ def test_prefix_cached_batches_give_the_single_stream_greedy_tokens(lively_tiny_
     single = [chat_generate(model, tokenizer, [c], max_tokens=40, repetition_penalty=1.1)[0] for c in convs]
     assert len(set(single)) > 1 and all(len(set(s)) > 3 for s in single), single  # replies worth comparing
 
+    # a first batch of two prompts of different lengths (left-padded together), as the questions
+    # pass sends, then the rest reusing what that batch left, as the answers and follow-ups do
     cache = PrefixCache()
-    first = chat_generate(model, tokenizer, convs[:1], max_tokens=40, repetition_penalty=1.1, prefix_cache=cache)
+    first = chat_generate(
+        model, tokenizer, convs[:2], max_tokens=40, repetition_penalty=1.1, batch_size=2, prefix_cache=cache
+    )
+    assert cache.hits == 0 and len(cache.entries) == 2
     rest = chat_generate(
-        model, tokenizer, convs[1:], max_tokens=40, repetition_penalty=1.1, batch_size=4, prefix_cache=cache
+        model, tokenizer, convs[2:], max_tokens=40, repetition_penalty=1.1, batch_size=3, prefix_cache=cache
     )
     assert first + rest == single
-    assert cache.hits == len(ASKS) - 1  # every later prompt reused the first one's start
+    assert cache.hits == len(ASKS) - 2  # every later prompt reused the start of an earlier one
     shared = len(conversation("")[1]["content"])  # the lecture, in characters: tokens are fewer
-    assert cache.reused_tokens > (len(ASKS) - 1) * shared / 8
+    assert cache.reused_tokens > (len(ASKS) - 2) * shared / 8
 
 
 def test_prompts_that_share_nothing_reuse_nothing_and_stay_exact(lively_tiny_model: tuple) -> None:
