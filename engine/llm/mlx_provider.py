@@ -34,6 +34,9 @@ _handler: Any = None
 _generate_lock = threading.Lock()  # one generation at a time: the model is shared
 _models: dict[tuple[str, str], tuple[Any, Any]] = {}
 _models_lock = threading.Lock()
+# per loaded model: the KV of recent prompts, so a video's later requests (the answers after its
+# questions, the follow-ups) prefill only what follows the shared system turn and transcript
+_prefix_caches: dict[tuple[str, str], Any] = {}
 
 
 def generation_settings() -> dict:
@@ -73,11 +76,12 @@ def generate(
     stop: threading.Event | None = None,
 ) -> tuple[list[str], list[dict]]:
     """Blocking batched generation; returns texts and per-conversation token usage."""
-    from engine.models.generate import chat_generate
+    from engine.models.generate import PrefixCache, chat_generate
 
     models_dir = context.get("models_dir") or Path("models")
     model, tokenizer = load(spec, models_dir, context.get("base_dir"))
     with _generate_lock:
+        prefix_cache = _prefix_caches.setdefault((spec, str(models_dir)), PrefixCache())
         texts = chat_generate(
             model,
             tokenizer,
@@ -87,6 +91,7 @@ def generate(
             repetition_penalty=REPETITION_PENALTY,
             batch_size=BATCH_SIZE,
             stop=stop,
+            prefix_cache=prefix_cache,
         )
     usages = []
     for conv, text in zip(conversations, texts, strict=True):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # Our providers in modules of their own, imported the first time a model with their prefix is
 # used (the module registers itself on import). Importing them up front would make every command
 # pay for them; the MLX one would also pull in mlx-lm where it is not installed.
-PLUGINS = {"mlx:": "engine.llm.mlx_provider"}
+PLUGINS = {"mlx:": "engine.llm.mlx_provider", "llamacpp:": "engine.llm.llamacpp_provider"}
 
 
 class Provider(Protocol):

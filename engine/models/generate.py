@@ -1,7 +1,13 @@
-"""Batched chat generation with mlx-lm (`batch_generate`: ~3.6x single-stream throughput on CPU)."""
+"""Batched chat generation with mlx-lm (`batch_generate`: ~3.6x single-stream throughput on CPU).
+
+A PrefixCache lets prompts that start alike share their prefill: every pass over a video sends
+the same system turn and transcript (~900 tokens in the demo) before a different instruction, so
+the KV of that shared start is computed once and each later prompt only prefills its own tail.
+"""
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Any
 
@@ -22,6 +28,71 @@ def _stopper(stop: threading.Event) -> Any:
         return logits
 
     return check
+
+
+class PrefixCache:
+    """The KV caches of recent prompts, reused for later prompts that start with the same tokens.
+
+    Kept per model (a cache is only valid for the weights that computed it). An entry is a
+    prompt's token ids and its KV cache after prefill (the generated tokens trimmed off); a new
+    prompt takes the entry with the longest common start, trimmed to that start, and prefills
+    only the rest. Greedy tokens stay those of a full prefill (tests/llm/test_generation_speed.py).
+    """
+
+    MIN_SHARED = 64  # tokens in common before a reuse pays for copying the cache
+    MAX_BYTES = 512 << 20  # ~12 demo prompts' KV (135M model, 900 tokens, float32); oldest go first
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.entries: list[tuple[list[int], list[Any]]] = []
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def lookup(self, tokens: list[int]) -> tuple[list[Any] | None, int]:
+        """(a private copy of the best cache trimmed to the shared start, its length) or (None, 0).
+        At least the prompt's last token is left to prefill: generation starts from its logits."""
+        best, best_len = None, 0
+        for known, cache in self.entries:
+            shared = _common_length(known, tokens, len(tokens) - 1)
+            if shared > best_len:
+                best, best_len = cache, shared
+        if best is None or best_len < self.MIN_SHARED:
+            return None, 0
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        mine = copy.deepcopy(best)
+        trim_prompt_cache(mine, mine[0].offset - best_len)
+        self.hits += 1
+        self.reused_tokens += best_len
+        return mine, best_len
+
+    def store(self, tokens: list[int], cache: list[Any]) -> None:
+        """Keep `cache` (of `tokens` plus whatever was generated after them) for later prompts."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        if not cache or not can_trim_prompt_cache(cache) or not hasattr(cache[0], "offset"):
+            return  # sliding-window or state-space caches cannot be cut back to the prompt
+        if cache[0].offset < len(tokens):
+            return  # not the whole prompt (a stopped generation): nothing safe to keep
+        trim_prompt_cache(cache, cache[0].offset - len(tokens))
+        self.entries = [(t, c) for t, c in self.entries if t != tokens] + [(list(tokens), cache)]
+        while len(self.entries) > 1 and sum(_nbytes(c) for _, c in self.entries) > self.max_bytes:
+            self.entries.pop(0)
+
+
+def _nbytes(cache: list[Any]) -> int:
+    return sum(int(getattr(layer, "nbytes", 0)) for layer in cache)
+
+
+def _common_length(a: list[int], b: list[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def chat_prompt_tokens(tokenizer: Any, conversation: list[dict]) -> list[int]:
@@ -52,10 +123,12 @@ def chat_generate(
     repetition_context_size: int = 20,
     batch_size: int = 8,
     stop: threading.Event | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[str]:
     """One reply per conversation, in order. Greedy at temperature 0; seeded otherwise.
 
-    Setting `stop` (from another thread) ends it with GenerationStopped within one token."""
+    Setting `stop` (from another thread) ends it with GenerationStopped within one token.
+    With `prefix_cache`, a prompt starting like an earlier one prefills only what differs."""
     mx = import_mlx()
     from mlx_lm.generate import batch_generate
 
@@ -75,6 +148,9 @@ def chat_generate(
     step = max(1, batch_size)
     for start in range(0, len(prompts), step):
         chunk = prompts[start : start + step]
+        if prefix_cache is not None:
+            replies.extend(_with_prefix_cache(model, tokenizer, chunk, max_tokens, prefix_cache, extra))
+            continue
         out = batch_generate(
             model,
             tokenizer,
@@ -86,3 +162,44 @@ def chat_generate(
         )
         replies.extend(text.strip() for text in out.texts)
     return replies
+
+
+def _with_prefix_cache(
+    model: Any, tokenizer: Any, prompts: list[list[int]], max_tokens: int, cache: PrefixCache, extra: dict
+) -> list[str]:
+    """One batch whose prompts reuse the cached KV of their longest known start; their own KV
+    (prompt part) is kept for the prompts after them. mlx-lm's BatchGenerator directly, since
+    batch_generate cannot hand it the reused start's tokens (`all_tokens`): without them the
+    repetition penalty would see a shorter history than on the plain path."""
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.models.cache import make_prompt_cache
+
+    found = [cache.lookup(p) for p in prompts]
+    gen = BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        prefill_batch_size=len(prompts),
+        completion_batch_size=len(prompts),
+        **extra,
+    )
+    try:
+        uids = gen.insert(
+            [p[n:] for p, (_, n) in zip(prompts, found, strict=True)],
+            [max_tokens] * len(prompts),
+            caches=[c if c is not None else make_prompt_cache(model) for c, _ in found],
+            all_tokens=[p[:n] for p, (_, n) in zip(prompts, found, strict=True)],
+        )
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        kept: dict[int, list[Any]] = {}
+        while responses := gen.next_generated():
+            for r in responses:
+                if r.finish_reason is not None:
+                    kept[r.uid] = r.prompt_cache
+                if r.finish_reason != "stop":
+                    tokens[r.uid].append(r.token)
+    finally:
+        gen.close()
+    for prompt, uid in zip(prompts, uids, strict=True):
+        if uid in kept:
+            cache.store(prompt, kept[uid])
+    return [tokenizer.decode(tokens[uid]).strip() for uid in uids]
