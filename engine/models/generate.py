@@ -78,9 +78,17 @@ class PrefixCache:
         if cache[0].offset < len(tokens):
             return  # not the whole prompt (a stopped generation): nothing safe to keep
         trim_prompt_cache(cache, cache[0].offset - len(tokens))
+        _materialize(cache)
         self.entries = [(t, c) for t, c in self.entries if t != tokens] + [(list(tokens), cache)]
         while len(self.entries) > 1 and sum(_nbytes(c) for _, c in self.entries) > self.max_bytes:
             self.entries.pop(0)
+
+
+def _materialize(cache: list[Any]) -> None:
+    """Compute the kept arrays now, on the thread that made them. MLX streams belong to a thread
+    and the mlx provider generates in `asyncio.to_thread` workers: an array left lazy here would
+    fail later, on another worker, with "There is no Stream(cpu, N) in current thread"."""
+    import_mlx().eval([layer.state for layer in cache])
 
 
 def _nbytes(cache: list[Any]) -> int:

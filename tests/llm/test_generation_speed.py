@@ -79,6 +79,36 @@ def test_prefix_cached_batches_give_the_single_stream_greedy_tokens(lively_tiny_
     assert cache.reused_tokens > (len(ASKS) - 2) * shared / 8
 
 
+def test_a_prefix_kept_on_one_thread_is_reused_on_another(lively_tiny_model: tuple) -> None:
+    """The mlx provider generates in `asyncio.to_thread` workers: the questions step's prompts are
+    kept by one thread and the answers step's reuse them on another (MLX streams are per thread:
+    an array still lazy from another thread fails with "There is no Stream(cpu, N)"; seen in the demo)."""
+    import threading
+
+    from engine.models.generate import PrefixCache, chat_generate
+
+    model, tokenizer = lively_tiny_model
+    convs = [conversation(a) for a in ASKS[:2]]
+    expected = [chat_generate(model, tokenizer, [c], max_tokens=20, repetition_penalty=1.1)[0] for c in convs]
+    cache = PrefixCache()
+    results: dict[str, object] = {}
+
+    def on_a_thread(name: str, conv: list[dict]) -> None:
+        try:
+            results[name] = chat_generate(
+                model, tokenizer, [conv], max_tokens=20, repetition_penalty=1.1, prefix_cache=cache
+            )[0]
+        except Exception as e:  # noqa: BLE001 - the failure is what the test reports
+            results[name] = e
+
+    for name, conv in (("first", convs[0]), ("second", convs[1])):
+        thread = threading.Thread(target=on_a_thread, args=(name, conv))
+        thread.start()
+        thread.join()
+    assert [results["first"], results["second"]] == expected
+    assert cache.hits == 1
+
+
 def test_prompts_that_share_nothing_reuse_nothing_and_stay_exact(lively_tiny_model: tuple) -> None:
     from engine.models.generate import PrefixCache, chat_generate
 
