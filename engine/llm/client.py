@@ -285,8 +285,17 @@ class LLMClient:
             return result
 
         self._gave_up = 0
+        tasks = [asyncio.ensure_future(one(r, k)) for r, k in zip(requests, keys, strict=True)]
         try:
-            results = list(await asyncio.gather(*(one(r, k) for r, k in zip(requests, keys, strict=True))))
+            results = list(await asyncio.gather(*tasks))
+        except BaseException:
+            # A refused call (or Ctrl-C) ends the fan-out: stop the other calls and collect how
+            # each ended, so none is left to be logged later as "Task exception was never
+            # retrieved", with a traceback, past the error edge's one clear line.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         finally:
             if self._writer is not None:
                 self._writer.close()  # what is queued is committed, even when the run is stopped
