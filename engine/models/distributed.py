@@ -125,6 +125,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port_run(count: int, tries: int = 50) -> int:
+    """A first port whose next `count - 1` ports are free too: the ring backend listens on
+    starting port + rank, and a port the kernel just freed for one can still be held (TIME_WAIT,
+    a previous trial's connection) for the next ("Couldn't bind socket", seen in CI in a sweep)."""
+    for _ in range(tries):
+        first = _free_port()
+        if first + count <= 65535 and all(_bindable(first + i) for i in range(1, count)):
+            return first
+    return _free_port()
+
+
 def launch_command(dist: Distributed, base_dir: Path, job: Path) -> list[str]:
     """The mlx.launch command line: where the ranks run, then the worker with its job file."""
     where: list[str] = []
@@ -135,7 +155,8 @@ def launch_command(dist: Distributed, base_dir: Path, job: Path) -> list[str]:
     elif dist.hostfile is not None:
         where = ["--hostfile", str(hostfile_path(dist.hostfile, base_dir))]
     # A free port for this run: two runs (or test workers) on one machine never collide.
-    ports = ["--starting-port", str(_free_port())] if dist.backend == "ring" else []
+    ranks = dist.processes or len(dist.hosts or ()) or 8  # a hostfile: room for a few ranks a host
+    ports = ["--starting-port", str(_free_port_run(ranks))] if dist.backend == "ring" else []
     if dist.backend == "nccl":
         ports = ["--nccl-port", str(_free_port())]
     env = [f"--env=PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
