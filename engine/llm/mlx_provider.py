@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.llm.providers import load_litellm, register_provider
+from engine.llm.providers import load_litellm, local_response, local_settings, register_provider
 
 if TYPE_CHECKING:
     from engine.recipe.shared import LLMParams
@@ -167,32 +166,18 @@ def _make_handler() -> Any:
         async def acompletion(
             self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any
         ) -> Any:
-            max_tokens, temperature = _settings(optional_params)
+            max_tokens, temperature = local_settings(optional_params)
             text, usage = await self.batcher(model, max_tokens, temperature).submit(messages)
-            return _response(litellm, model, text, usage)
+            return local_response(litellm, f"{PROVIDER}/{model}", text, usage)
 
         def completion(
             self, model: str, messages: list, *args: Any, optional_params: dict | None = None, **kwargs: Any
         ) -> Any:
-            max_tokens, temperature = _settings(optional_params)
+            max_tokens, temperature = local_settings(optional_params)
             texts, usages = generate(model, self.context, [messages], max_tokens, temperature)
-            return _response(litellm, model, texts[0], usages[0])
+            return local_response(litellm, f"{PROVIDER}/{model}", texts[0], usages[0])
 
     return MlxHandler()
-
-
-def _settings(optional_params: dict | None) -> tuple[int, float]:
-    params = optional_params or {}
-    return int(params.get("max_tokens") or 256), float(params.get("temperature") or 0.0)
-
-
-def _response(litellm: Any, model: str, text: str, usage: dict) -> Any:
-    return litellm.ModelResponse(
-        model=f"{PROVIDER}/{model}",
-        created=int(time.time()),
-        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-        usage=usage,
-    )
 
 
 class MlxProvider:

@@ -192,3 +192,24 @@ def _skip_success_logging_without_callbacks(litellm: Any) -> None:
 
     dispatch_when_someone_listens._engine_wrapped = True  # type: ignore[attr-defined]
     utils.dispatch_success_logging = dispatch_when_someone_listens
+
+
+# -- shared by the in-process providers (mlx:, llamacpp:) ---------------------------------------
+
+
+def local_settings(optional_params: dict | None) -> tuple[int, float]:
+    """(max_tokens, temperature) from the optional params litellm hands a custom handler."""
+    params = optional_params or {}
+    return int(params.get("max_tokens") or 256), float(params.get("temperature") or 0.0)
+
+
+def local_response(litellm: Any, model: str, text: str, usage: dict) -> Any:
+    """A litellm ModelResponse for a reply generated in this process (`model` with its provider)."""
+    import time
+
+    return litellm.ModelResponse(
+        model=model,
+        created=int(time.time()),
+        choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        usage=usage,
+    )
