@@ -70,10 +70,11 @@ def ensure_fast_blas() -> str | None:
 def import_mlx() -> ModuleType:
     """`mlx.core`, imported after the BLAS fix, with its CPU kernels compiled for this CPU."""
     ensure_fast_blas()
+    import mlx.core as mx
+
     if "native_jit" not in _state:
         from engine.models.native_jit import ensure_native_jit
 
-        _state["native_jit"] = ensure_native_jit(cuda_backend_installed() if platform.system() == "Linux" else None)
-    import mlx.core as mx
-
+        cuda = cuda_backend_installed() if platform.system() == "Linux" else None
+        _state["native_jit"] = ensure_native_jit(str(getattr(mx, "__version__", "")), cuda)
     return mx

@@ -29,10 +29,10 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
-from importlib import metadata
 from pathlib import Path
 
 log = logging.getLogger("engine.models")
@@ -90,7 +90,7 @@ WRAPPER = """\
 # Written by recipe (engine/models/native_jit.py). MLX's CPU JIT compiles kernels with plain
 # `g++ -O3`; this adds the flags of the CPU the engine found, and a vectorizable exp. Any other
 # g++ call, or a failure with the extra flags, runs the real compiler unchanged.
-real="{real}"
+real={real}
 is_mlx_kernel=no
 previous=
 for arg in "$@"; do
@@ -100,7 +100,7 @@ for arg in "$@"; do
   previous="$arg"
 done
 if [ "$is_mlx_kernel" = yes ]; then
-  "$real" "$@" {flags} -include mlx/backend/cpu/compiled_preamble.h -include "{header}" 2>/dev/null && exit 0
+  "$real" "$@" {flags} -include mlx/backend/cpu/compiled_preamble.h -include {header} 2>/dev/null && exit 0
 fi
 exec "$real" "$@"
 """
@@ -142,7 +142,8 @@ def write_wrapper(folder: Path, real_gxx: str, header_text: str = SIMD_HEADER) -
     header = folder / "recipe_mlx_simd.h"
     wrapper = folder / "g++"
     _write_atomic(header, header_text, mode=0o644)
-    _write_atomic(wrapper, WRAPPER.format(real=real_gxx, flags=EXTRA_FLAGS, header=header), mode=0o755)
+    script = WRAPPER.format(real=shlex.quote(real_gxx), flags=EXTRA_FLAGS, header=shlex.quote(str(header)))
+    _write_atomic(wrapper, script, mode=0o755)
     return folder
 
 
@@ -155,10 +156,10 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
     os.replace(partial, path)
 
 
-def mlx_kernel_dir() -> Path:
+def mlx_kernel_dir(mlx_version: str) -> Path:
     """Where MLX keeps compiled CPU kernels: std::filesystem::temp_directory_path()/mlx/<version>/cpu."""
     temp = next((os.environ[k] for k in ("TMPDIR", "TMP", "TEMP", "TEMPDIR") if os.environ.get(k)), "/tmp")
-    return Path(temp) / "mlx" / metadata.version("mlx") / "cpu"
+    return Path(temp) / "mlx" / mlx_version / "cpu"
 
 
 def clear_plain_kernels(kernel_dir: Path, stamp_name: str) -> int:
@@ -204,8 +205,10 @@ def wrapper_home() -> Path:
     return Path(base) / "recipe" / f"mlx-jit-{digest}"
 
 
-def ensure_native_jit(cuda: str | None) -> str | None:
-    """Put the wrapper first on PATH once per process; returns its folder, or None (logged why)."""
+def ensure_native_jit(mlx_version: str, cuda: str | None) -> str | None:
+    """Put the wrapper first on PATH once per process; returns its folder, or None (logged why).
+
+    MLX reads PATH when it compiles a kernel, so this may run after `import mlx.core`."""
     if "dir" in _state:
         return _state["dir"]
     gxx = real_gxx()
@@ -219,7 +222,8 @@ def ensure_native_jit(cuda: str | None) -> str | None:
         try:
             home = write_wrapper(wrapper_home(), gxx)
             os.environ["PATH"] = os.pathsep.join([str(home), *_path_without_wrappers()])
-            removed = clear_plain_kernels(mlx_kernel_dir(), f".recipe-native-{home.name}")
+            stamp = f".recipe-native-{home.name}"
+            removed = clear_plain_kernels(mlx_kernel_dir(mlx_version), stamp) if mlx_version else 0
             folder = str(home)
             log.debug("MLX CPU kernels compile with %s via %s (%d older kernels cleared)", EXTRA_FLAGS, home, removed)
         except OSError as exc:  # an unwritable cache or temp folder: plain kernels, nothing lost

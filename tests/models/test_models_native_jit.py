@@ -79,6 +79,25 @@ def test_the_wrapper_leaves_every_other_compile_as_it_was(tmp_path):
 
 
 @needs_gxx
+def test_the_wrapper_survives_spaces_and_quotes_in_its_paths(tmp_path):
+    tools = tmp_path / 'my "tools" $HOME'
+    tools.mkdir()
+    (tools / "g++").symlink_to(GXX)
+    wrapper = write_wrapper(tmp_path / "cache dir" / "w", str(tools / "g++"))
+    kernel_dir = tmp_path / "mlx" / "0.0.0" / "cpu"
+    kernel_dir.mkdir(parents=True)
+    source = kernel_dir / "k.cpp"
+    source.write_text('extern "C" void k(float* x, int n) { for (int i = 0; i < n; ++i) x[i] = x[i] * 2.0f; }\n')
+    import mlx.core
+
+    include = Path(mlx.core.__file__).parent / "include"  # as MLX passes it: the flagged compile succeeds
+    done = _compile(wrapper, source, kernel_dir / "libk.so", "-I", str(include))
+    assert done.returncode == 0, done.stdout + done.stderr
+    if shutil.which("objdump") and NATIVE_HERE is None:
+        assert _uses_avx(kernel_dir / "libk.so"), "the wrapper's flags did not reach the compiler"
+
+
+@needs_gxx
 def test_a_failing_flagged_compile_falls_back_to_mlxs_own_command(tmp_path):
     wrapper = write_wrapper(tmp_path / "w", GXX, header_text="#error this header is broken\n")
     kernel_dir = tmp_path / "mlx" / "0.0.0" / "cpu"
