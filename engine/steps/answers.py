@@ -1,9 +1,9 @@
 """answers: pass 2, the creator's answer to every kept question, from the transcript.
 
 The questions of one transcript chunk go out together, numbered, with the chunk's text; the
-answers come back matched by number. Numbers the model skipped are asked again in follow-up
-calls, one question per call (up to `reask` rounds); a question still unanswered is a failed
-row with its reason.
+answers come back matched by number (`answers.questions_per_call` splits a chunk's questions
+over several calls). Numbers the model skipped are asked again in follow-up calls, one question
+per call (up to `reask` rounds); a question still unanswered is a failed row with its reason.
 Each row keeps the model and a digest of the prompts that produced it.
 
 Rows of `type: dataset` sources are appended as they are (model and prompt digest null): the
@@ -19,10 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from engine.data.quality import repeats_question
 from engine.llm.client import LLMRequest, LLMResult, client_for
 from engine.llm.json_reply import parse, prose_error
 from engine.pipeline.hashing import digest
+from engine.recipe.section import Section
 from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
@@ -63,9 +66,28 @@ SCHEMA = {
 }
 
 
-SECTION = None  # its settings are the prompts and `llm.passes.answers`
+SECTION = "answers"  # with the prompts and `llm.passes.answers`
 LLM_PASSES = ("answers",)
 RETRY_FAILED_ROWS = True  # --retry-failed reruns it: finished calls come from the LLM cache
+
+
+class AnswersSettings(Section):
+    """Pass 2: the creator's answers to the kept questions."""
+
+    questions_per_call: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Questions of one transcript chunk asked together in one call. Unset: all of them, "
+            "the fewest tokens with an API model. 1 (or a few) suits a local model (`mlx:`): the "
+            "calls of a chunk share the transcript's prefill through the prefix cache, and many "
+            "short replies in one batch finish in far fewer decoding steps than one long "
+            "numbered list."
+        ),
+    )
+
+
+Settings = AnswersSettings
 
 
 @dataclass(frozen=True)
@@ -73,11 +95,12 @@ class Config:
     creator: str
     prompts: Mapping[str, str]  # system, answers
     llm: LLMParams
+    answers: AnswersSettings
 
 
 def config(recipe: Recipe) -> Config:
     prompts = {k: getattr(recipe.prompts, k) for k in ("system", "answers")}
-    return Config(recipe.creator.name, prompts, recipe.llm.for_pass("answers"))
+    return Config(recipe.creator.name, prompts, recipe.llm.for_pass("answers"), recipe.answers)
 
 
 def run(ctx: StepContext, inputs: Inputs, cfg: Config) -> list[dict]:
@@ -100,7 +123,7 @@ def _ask(ctx: StepContext, cfg: Config, groups: dict, texts: dict, answers: dict
     total = sum(len(v) for v in groups.values())
     with ctx.progress(total, "answering") as bar:
         for round_ in range(cfg.llm.reask + 1):
-            units = _units(groups, texts, answers, round_)
+            units = _units(groups, texts, answers, round_, cfg.answers.questions_per_call)
             if not units:
                 break
             if round_:
@@ -138,18 +161,22 @@ def dataset_rows(ctx: Any, sources: Any) -> list[dict]:
     return rows
 
 
-def _units(groups: dict, texts: dict, answers: dict, round_: int) -> list[tuple[tuple, list[dict]]]:
-    """What one round asks: every group whole at first, then each missing question alone.
+def _units(
+    groups: dict, texts: dict, answers: dict, round_: int, per_call: int | None = None
+) -> list[tuple[tuple, list[dict]]]:
+    """What one round asks: every group at first (whole, or `per_call` questions at a time),
+    then each missing question alone.
 
     A model that skipped or garbled numbers in a list does better with a single question,
     and a single question's reply can be taken as prose when it is not JSON.
     """
-    units = []
+    units: list[tuple[tuple, list[dict]]] = []
     for key, qs in groups.items():
         missing = [q for q in qs if q["id"] not in answers]
         if not missing or key not in texts:
             continue
-        units.extend([(key, missing)] if round_ == 0 else [(key, [q]) for q in missing])
+        size = (per_call or len(missing)) if round_ == 0 else 1
+        units.extend((key, missing[i : i + size]) for i in range(0, len(missing), size))
     return units
 
 

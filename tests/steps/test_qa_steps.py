@@ -476,3 +476,28 @@ def test_ctrl_c_during_llm_calls_exits_at_once_and_keeps_finished_calls(tmp_path
     assert len(set(asked)) == 3 and len(asked) == sent_before + 3 - finished  # no finished call repeated
     assert result.executed == ["questions", "answers"]
     assert len([a for a in table(result.run_dir, "answers") if a["status"] == "ok"]) == 6
+
+
+def test_questions_per_call_splits_a_chunks_questions_over_calls(tmp_path: Path) -> None:
+    """`answers.questions_per_call: 1`: one call per question, each with the chunk's text; the
+    rows are the same as when a chunk's questions go out together."""
+    with FakeOpenAI(good_model, latency=0.01) as srv:
+        recipe = write_recipe(tmp_path, srv, extra="answers:\n  questions_per_call: 1\n")
+        result = run_recipe(recipe, paths_in(tmp_path), until="answers", options=QUIET)
+    asked = [numbered_questions(first_user(b)) for b in srv.requests if "List the questions" not in first_user(b)]
+    assert len(asked) == 6 and all(len(a) == 1 for a in asked)  # 3 chunks x 2 kept questions
+    answers = table(result.run_dir, "answers")
+    assert len(answers) == 6 and all(a["status"] == "ok" for a in answers)
+    assert all(a["answer"] == f"**Answer** to: {a['question']}" for a in answers)
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["answers"]["llm"]["calls"] == 6 and "followups" not in metrics["answers"]
+
+
+def test_questions_per_call_below_one_is_refused_with_the_field(tmp_path: Path) -> None:
+    with FakeOpenAI(good_model) as srv:
+        recipe = write_recipe(tmp_path, srv, extra="answers:\n  questions_per_call: 0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "validate", str(recipe)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 1
+    assert "answers.questions_per_call" in done.stdout + done.stderr
