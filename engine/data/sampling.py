@@ -45,8 +45,9 @@ class Sampling:
     repetition_context_size: int
     seed: int
     max_tokens: int  # the default limit; a prompt's own max_tokens wins (recorded per item)
-    batch_size: int  # each batch is seeded with seed + batch_size * its index
+    batch_size: int  # answers generated together
     probes: bool  # whether the probe prompts are asked in this setting
+    shared_batches: bool = True  # evaluate v5: every setting's rows in one batch, seeded seed + its index
 
     @property
     def label(self) -> str:
@@ -65,7 +66,11 @@ class Sampling:
             "repetition_penalty": self.repetition_penalty if penalised(self.repetition_penalty) else 1.0,
             "repetition_context_size": self.repetition_context_size if penalised(self.repetition_penalty) else None,
             "seed": self.seed,
-            "seed_per_batch": f"seed + {self.batch_size} x batch index",
+            "seed_per_batch": (
+                f"seed + batch index (up to {self.batch_size} answers a batch, every setting's together)"
+                if self.shared_batches
+                else f"seed + {self.batch_size} x batch index"
+            ),
             "max_tokens": self.max_tokens,
             "asked": "voice and probe prompts" if self.probes else "voice prompts",
         }
@@ -88,6 +93,7 @@ def legacy_record(name: str, eval_settings: dict) -> dict[str, Any]:
         int(eval_settings.get("max_tokens", 512)),
         8,
         name == "greedy",
+        shared_batches=False,
     )
     return {**sampling.record(), "recorded": False}
 

@@ -40,7 +40,7 @@ from engine.recipe.shared import LLMParams
 from engine.steps.base import Inputs, Recipe, StepContext
 
 NAME = "evaluate"
-VERSION = 4  # 4: settings named by their parameters (greedy+rep1.1), plain greedy, every parameter recorded
+VERSION = 5  # 5: every setting decoded in shared batches; 4: settings named by their parameters, plain greedy
 # train: its adapters stand in for the fused model when export.fuse is false.
 DEPENDS = ("split", "train", "export")
 COLUMNS = {
@@ -70,7 +70,7 @@ COLUMN_DOCS = {  # COMMENT ON COLUMN in each run's data.duckdb
     "tuned_loop": "True when the tuned answer loops.",
     "verdict": "The LLM judge's pick (tuned | base | tie | failed); NULL unless eval.judge is on (main setting only).",
 }
-BATCH = 8  # prompts generated together (mlx-lm batch_generate: ~3.6x one stream on CPU)
+BATCH = 16  # answers decoded together, across settings (a CPU decoding step streams the weights once)
 MAX_LOSS_ROWS = 200  # held-out conversations scored for loss: enough for a stable mean, bounded time
 JUDGE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}}, "required": ["winner"]}
 
@@ -281,7 +281,7 @@ def answer_all(
     ctx: Any, role: str, spec: str, items: list[dict], loss_convs: list, cfg: Config, adapters: Path | None = None
 ) -> dict:
     """Load one model, answer every item in every setting, score held-out loss, free the model."""
-    from engine.models.generate import chat_generate
+    from engine.models.generate import GenerationRequest, generate_each
     from engine.models.loss import conversation_loss
     from engine.models.resolve import load_model
 
@@ -289,24 +289,25 @@ def answer_all(
         return {"loss": None, "conversations": 0}  # nothing to ask: do not load a model for nothing
     started = time.perf_counter()
     model, tokenizer = load_model(spec, ctx.models_dir, ctx.base_dir, adapter_path=adapters)
-    for setting in settings(cfg):
-        todo = [it for it in items if setting.probes or it["source"] != "probe"]
-        with ctx.progress(len(todo), f"{role} answers ({setting.label})") as bar:
-            for n, chunk in enumerate(batches(todo)):  # one batch at a time so the bar moves
-                replies = chat_generate(
-                    model,
-                    tokenizer,
-                    [it["messages"] for it in chunk],
-                    chunk[0]["max_tokens"],
-                    temperature=setting.temperature,
-                    seed=setting.seed + n * setting.batch_size,
-                    repetition_penalty=setting.repetition_penalty,
-                    repetition_context_size=setting.repetition_context_size,
-                    batch_size=setting.batch_size,
+    # Every setting's answers in shared batches: on a CPU a decoding step costs about the same
+    # for 4 rows as for 16, so greedy and sampled rows (and short probes) decode together.
+    # Rows with like limits share a batch (a finished row leaves its batch at once, but the batch
+    # lasts as long as its longest limit).
+    work = [(s, it) for s in settings(cfg) for it in items if s.probes or it["source"] != "probe"]
+    work.sort(key=lambda pair: pair[1]["max_tokens"])
+    with ctx.progress(len(work), f"{role} answers") as bar:
+        for n, start in enumerate(range(0, len(work), BATCH)):  # one batch at a time so the bar moves
+            chunk = work[start : start + BATCH]
+            requests = [
+                GenerationRequest(
+                    it["messages"], it["max_tokens"], s.temperature, s.repetition_penalty, s.repetition_context_size
                 )
-                for it, reply in zip(chunk, replies, strict=True):
-                    it["answers"].setdefault(setting.label, {})[role] = reply
-                bar.advance(len(chunk))
+                for s, it in chunk
+            ]
+            replies = generate_each(model, tokenizer, requests, seed=cfg.eval.seed + n, batch_size=BATCH)
+            for (s, it), reply in zip(chunk, replies, strict=True):
+                it["answers"].setdefault(s.label, {})[role] = reply
+            bar.advance(len(chunk))
     loss = conversation_loss(model, tokenizer, loss_convs) if loss_convs else None
     if loss is not None and not loss["tokens"]:
         loss = None  # no assistant tokens: NaN would make eval.json invalid JSON
@@ -314,15 +315,6 @@ def answer_all(
     gc.collect()  # free this model before the next one is loaded (a 3B model is 12 GB in float32)
     ctx.metrics.setdefault("seconds", {})[role] = round(time.perf_counter() - started, 2)
     return {"loss": loss, "conversations": len(loss_convs)}
-
-
-def batches(items: list[dict]) -> list[list[dict]]:
-    """Up to BATCH items that share a max_tokens (one generation call has one limit), in the
-    order of each limit's first item: a 64-token probe never waits on a 1,024-token answer."""
-    groups: dict[int, list[dict]] = {}
-    for it in items:
-        groups.setdefault(it["max_tokens"], []).append(it)
-    return [group[i : i + BATCH] for group in groups.values() for i in range(0, len(group), BATCH)]
 
 
 def tuned_model(ctx: Any, cfg: Config) -> tuple[str, Path | None]:

@@ -48,6 +48,44 @@ def test_chat_generate_is_batched_ordered_and_deterministic(tiny_llama: Path, tm
     assert chat_generate(model, tokenizer, [], max_tokens=4) == []
 
 
+def test_generate_each_mixes_limits_and_decodings_in_one_batch(tiny_llama: Path, tmp_path: Path) -> None:
+    """Greedy, penalised and sampled rows with different limits decoded together: each greedy row
+    is what chat_generate gives it alone, each limit holds, and the sampled rows repeat per seed."""
+    import threading
+
+    from engine.models.generate import GenerationRequest, GenerationStopped, chat_generate, generate_each
+    from engine.models.resolve import load_model
+
+    model, tokenizer = load_model(str(tiny_llama), tmp_path)
+    conversations = [[{"role": "user", "content": q}] for q, _ in QA[:4]]
+    requests = [
+        *(GenerationRequest(c, 6) for c in conversations[:2]),
+        GenerationRequest(conversations[2], 3, repetition_penalty=1.3, repetition_context_size=4),
+        *(GenerationRequest(c, 8, temperature=1.0, repetition_penalty=1.3) for c in conversations),
+    ]
+    replies = generate_each(model, tokenizer, requests, seed=3)
+    assert replies[:2] == chat_generate(model, tokenizer, conversations[:2], max_tokens=6)
+    assert (
+        replies[2]
+        == chat_generate(
+            model, tokenizer, [conversations[2]], max_tokens=3, repetition_penalty=1.3, repetition_context_size=4
+        )[0]
+    )
+    assert (
+        replies[2]
+        != chat_generate(  # its own limit of 3 held while other rows went on to 6 and 8
+            model, tokenizer, [conversations[2]], max_tokens=8, repetition_penalty=1.3, repetition_context_size=4
+        )[0]
+    )
+    assert generate_each(model, tokenizer, requests, seed=3) == replies
+    assert generate_each(model, tokenizer, requests, seed=4)[3:] != replies[3:]
+    assert generate_each(model, tokenizer, requests, seed=3, batch_size=2)[:3] == replies[:3]  # greedy: any batching
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(GenerationStopped):
+        generate_each(model, tokenizer, requests, stop=stop)
+
+
 def test_conversation_loss_counts_assistant_tokens_and_drops_after_training(tiny_llama: Path, tmp_path: Path) -> None:
     from engine.models.loss import assistant_spans, conversation_loss
     from engine.models.resolve import load_model

@@ -549,7 +549,7 @@ def test_settings_are_named_by_their_parameters_and_record_every_one(
         "repetition_penalty": 40.0,
         "repetition_context_size": 6,
         "seed": 5,
-        "seed_per_batch": "seed + 8 x batch index",
+        "seed_per_batch": "seed + batch index (up to 16 answers a batch, every setting's together)",
         "max_tokens": 24,
         "asked": "voice and probe prompts",
     }
