@@ -1,18 +1,21 @@
 """The one LLM client of the engine: litellm underneath, any provider (engine.llm.providers).
 
 Why this shape: a generation step sends hundreds of independent calls. They fan out on one
-asyncio loop bounded by `max_concurrency` (a semaphore) and `requests_per_minute` (a
-RateLimiter); transient failures (429, 5xx, timeouts, broken connections, garbage bodies) are
-retried with jittered exponential backoff. Every response is committed to the store's "llm"
-item cache the moment it arrives, keyed by digest(model, messages, params), so a run killed at
-any point and started again never pays for the same call twice. API keys stay in the
+asyncio loop: `max_concurrency` workers take requests from a queue (a semaphore bounds the
+calls in flight, `requests_per_minute` a RateLimiter); transient failures (429, 5xx,
+timeouts, broken connections, garbage bodies) are retried with jittered exponential backoff.
+Every response is committed to the store's "llm" item cache the moment it arrives, keyed by
+digest(model, messages, params), so a run killed at any point and started again never pays
+for the same call twice. API keys stay in the
 environment: litellm reads them there and they are never part of a key or a file.
 
 The event loop does nothing slow itself (issue 16: at 100 calls in flight, every millisecond a
 call holds the loop delays the other 99): replies are committed by one writer thread
 (`CacheWriter`), those arriving within FLUSH_SECONDS of each other in one commit, and a call
-counts as answered only once its reply is committed; the cache is read once per run for every
-request's first round (`get_many`), not once per call.
+counts as answered only once its reply is committed (the worker does not wait for that: it
+sends its next request at once); the cache is read once per run for every request's first
+round (`get_many`), not once per call; litellm prepares openai requests on the loop rather
+than on a thread (providers.InlinePreparation).
 
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an
