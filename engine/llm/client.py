@@ -305,6 +305,7 @@ class LLMClient:
         self._pending = deque(zip(range(len(requests)), requests, keys, strict=True))
         self._unfinished = len(requests)  # not yet counted as done (answered and committed)
         self._awaiting_commit = 0
+        self._in_flight = 0  # calls sent and not yet answered
         self._workers = 0
         self._backing_off = 0  # workers asleep before a retry (their slot is lent to a new worker)
         self._tasks: list[asyncio.Task] = []
@@ -400,10 +401,12 @@ class LLMClient:
             self._awaiting_commit -= 1
 
     def _flush_if_all_wait(self) -> None:
-        """When every request not yet done waits for a commit, no other reply can join the
-        batch: commit it now rather than after the writer's wait (the run's last replies, or
-        a server that answers one call at a time)."""
-        if self._writer is not None and self._awaiting_commit and self._awaiting_commit >= self._unfinished:
+        """When no call is in flight, or every request not yet done waits for a commit, no
+        reply can join the batch soon: commit it now rather than after the writer's wait (the
+        run's last replies; calls spaced by requests_per_minute or by retries)."""
+        if self._writer is None or not self._awaiting_commit:
+            return
+        if not self._in_flight or self._awaiting_commit >= self._unfinished:
             self._writer.flush_now()
 
     async def _ask(self, request: LLMRequest, first_key: str) -> tuple[LLMResult, asyncio.Future | None]:
@@ -476,7 +479,12 @@ class LLMClient:
             try:
                 async with self._semaphore:
                     await self._limiter.acquire_async()
-                    answered = await self._call(messages)
+                    self._in_flight += 1
+                    try:
+                        answered = await self._call(messages)
+                    finally:
+                        self._in_flight -= 1
+                        self._flush_if_all_wait()
                 self._recover()
                 return answered
             except Exception as e:  # noqa: BLE001 - classified just below

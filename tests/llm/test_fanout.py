@@ -198,3 +198,32 @@ def test_litellms_objects_are_kept_out_of_the_garbage_collectors_walks() -> None
     frozen, walked = (int(n) for n in done.stdout.split())
     assert frozen > 100_000, done.stdout
     assert walked < frozen / 20, done.stdout
+
+
+def test_a_reply_is_committed_before_the_next_spaced_call_goes_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls spaced by requests_per_minute: with no call in flight nothing can join the batch,
+    so each reply is committed (and counted) before the next call is sent, not after the
+    writer's wait (a run killed between two calls loses no answered call)."""
+    monkeypatch.setattr(CacheWriter, "FLUSH_SECONDS", 5.0)
+    sent: list[float] = []
+    counted: list[float] = []
+
+    def answer(body: dict) -> str:
+        sent.append(time.monotonic())
+        return _answer(body)
+
+    class Counted:
+        def advance(self, n: int = 1) -> None:
+            counted.append(time.monotonic())
+
+    with FakeOpenAI(answer) as srv, Store(tmp_path / "store.duckdb") as store:
+        params = fake_params(srv, max_concurrency=1, requests_per_minute=240, reask=0)
+        client = LLMClient(params, store.item_cache("llm"))
+        client.run_many([LLMRequest("warm-up", [{"role": "user", "content": "warm-up"}])])
+        sent.clear()
+        results = client.run_many(_requests(4), Counted())  # type: ignore[arg-type]
+    assert all(r.ok for r in results)
+    assert len(sent) == len(counted) == 4
+    assert all(done < following for done, following in zip(counted, sent[1:], strict=False)), (counted, sent)
