@@ -270,7 +270,13 @@ class LLMClient:
         except RuntimeError:
             inside_loop = False
         if not inside_loop:  # run outside the except: its RuntimeError would replace the cause
-            return asyncio.run(coro)  # of every error re-raised inside, hiding what is_transient reads
+            try:  # of every error re-raised inside, hiding what is_transient reads
+                return asyncio.run(coro)
+            finally:
+                # Ctrl-C while asyncio.run was still making its loop leaves the coroutine
+                # unstarted, and Python would warn it was "never awaited" under the one-line
+                # message; a coroutine that ran is finished by now, and closing it does nothing.
+                coro.close()
         # Called from inside a running loop: run ours on a private thread (whose exceptions,
         # e.g. LLMUnavailable, reach the caller through the future).
         with ThreadPoolExecutor(max_workers=1) as pool:
