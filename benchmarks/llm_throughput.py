@@ -9,7 +9,9 @@ The server runs in a process of its own, so its CPU is neither counted nor compe
 client's GIL; it reports its own CPU per call at the end.
 
 --baseline PATH measures another checkout of the engine (e.g. the main branch) in the same run,
-against the same server, so the two sides are compared on the same machine state.
+against the same server, so the two sides are compared on the same machine state. The "raw http"
+row is a bare aiohttp client (no litellm, no store) on the same server: the ratio that the
+server, the machine and its load leave at best.
 
 Run: .venv/bin/python benchmarks/llm_throughput.py [--baseline /path/to/other/checkout]
      [--scenarios 20:500,100:1000] [--latency 1.0] [--no-cache]
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RAW = Path("raw http")  # stands for the bare aiohttp reference among the engines measured
 
 
 @contextlib.contextmanager
@@ -70,12 +73,40 @@ def measure(root: Path, url: str, calls: int, concurrency: int, latency: float, 
     ]
     if not cache:
         command.append("--no-cache")
+    if root == RAW:
+        command.append("--raw")
     env = {**os.environ, "PYTHONPATH": str(root), "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-bench")}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         raise SystemExit(f"measurement failed ({root}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
     return json.loads(lines[-1])
+
+
+def raw_worker(args: argparse.Namespace) -> None:
+    """The reference: the same requests through a bare aiohttp session, nothing else."""
+    import asyncio
+
+    import aiohttp
+
+    async def fan_out() -> int:
+        slots = asyncio.Semaphore(args.concurrency)
+        body = {"model": args.model.split("/")[-1], "max_tokens": 16}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one(i: int) -> bool:
+                async with slots:
+                    messages = [{"role": "user", "content": f"call {i}"}]
+                    async with session.post(f"{args.url}/chat/completions", json={**body, "messages": messages}) as r:
+                        return bool((await r.json())["choices"][0]["message"]["content"])
+
+            return sum(await asyncio.gather(*(one(i) for i in range(args.calls))))
+
+    cpu, started = time.process_time(), time.perf_counter()
+    ok = asyncio.run(fan_out())
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(json.dumps({"wall": wall, "cpu_per_call_ms": cpu / args.calls * 1000, "ok": ok, "stored": None}))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -131,18 +162,22 @@ def main() -> None:
     # a model litellm knows, so each call is priced the way a real run prices it (the fake
     # server answers; litellm's bundled cost map prices it, offline)
     parser.add_argument("--model", default="openai/gpt-4o-mini")
+    parser.add_argument("--no-raw", action="store_true", help="skip the bare aiohttp reference")
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args)
+        return raw_worker(args) if args.raw else worker(args)
 
-    engines = [("baseline", args.baseline.resolve())] if args.baseline else []
+    engines = [] if args.no_raw else [("raw http", RAW)]
+    engines += [("baseline", args.baseline.resolve())] if args.baseline else []
     engines.append(("this tree", ROOT))
     scenarios = [tuple(int(x) for x in s.split(":")) for s in args.scenarios.split(",")]
     print(f"latency {args.latency:g} s, model {args.model}, item cache {'off' if args.no_cache else 'on (DuckDB)'}")
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     header = f"{'engine':10} {'conc':>4} {'calls':>5} {'ideal s':>8} {'wall s':>7} {'ratio':>6} {'CPU ms/call':>11}"
     print(header + "  ok/stored")
     with server(args.latency) as (url, report):
@@ -152,11 +187,12 @@ def main() -> None:
                 m = measure(root, url, calls, concurrency, args.latency, args.model, not args.no_cache)
                 print(
                     f"{name:10} {concurrency:>4} {calls:>5} {ideal:>8.2f} {m['wall']:>7.2f} {ideal / m['wall']:>6.2f} "
-                    f"{m['cpu_per_call_ms']:>11.2f}  {m['ok']}/{m['stored']}  "
-                    f"tokens={m['tokens']} cost=${m['cost']:.6f}",
+                    f"{m['cpu_per_call_ms']:>11.2f}  {m['ok']}/{m['stored']}"
+                    + (f"  tokens={m['tokens']} cost=${m['cost']:.6f}" if "cost" in m else ""),
                     flush=True,
                 )
     print(f"server: {report[0]}  ({'; '.join(str(r) for _, r in engines)})")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

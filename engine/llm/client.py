@@ -1,18 +1,21 @@
 """The one LLM client of the engine: litellm underneath, any provider (engine.llm.providers).
 
 Why this shape: a generation step sends hundreds of independent calls. They fan out on one
-asyncio loop bounded by `max_concurrency` (a semaphore) and `requests_per_minute` (a
-RateLimiter); transient failures (429, 5xx, timeouts, broken connections, garbage bodies) are
-retried with jittered exponential backoff. Every response is committed to the store's "llm"
-item cache the moment it arrives, keyed by digest(model, messages, params), so a run killed at
-any point and started again never pays for the same call twice. API keys stay in the
+asyncio loop: `max_concurrency` workers take requests from a queue (a semaphore bounds the
+calls in flight, `requests_per_minute` a RateLimiter); transient failures (429, 5xx,
+timeouts, broken connections, garbage bodies) are retried with jittered exponential backoff.
+Every response is committed to the store's "llm" item cache the moment it arrives, keyed by
+digest(model, messages, params), so a run killed at any point and started again never pays
+for the same call twice. API keys stay in the
 environment: litellm reads them there and they are never part of a key or a file.
 
 The event loop does nothing slow itself (issue 16: at 100 calls in flight, every millisecond a
 call holds the loop delays the other 99): replies are committed by one writer thread
 (`CacheWriter`), those arriving within FLUSH_SECONDS of each other in one commit, and a call
-counts as answered only once its reply is committed; the cache is read once per run for every
-request's first round (`get_many`), not once per call.
+counts as answered only once its reply is committed (the worker does not wait for that: it
+sends its next request at once); the cache is read once per run for every request's first
+round (`get_many`), not once per call; litellm prepares openai requests on the loop rather
+than on a thread (providers.InlinePreparation).
 
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an
@@ -30,14 +33,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
-from engine.llm.providers import Provider, key_hint, load_litellm, provider_for
+from engine.llm.providers import InlinePreparation, Provider, key_hint, load_litellm, prepares_inline, provider_for
 from engine.pipeline.hashing import digest
 from engine.redact import redact
 from engine.retry import RateLimiter, backoff_delay
@@ -85,6 +89,8 @@ class Reply:
     error: str | None
     cached: bool
     usage: dict
+    # done once the reply is committed to the item cache (None: nothing to commit, or committed)
+    committed: asyncio.Future | None = None
 
 
 @dataclass
@@ -115,9 +121,13 @@ def _refused(error: BaseException) -> bool:
     )
 
 
+_FLUSH: Any = object()  # CacheWriter's queue: commit the batch now
+
+
 class CacheWriter:
-    """Commits replies to the item cache on a thread of its own; `await put(...)` returns once
-    the reply is committed (a kill after that loses nothing, as before).
+    """Commits replies to the item cache on a thread of its own; the future `submit(...)` returns
+    is done once the reply is committed (the client counts a call as done only then, so a kill
+    loses no call it counted).
 
     One DuckDB commit costs milliseconds of fsync and ~2 ms of CPU; done on the event loop for
     each reply, that stalled every other call in flight. Here the replies that arrive within
@@ -133,19 +143,24 @@ class CacheWriter:
 
     def __init__(self, cache: ItemCache, loop: asyncio.AbstractEventLoop):
         self.cache, self.loop = cache, loop
-        self._queue: queue.SimpleQueue[tuple[str, dict, asyncio.Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (key, entry, future), _FLUSH or None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llm-cache-writer", daemon=True)
         self._thread.start()
 
-    async def put(self, key: str, entry: dict) -> None:
+    def submit(self, key: str, entry: dict) -> asyncio.Future | None:
+        """Queue a reply for commit: the future is done once it is committed (None: committed
+        already, here and now, because the run has stopped)."""
         if self._closed:  # a call still finishing after the run stopped: commit it here and now
             self.cache.put(key, entry)
-            return
+            return None
         done = self.loop.create_future()
         self._queue.put((key, entry, done))
-        # shielded: a cancelled call (Ctrl-C) still has its paid reply committed by close()
-        await asyncio.shield(done)
+        return done
+
+    def flush_now(self) -> None:
+        """Commit what is queued without waiting for more (nothing else is coming soon)."""
+        self._queue.put(_FLUSH)
 
     def close(self) -> None:
         """Commit what is queued and stop the thread (blocking: called once, at the end)."""
@@ -159,11 +174,15 @@ class CacheWriter:
             item = self._queue.get()
             if item is None:
                 return
+            if item is _FLUSH:  # nothing waiting: nothing to commit
+                continue
             batch, deadline = [item], time.monotonic() + self.FLUSH_SECONDS
             while len(batch) < self.BATCH:
                 try:
                     item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
+                    break
+                if item is _FLUSH:  # every call still running waits on this batch: none can join it
                     break
                 if item is None:  # closing: commit what is here at once
                     stop = True
@@ -225,6 +244,7 @@ class LLMClient:
             self.metrics.setdefault(name, 0)
         self.metrics.setdefault("model", params.model)  # the report's table of calls names it
         self.context = context or {}  # models_dir/base_dir for the local provider
+        self.preparation: InlinePreparation | None = None  # the last run's executor, if its own
 
     @property
     def provider(self) -> Provider:
@@ -241,6 +261,8 @@ class LLMClient:
         # cancels the calls once the loop gets control back, seconds later.
         load_litellm()
         self.provider.setup(self.context)
+        inline = prepares_inline(self.params.model, self.params.api_base)
+        self.preparation = InlinePreparation() if inline else None
         coro = self._run_all(requests, progress)
         try:
             asyncio.get_running_loop()
@@ -248,7 +270,13 @@ class LLMClient:
         except RuntimeError:
             inside_loop = False
         if not inside_loop:  # run outside the except: its RuntimeError would replace the cause
-            return asyncio.run(coro)  # of every error re-raised inside, hiding what is_transient reads
+            try:  # of every error re-raised inside, hiding what is_transient reads
+                return asyncio.run(coro)
+            finally:
+                # Ctrl-C while asyncio.run was still making its loop leaves the coroutine
+                # unstarted, and Python would warn it was "never awaited" under the one-line
+                # message; a coroutine that ran is finished by now, and closing it does nothing.
+                coro.close()
         # Called from inside a running loop: run ours on a private thread (whose exceptions,
         # e.g. LLMUnavailable, reach the caller through the future).
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -266,6 +294,8 @@ class LLMClient:
 
     # -- fan-out ------------------------------------------------------------------------
     async def _run_all(self, requests: list[LLMRequest], progress: Progress | None) -> list[LLMResult]:
+        if self.preparation is not None:  # litellm prepares each request on this loop's executor
+            asyncio.get_running_loop().set_default_executor(self.preparation)
         self._semaphore = asyncio.Semaphore(self.params.max_concurrency)
         self._in_flight_limit = self.params.max_concurrency
         self._calm = 0  # calls answered since the last timeout
@@ -275,30 +305,33 @@ class LLMClient:
         self._known = self.cache.get_many(keys) if self.cache is not None else {}
         self._looked_up = set(keys)
         self._writer = CacheWriter(self.cache, asyncio.get_running_loop()) if self.cache is not None else None
-
-        async def one(request: LLMRequest, key: str) -> LLMResult:
-            result = await self._run_one(request, key)
-            if not result.ok:
-                self.metrics["failures"] += 1
-            if progress is not None:
-                progress.advance()
-            return result
-
         self._gave_up = 0
-        tasks = [asyncio.ensure_future(one(r, k)) for r, k in zip(requests, keys, strict=True)]
+        self._progress = progress
+        self._results: list[LLMResult | None] = [None] * len(requests)
+        self._pending = deque(zip(range(len(requests)), requests, keys, strict=True))
+        self._unfinished = len(requests)  # not yet counted as done (answered and committed)
+        self._awaiting_commit = 0
+        self._in_flight = 0  # calls sent and not yet answered
+        self._workers = 0
+        self._backing_off = 0  # workers asleep before a retry (their slot is lent to a new worker)
+        self._tasks: list[asyncio.Task] = []
+        self._over: asyncio.Future = asyncio.get_running_loop().create_future()  # every request done
+        self._top_up_workers()
         try:
-            results = list(await asyncio.gather(*tasks))
+            await self._drain()
         except BaseException:
             # A refused call (or Ctrl-C) ends the fan-out: stop the other calls and collect how
             # each ended, so none is left to be logged later as "Task exception was never
             # retrieved", with a traceback, past the error edge's one clear line.
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             raise
         finally:
             if self._writer is not None:
                 self._writer.close()  # what is queued is committed, even when the run is stopped
+        results = [r for r in self._results if r is not None]
+        assert len(results) == len(requests)  # every worker ran until the queue was empty
         if self._gave_up == len(results):
             raise LLMUnavailable(
                 f"{self.params.model}: all {len(results)} call(s) failed; "
@@ -306,7 +339,84 @@ class LLMClient:
             )
         return results
 
-    async def _run_one(self, request: LLMRequest, first_key: str) -> LLMResult:
+    # Why workers rather than one task per request waiting on the semaphore (issue 16): a slot
+    # freed by a reply was taken by a waiting task only on the loop's next pass, after every
+    # other reply that had arrived meanwhile was read; so the replies of a burst were all read
+    # first and their successors all sent together at the end, and the next round came back
+    # as the same burst. A worker sends its next request in the same step that read the reply,
+    # so the requests leave spread out, as the replies arrived, and the bursts dissolve.
+    def _top_up_workers(self) -> None:
+        """Keep max_concurrency workers awake while requests wait (a worker asleep before a
+        retry lends its slot to a new one; the semaphore still bounds the calls in flight)."""
+        while self._pending and self._workers - self._backing_off < self.params.max_concurrency:
+            self._workers += 1
+            self._start(self._work())
+
+    async def _work(self) -> None:
+        try:
+            # a surplus worker (one whose slot was lent out while it slept) retires when it is free
+            while self._pending and self._workers - self._backing_off <= self.params.max_concurrency:
+                index, request, key = self._pending.popleft()
+                result, committed = await self._ask(request, key)
+                if committed is None:
+                    self._finish(index, result)
+                else:  # the worker goes on at once; the result counts once the reply is committed
+                    self._start(self._finish_when_committed(index, result, committed))
+        finally:
+            self._workers -= 1
+
+    async def _drain(self) -> None:
+        """Until every request is done; the first failure of a worker or of a commit is raised."""
+        if self._unfinished:
+            await self._over
+        await asyncio.gather(*self._tasks)  # every worker has left its loop by now
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(self._ended)
+        self._tasks.append(task)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        """A worker's or a commit wait's end: the first failure stops the fan-out at once."""
+        if not task.cancelled() and task.exception() is not None and not self._over.done():
+            self._over.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _finish_when_committed(self, index: int, result: LLMResult, committed: asyncio.Future) -> None:
+        await self._until_committed(committed)
+        self._finish(index, result)
+
+    def _finish(self, index: int, result: LLMResult) -> None:
+        """The request is done (its reply committed): its result counts from now on."""
+        self._results[index] = result
+        self._unfinished -= 1
+        if not self._unfinished and not self._over.done():
+            self._over.set_result(None)
+        if not result.ok:
+            self.metrics["failures"] += 1
+        if self._progress is not None:
+            self._progress.advance()
+        self._flush_if_all_wait()
+
+    async def _until_committed(self, committed: asyncio.Future) -> None:
+        self._awaiting_commit += 1
+        self._flush_if_all_wait()
+        try:
+            # shielded: a cancelled call (Ctrl-C) still has its paid reply committed by close()
+            await asyncio.shield(committed)
+        finally:
+            self._awaiting_commit -= 1
+
+    def _flush_if_all_wait(self) -> None:
+        """When no call is in flight, or every request not yet done waits for a commit, no
+        reply can join the batch soon: commit it now rather than after the writer's wait (the
+        run's last replies; calls spaced by requests_per_minute or by retries)."""
+        if self._writer is None or not self._awaiting_commit:
+            return
+        if not self._in_flight or self._awaiting_commit >= self._unfinished:
+            self._writer.flush_now()
+
+    async def _ask(self, request: LLMRequest, first_key: str) -> tuple[LLMResult, asyncio.Future | None]:
+        """The request's rounds: its result, and the commit of its last reply still under way."""
         from engine.llm.json_reply import followup_message
 
         read = request.reader()
@@ -315,17 +425,20 @@ class LLMClient:
         reply: Reply | None = None
         rounds = self.params.reask + 1
         for round_ in range(rounds):
+            if reply is not None and reply.committed is not None:
+                # the reply being followed up is committed before the next one is paid for
+                await self._until_committed(reply.committed)
             try:
                 # an invalid cached reply may open a re-ask conversation, never end one
                 key = first_key if round_ == 0 else self.cache_key(messages)
                 reply = await self._complete(key, messages, read, reuse_invalid=round_ < rounds - 1)
             except CallFailed as e:
                 text, cached = (reply.text, reply.cached) if reply else ("", False)
-                return LLMResult(request.id, False, None, text, str(e), cached, usage)
+                return LLMResult(request.id, False, None, text, str(e), cached, usage), None
             for k, v in reply.usage.items():
                 usage[k] = usage.get(k, 0) + v
             if reply.error is None:
-                return LLMResult(request.id, True, reply.value, reply.text, None, reply.cached, usage)
+                return LLMResult(request.id, True, reply.value, reply.text, None, reply.cached, usage), reply.committed
             if round_ < rounds - 1:
                 self.metrics["reasks"] += 1
                 followup = followup_message(reply.error, prose=request.schema is None)
@@ -333,7 +446,7 @@ class LLMClient:
         assert reply is not None  # rounds >= 1
         kind = "JSON" if request.schema is not None else "reply"
         reason = f"invalid {kind} after {rounds} attempt(s): {reply.error}"
-        return LLMResult(request.id, False, None, reply.text, reason, reply.cached, usage)
+        return LLMResult(request.id, False, None, reply.text, reason, reply.cached, usage), reply.committed
 
     def _cached(self, key: str) -> Any | None:
         """The cache entry of `key`: from the run's first lookup, else (a re-ask round) the store."""
@@ -355,23 +468,29 @@ class LLMClient:
                 self.metrics["invalid_reasked"] += 1  # its last word was invalid: ask again
         text, usage = await self._call_with_retries(messages)
         value, error = _read(read, text)
-        # committed before anything else happens: a kill after this line loses nothing
+        # queued for commit at once; the request counts as done only once it is committed
+        committed = None
         if self._writer is not None:
             entry = {"text": text, "usage": usage, "model": self.params.model, "valid": error is None, "error": error}
-            await self._writer.put(key, entry)
+            committed = self._writer.submit(key, entry)
         self._count(usage)
-        return Reply(text, value, error, False, usage)
+        return Reply(text, value, error, False, usage, committed)
 
     async def _call_with_retries(self, messages: list[dict]) -> tuple[str, dict]:
         last: BaseException | None = None
         for attempt in range(self.params.retries + 1):
             if attempt:
                 self.metrics["retries"] += 1
-                await asyncio.sleep(backoff_delay(attempt - 1, BACKOFF_BASE, BACKOFF_CAP))
+                await self._back_off(attempt)
             try:
                 async with self._semaphore:
                     await self._limiter.acquire_async()
-                    answered = await self._call(messages)
+                    self._in_flight += 1
+                    try:
+                        answered = await self._call(messages)
+                    finally:
+                        self._in_flight -= 1
+                        self._flush_if_all_wait()
                 self._recover()
                 return answered
             except Exception as e:  # noqa: BLE001 - classified just below
@@ -397,6 +516,15 @@ class LLMClient:
         raise CallFailed(
             f"gave up after {self.params.retries + 1} attempt(s): {type(last).__name__}: {_short(last)}{hint}"
         )
+
+    async def _back_off(self, attempt: int) -> None:
+        """Sleep before a retry; meanwhile a new worker takes this one's slot."""
+        self._backing_off += 1
+        self._top_up_workers()
+        try:
+            await asyncio.sleep(backoff_delay(attempt - 1, BACKOFF_BASE, BACKOFF_CAP))
+        finally:
+            self._backing_off -= 1
 
     async def _ease_off(self) -> None:
         """A timeout means the server is saturated (a single-slot local server queues what we
@@ -443,9 +571,7 @@ class LLMClient:
         )
         if p.api_base:
             kwargs["api_base"] = p.api_base
-        deadline = provider.deadline(p)
-        call = litellm.acompletion(**kwargs)
-        response = await (call if deadline is None else asyncio.wait_for(call, timeout=deadline))
+        response = await _within(litellm.acompletion(**kwargs), provider.deadline(p))
         text = response.choices[0].message.content
         if text is None:
             raise CallFailed("the model returned no content")
@@ -463,6 +589,22 @@ class LLMClient:
         for name in ("prompt_tokens", "completion_tokens", "tokens", "cost"):
             self.metrics[name] += usage.get(name, 0)
         self.metrics["cost"] = round(self.metrics["cost"], 8)
+
+
+async def _within(call: Coroutine[Any, Any, Any], seconds: float | None) -> Any:
+    """`await call`, abandoned with TimeoutError after `seconds` (None: never).
+
+    asyncio.timeout runs the call in this task; wait_for (before Python 3.12) wraps it in a new
+    task whose first step waits for the loop's next pass, so a worker that had just read a
+    reply would send its next request only after every other reply of the pass was read.
+    """
+    if seconds is None:
+        return await call
+    timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+    if timeout is None:
+        return await asyncio.wait_for(call, timeout=seconds)
+    async with timeout(seconds):
+        return await call
 
 
 def _usage(response: Any) -> dict:

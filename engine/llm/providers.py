@@ -8,11 +8,17 @@ and never special-cases a prefix itself, so a new local backend is one module th
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import gc
 import importlib
 import ipaddress
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -165,6 +171,11 @@ def load_litellm() -> Any:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(RedactSecrets())
     _skip_success_logging_without_callbacks(litellm)
+    # Importing litellm leaves ~400k objects the cyclic garbage collector tracks; each full
+    # collection then walks them all: 0.2-0.5 s with the event loop stopped, a few times in a
+    # run of 1,000 calls (issue 16: the loop's longest stalls). They live as long as the
+    # process, so they are moved out of the collector's sight once, here.
+    gc.freeze()
     _configured = True
     return litellm
 
@@ -213,3 +224,71 @@ def local_response(litellm: Any, model: str, text: str, usage: dict) -> Any:
         choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         usage=usage,
     )
+
+
+# -- litellm's request preparation, on the event loop ---------------------------------------------
+
+# Providers whose preparation (routing, parameter mapping, the cached SDK client) is
+# computation only: no credential refresh or other network I/O that would stall the loop.
+INLINE_PREPARATION_PROVIDERS = frozenset({"openai"})
+
+
+class InlinePreparation(ThreadPoolExecutor):
+    """The event loop's default executor during a fan-out to a provider that prepares without I/O.
+
+    litellm.acompletion prepares every request in its synchronous `completion`, which it runs on
+    the loop's default executor and which hands back the coroutine that sends it. On a thread,
+    that is ~1 ms of Python per call competing with the loop for the GIL, plus a hand-over each
+    way, and the request leaves only after the loop has picked the thread's answer up on a later
+    pass (issue 16: at 100 calls in flight the loop was the bottleneck, and replies read in one
+    pass had their successors all sent together in the next). Here the preparation runs in the
+    caller's thread and comes back as a finished asyncio future, which run_in_executor passes
+    through unchanged (asyncio.wrap_future returns an asyncio future as it is): awaiting it does
+    not yield, so the request is prepared and sent in the step that asked for it.
+
+    Anything else submitted (a DNS lookup, a provider's own blocking work) still goes to
+    threads, and so does the preparation whenever it is not recognised (another litellm
+    version): the slow path, not a failure.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="llm-executor")
+        self.inlined = 0  # preparations run in the caller's thread (a test reads it)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not _is_request_preparation(fn):
+            return super().submit(fn, *args, **kwargs)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not called from the loop: nothing to gain here
+            return super().submit(fn)
+        self.inlined += 1
+        done = loop.create_future()
+        try:
+            done.set_result(fn())
+        except Exception as e:  # noqa: BLE001 - raised where litellm awaits the preparation
+            done.set_exception(e)
+        return done
+
+
+def _is_request_preparation(fn: Any) -> bool:
+    """litellm's `partial(context.run, partial(completion, ..., acompletion=True))`."""
+    completion = getattr(sys.modules.get("litellm.main"), "completion", None)
+    inner = fn.args[0] if isinstance(fn, functools.partial) and fn.args else None
+    return (
+        completion is not None
+        and isinstance(inner, functools.partial)
+        and inner.func is completion
+        and inner.keywords.get("acompletion") is True
+    )
+
+
+def prepares_inline(model: str, api_base: str | None) -> bool:
+    """Whether a fan-out to `model` may run litellm's request preparation on the event loop."""
+    if not isinstance(provider_for(model), LitellmProvider):
+        return False  # our in-process providers generate in their handlers: threads, as before
+    try:
+        _, provider, _, _ = load_litellm().get_llm_provider(model=model, api_base=api_base)
+    except Exception:  # noqa: BLE001 - an unknown provider fails the call itself, with its message
+        return False
+    return provider in INLINE_PREPARATION_PROVIDERS
