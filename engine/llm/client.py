@@ -31,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -119,6 +121,27 @@ def _refused(error: BaseException) -> bool:
         or "Missing credentials" in message
         or "LLM Provider NOT provided" in message  # litellm: a model name without its provider
     )
+
+
+def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run, with its event loop made while Ctrl-C is held back.
+
+    A SIGINT that lands inside the loop's constructor leaves a half-built loop whose __del__
+    then prints an "Exception ignored ... no attribute '_signal_handlers'" traceback under the
+    one-line "interrupted" message (seen in CI). Held back for those microseconds, it arrives
+    right after, where asyncio handles it as any other Ctrl-C."""
+    if sys.version_info < (3, 11) or threading.current_thread() is not threading.main_thread():
+        return asyncio.run(coro)  # no Runner(loop_factory) before 3.11; only the main thread gets SIGINT
+    with asyncio.Runner(loop_factory=loop_made_without_interrupts) as runner:
+        return runner.run(coro)
+
+
+def loop_made_without_interrupts() -> asyncio.AbstractEventLoop:
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return asyncio.new_event_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 _FLUSH: Any = object()  # CacheWriter's queue: commit the batch now
@@ -271,7 +294,7 @@ class LLMClient:
             inside_loop = False
         if not inside_loop:  # run outside the except: its RuntimeError would replace the cause
             try:  # of every error re-raised inside, hiding what is_transient reads
-                return asyncio.run(coro)
+                return run_to_end(coro)
             finally:
                 # Ctrl-C while asyncio.run was still making its loop leaves the coroutine
                 # unstarted, and Python would warn it was "never awaited" under the one-line
