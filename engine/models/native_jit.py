@@ -11,9 +11,9 @@ built with AVX2, which the PyPI wheel is not.
 The engine therefore puts a `g++` wrapper first on PATH. For MLX's own JIT command (a shared
 library written into MLX's kernel folder) it adds -mavx2 -mfma -mf16c and -fno-trapping-math,
 and force-includes a header that specializes `simd::exp<float, 1>` with the same polynomial in a
-branch-free form gcc vectorizes (8 floats per instruction: ~2 ns an element). If that compile
-fails for any reason, the wrapper runs MLX's command unchanged; every other g++ call passes
-straight through. It is enabled only where the CPU has AVX2, FMA and F16C and a g++ exists, and
+branch-free form gcc vectorizes (8 floats an instruction: 3.6 ns an element in a fused MLX
+kernel, allocation included). If that compile fails for any reason, the wrapper runs MLX's
+command unchanged; every other g++ call passes straight through. It is enabled only where the CPU has AVX2, FMA and F16C and a g++ exists, and
 `RECIPE_NATIVE_JIT=0` turns it off.
 
 Kernels MLX compiled earlier without the wrapper would be reused as they are (MLX compiles a
