@@ -13,8 +13,8 @@ library written into MLX's kernel folder) it adds -mavx2 -mfma -mf16c and -fno-t
 and force-includes a header that specializes `simd::exp<float, 1>` with the same polynomial in a
 branch-free form gcc vectorizes (8 floats an instruction: 3.6 ns an element in a fused MLX
 kernel, allocation included). If that compile fails for any reason, the wrapper runs MLX's
-command unchanged; every other g++ call passes straight through. It is enabled only where the CPU has AVX2, FMA and F16C and a g++ exists, and
-`RECIPE_NATIVE_JIT=0` turns it off.
+command unchanged; every other g++ call passes straight through. It is enabled only where the
+CPU has AVX2, FMA and F16C and a g++ exists, and `RECIPE_NATIVE_JIT=0` turns it off.
 
 Kernels MLX compiled earlier without the wrapper would be reused as they are (MLX compiles a
 kernel only when its file is missing), so the first process to enable the wrapper for a given
