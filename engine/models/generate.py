@@ -188,6 +188,20 @@ def chat_generate(
     return replies
 
 
+def _batch_generator(model: Any, tokenizer: Any, rows: int, **extra: Any) -> Any:
+    """mlx-lm's BatchGenerator for `rows` prompts at once, stopping at the tokenizer's EOS ids."""
+    from mlx_lm.generate import BatchGenerator
+
+    return BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        prefill_batch_size=rows,
+        completion_batch_size=rows,
+        prefill_step_size=prefill_step(),
+        **extra,
+    )
+
+
 def _with_prefix_cache(
     model: Any, tokenizer: Any, prompts: list[list[int]], max_tokens: int, cache: PrefixCache, extra: dict
 ) -> list[str]:
@@ -195,18 +209,10 @@ def _with_prefix_cache(
     (prompt part) is kept for the prompts after them. mlx-lm's BatchGenerator directly, since
     batch_generate cannot hand it the reused start's tokens (`all_tokens`): without them the
     repetition penalty would see a shorter history than on the plain path."""
-    from mlx_lm.generate import BatchGenerator
     from mlx_lm.models.cache import make_prompt_cache
 
     found = [cache.lookup(p) for p in prompts]
-    gen = BatchGenerator(
-        model,
-        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-        prefill_batch_size=len(prompts),
-        completion_batch_size=len(prompts),
-        prefill_step_size=prefill_step(),
-        **extra,
-    )
+    gen = _batch_generator(model, tokenizer, len(prompts), **extra)
     try:
         uids = gen.insert(
             [p[n:] for p, (_, n) in zip(prompts, found, strict=True)],
@@ -268,17 +274,9 @@ def generate_each(
 def _generate_batch(
     model: Any, tokenizer: Any, requests: list[GenerationRequest], stop: threading.Event | None
 ) -> list[str]:
-    from mlx_lm.generate import BatchGenerator
-
     decoding = [_sampling(r.temperature, r.repetition_penalty, r.repetition_context_size) for r in requests]
     stopper = [_stopper(stop)] if stop is not None else []
-    gen = BatchGenerator(
-        model,
-        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-        prefill_batch_size=len(requests),
-        completion_batch_size=len(requests),
-        prefill_step_size=prefill_step(),
-    )
+    gen = _batch_generator(model, tokenizer, len(requests))
     try:
         uids = gen.insert(
             [chat_prompt_tokens(tokenizer, r.conversation) for r in requests],
