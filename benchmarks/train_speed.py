@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,23 @@ def worker_mlx(model_dir: str, steps: int, fast_blas: bool) -> dict:
     }
 
 
+def timed_steps(one_step: Callable[[], None], steps: int) -> dict:
+    """Median wall and CPU time of `steps` calls after a first (compiling/warming) one."""
+    times, cpu = [], []
+    for _ in range(steps + 1):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        one_step()
+        times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    per_step = statistics.median(times[1:])
+    return {
+        "tokens_per_second": (SEQ - 1) / per_step,
+        "seconds_per_step": per_step,
+        "cpu_seconds_per_step": statistics.median(cpu[1:]),
+        "steps_timed": steps,
+    }
+
+
 def worker_mlx_lm(model_dir: str, steps: int) -> dict:
     """mlx-lm's trainer step as shipped (compiled, nn.losses.cross_entropy), no engine code."""
     from functools import partial
@@ -125,21 +143,13 @@ def worker_mlx_lm(model_dir: str, steps: int) -> dict:
         return value, ntoks
 
     batch, lengths = mx.array([tokenizer.encode(TEXT)[:SEQ]]), mx.array([[0, SEQ]])
-    times, cpu = [], []
-    for _ in range(steps + 1):
-        started, started_cpu = time.perf_counter(), time.process_time()
+
+    def one_step() -> None:
         value, ntoks = step(batch, lengths)
         mx.eval(state, value, ntoks)
         value.item()
-        times.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-    per_step = statistics.median(times[1:])
-    return {
-        "tokens_per_second": (SEQ - 1) / per_step,
-        "seconds_per_step": per_step,
-        "cpu_seconds_per_step": statistics.median(cpu[1:]),
-        "steps_timed": steps,
-    }
+
+    return timed_steps(one_step, steps)
 
 
 def worker_peft(model_dir: str, steps: int) -> dict:
@@ -161,21 +171,15 @@ def worker_peft(model_dir: str, steps: int) -> dict:
     model = get_peft_model(model, config)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.tensor([tokenizer.encode(TEXT)[:SEQ]])
-    times, cpu = [], []
-    for _ in range(steps + 1):
-        started, started_cpu = time.perf_counter(), time.process_time()
+
+    def one_step() -> None:
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        times.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-    per_step = statistics.median(times[1:])
+
     return {
-        "tokens_per_second": (SEQ - 1) / per_step,
-        "seconds_per_step": per_step,
-        "cpu_seconds_per_step": statistics.median(cpu[1:]),
-        "steps_timed": steps,
+        **timed_steps(one_step, steps),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
