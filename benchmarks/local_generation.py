@@ -110,14 +110,14 @@ def mlx_route(
 
     def run(convs: list[list[dict]], max_tokens: int) -> int:
         cache = run.cache if prefix else None  # type: ignore[attr-defined]
-        swap, step = generate.during_generation, generate.prefill_step
+        swap, step = generate.attending_on_cpu, generate.prefill_step
         if not engine_attention:  # mlx-lm's attention and prefill step, as before cpu_attention
-            generate.during_generation = lambda _model: contextlib.nullcontext()  # type: ignore[assignment]
+            generate.attending_on_cpu = lambda _model: contextlib.nullcontext()  # type: ignore[assignment]
             generate.prefill_step = lambda: generate.GPU_PREFILL_STEP
         try:
             return _generate_all(convs, max_tokens, cache)
         finally:
-            generate.during_generation, generate.prefill_step = swap, step
+            generate.attending_on_cpu, generate.prefill_step = swap, step
 
     def _generate_all(convs: list[list[dict]], max_tokens: int, cache: object) -> int:
         done = 0

@@ -1,4 +1,4 @@
-"""Attention for generation on CPU, written from plain ops so its softmax runs in fused kernels.
+"""Attention on CPU written from plain ops, so its softmax runs in fused kernels.
 
 mlx-lm models attend through `mx.fast.scaled_dot_product_attention`. On CPU that falls back to
 MLX's Softmax primitive, whose exp is scalar in the Linux wheel (~17 ns an element), and a
@@ -7,12 +7,14 @@ Here the scores' softmax is an `mx.compile`d exp-and-normalize, which engine.mod
 compiles for the CPU at hand: measured per layer, a 900-token prefill takes ~107 ms instead of
 ~179 ms and one decode step of 6 streams ~1.1 ms instead of ~1.5 ms.
 
-Only generation uses it: the backward pass of these ops is slower than the fused primitive's,
-so training keeps mlx-lm's attention. Every mlx-lm model reaches attention through its module's
-`scaled_dot_product_attention` global (engine.models.packing swaps the same one);
-`during_generation` wraps it while a generation runs, and the wrapper hands anything unusual
-(a GPU, attention sinks, a quantized KV cache) back to mlx-lm's function. Figures measured on a
-busy 2-core machine.
+Training uses it too: MLX differentiates the plain ops (the compiled exp-and-normalize
+included), and a whole LoRA step of benchmarks/train_speed.py's setting took ~0.93 s instead of
+~1.12 s with mlx-lm's attention (same process, steps alternating, 8 rounds). Every mlx-lm
+model reaches attention through its module's `scaled_dot_product_attention` global
+(engine.models.packing swaps the same one, and calls through this one when it is in place);
+`attending_on_cpu` wraps it while a generation or a training run uses the model, and the
+wrapper hands anything unusual (a GPU, attention sinks, a quantized KV cache) back to mlx-lm's
+function. Figures measured on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from engine.models.blas import import_mlx
 
 _KERNELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
-_SWAPPED: dict[str, list[Any]] = {}  # per model module: [our wrapper, mlx-lm's function, generations running]
+_SWAPPED: dict[str, list[Any]] = {}  # per model module: [our wrapper, mlx-lm's function, users running]
 
 
 def _softmax() -> Any:
@@ -88,12 +90,13 @@ def _grouped(mask: Any, heads: int, kv_heads: int) -> Any:
 
 
 @contextlib.contextmanager
-def during_generation(model: Any) -> Iterator[None]:
-    """While generating with `model`, its module attends through `attention` on the CPU.
+def attending_on_cpu(model: Any) -> Iterator[None]:
+    """While `model` generates or trains, its module attends through `attention` on the CPU.
 
-    Scoped, not permanent: a training step in the same process (the demo trains after its
-    questions and answers steps) keeps mlx-lm's attention, whose backward is the faster one.
-    Nested and concurrent generations share one swap, undone when the last one ends."""
+    Scoped, not permanent: the model module's global is mlx-lm's again once nothing of ours
+    runs, so code that imports it later sees the library as shipped. Nested and concurrent
+    users (generation batches on threads, a training run) share one swap, undone when the last
+    one ends."""
     module = sys.modules[type(model).__module__]
     original = getattr(module, "scaled_dot_product_attention", None)
     if original is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.models.blas import import_mlx
-from engine.models.cpu_attention import during_generation
+from engine.models.cpu_attention import attending_on_cpu
 
 # Prompt tokens prefilled per forward pass. On CPU, 256 keeps each pass's attention scores small
 # enough to stay in cache and skips most of the causal half that one whole-prompt pass computes
@@ -168,7 +168,7 @@ def chat_generate(
     prompts = [chat_prompt_tokens(tokenizer, c) for c in conversations]
     replies: list[str] = []
     step = max(1, batch_size)
-    with during_generation(model):
+    with attending_on_cpu(model):
         for start in range(0, len(prompts), step):
             chunk = prompts[start : start + step]
             if prefix_cache is not None:
@@ -264,7 +264,7 @@ def generate_each(
     mx = import_mlx()
     replies: list[str] = []
     step = max(1, batch_size)
-    with during_generation(model):
+    with attending_on_cpu(model):
         for n, start in enumerate(range(0, len(requests), step)):
             mx.random.seed(seed + n)
             replies.extend(_generate_batch(model, tokenizer, requests[start : start + step], stop))

@@ -122,7 +122,6 @@ def packed_tokens(batch: tuple[Any, ...]) -> int:
 @contextlib.contextmanager
 def attention_within_examples(model: Any) -> Iterator[None]:
     """While `packed_loss` runs the model, its causal attention is also block-diagonal."""
-    mx = import_mlx()
     module = sys.modules[type(model).__module__]
     original = getattr(module, "scaled_dot_product_attention", None)
     if original is None:
@@ -139,7 +138,8 @@ def attention_within_examples(model: Any) -> Iterator[None]:
                 f"train.pack: {type(model).__module__} attends with its own mask (e.g. a sliding "
                 "window); packing cannot combine with it. Set train.pack: false"
             )
-        return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=_ACTIVE[-1], **kw)
+        # through the function this swap replaced (mlx-lm's, or engine.models.cpu_attention's)
+        return original(queries, keys, values, None, scale=scale, mask=_ACTIVE[-1], **kw)
 
     setattr(module, "scaled_dot_product_attention", attention)  # noqa: B010 - a module global, swapped
     try:

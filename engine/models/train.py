@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError, StopTraining
-from engine.models.blas import import_mlx
+from engine.models.blas import buffer_cache_limit, import_mlx
 from engine.models.settings import TrainSettings as Train
 
 
@@ -265,6 +265,7 @@ def train_adapter(
     from mlx_lm.tuner.trainer import train as tuner_train
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
+    from engine.models.cpu_attention import attending_on_cpu
     from engine.models.loss import train_loss
     from engine.models.packing import attention_within_examples, packed_loss
     from engine.models.resolve import cast_for_device, flat_parameters
@@ -302,6 +303,7 @@ def train_adapter(
         grad_checkpoint=cfg.grad_checkpoint,
         grad_accumulation_steps=cfg.grad_accumulation,
         adapter_file=str(adapter_dir / "adapters.safetensors"),
+        clear_cache_threshold=buffer_cache_limit(),  # keep the step's buffers for the next one
     )
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
     patience = cfg.early_stopping.patience if cfg.early_stopping and val_set is not None else None
@@ -309,7 +311,8 @@ def train_adapter(
     batches = same_batches_each_evaluation(cfg.seed, counted=result, pack=cfg.pack)
     loss = packed_loss if cfg.pack else train_loss
     result.trained_iters = iters
-    with attention_within_examples(model) if cfg.pack else contextlib.nullcontext():
+    # attending_on_cpu first: packing's block mask then goes through the same CPU attention
+    with attending_on_cpu(model), attention_within_examples(model) if cfg.pack else contextlib.nullcontext():
         try:
             tuner_train(
                 model=model,

@@ -1,4 +1,4 @@
-"""The engine's CPU attention for generation: mlx-lm's answers, swapped in only while generating."""
+"""The engine's CPU attention: mlx-lm's answers and gradients, swapped in only while the engine generates or trains."""
 
 from __future__ import annotations
 
@@ -98,12 +98,12 @@ def test_the_swap_lasts_as_long_as_the_generations_and_hands_unusual_calls_back(
         started, release = threading.Event(), threading.Event()
 
         def other_generation() -> None:
-            with cpu_attention.during_generation(model):
+            with cpu_attention.attending_on_cpu(model):
                 started.set()
                 release.wait(10)
 
         worker = threading.Thread(target=other_generation)
-        with cpu_attention.during_generation(model):
+        with cpu_attention.attending_on_cpu(model):
             swapped = module.scaled_dot_product_attention
             assert swapped is not spy
             worker.start()
@@ -141,3 +141,63 @@ def test_generation_gives_mlx_lms_greedy_tokens(tiny_llama: Path):
     first = chat_generate(model, tokenizer, conversations, max_tokens=12, batch_size=3, prefix_cache=cached)
     again = chat_generate(model, tokenizer, conversations, max_tokens=12, batch_size=3, prefix_cache=cached)
     assert first == again == ours
+
+
+def _loss_and_gradients(model, loss, batch: tuple, ours: bool, packed: bool) -> tuple[float, dict]:  # noqa: ANN001
+    """The loss and LoRA gradients, attending through the engine's CPU attention or mlx-lm's."""
+    import contextlib
+
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from engine.models.packing import attention_within_examples
+
+    mx = import_mlx()
+    with contextlib.ExitStack() as scope:
+        if ours:
+            scope.enter_context(cpu_attention.attending_on_cpu(model))
+        if packed:  # entered second, as train_adapter does: its block mask goes through ours
+            scope.enter_context(attention_within_examples(model))
+        (value, _), grads = nn.value_and_grad(model, loss)(model, *batch)
+        mx.eval(value, grads)
+    return value.item(), dict(tree_flatten(grads))
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["causal", "packed block mask"])
+def test_training_gives_mlx_lms_loss_and_gradients(tiny_llama: Path, packed: bool, monkeypatch: pytest.MonkeyPatch):
+    """A LoRA loss and its gradients through the swap equal those through mlx-lm's attention,
+    for plain causal rows (with a prompt mask) and for packed rows' block mask (with padding)."""
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from engine.models.loss import train_loss
+    from engine.models.packing import packed_loss
+
+    mx = import_mlx()
+    model, _ = load(str(tiny_llama))
+    model.freeze()
+    mx.random.seed(3)
+    linear_to_lora_layers(model, 2, {"rank": 4, "scale": 20.0, "dropout": 0.0, "keys": None})
+    lora = [m for _, m in model.named_modules() if hasattr(m, "lora_b")]
+    for m in lora:  # B starts at zero, where no gradient reaches A: give every path a say
+        m.lora_b = mx.random.normal(m.lora_b.shape) * 0.05
+    rng = np.random.default_rng(5)
+    tokens = mx.array(rng.integers(3, 250, size=(2, 41)))
+    if packed:
+        segments = mx.array(np.array([[1] * 15 + [2] * 20 + [0] * 6, [1] * 30 + [2] * 11]))
+        batch, loss = (tokens, segments, segments > 0), packed_loss
+    else:
+        batch, loss = (tokens, mx.array([[0, 41], [5, 33]])), train_loss
+
+    masks: list = []  # what reached the engine's attention: it must be in the path, not beside it
+    attend = cpu_attention.attention
+    monkeypatch.setattr(cpu_attention, "attention", lambda *a: masks.append(a[-1]) or attend(*a))
+    reference = _loss_and_gradients(model, loss, batch, ours=False, packed=packed)
+    assert masks == []
+    ours = _loss_and_gradients(model, loss, batch, ours=True, packed=packed)
+    assert len(masks) == len(model.layers) and all(isinstance(m, str) != packed for m in masks)
+    assert ours[0] == pytest.approx(reference[0], rel=1e-5)
+    assert ours[1].keys() == reference[1].keys() and len(ours[1]) == 2 * len(lora)
+    for name, grad in reference[1].items():
+        assert float(mx.abs(grad).max()) > 0, name
+        _close(ours[1][name], grad, 2e-4)
