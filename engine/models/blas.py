@@ -12,11 +12,13 @@ is imported (afterwards it is too late to load OpenBLAS), from the installed whe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from types import ModuleType
 
@@ -29,8 +31,8 @@ OPENBLAS_CANDIDATES = (
 )
 CUDA_BACKENDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")  # the wheels `mlx[cuda12]`/`mlx[cuda13]` pull in
 _state: dict[str, str | None] = {}
-# Of the machine's memory, how much MLX's CPU allocator may hold in freed buffers (its own
-# default is 32 MB): the buffers of a step are reused by the next one instead of re-faulted.
+# Of the machine's memory, how much MLX's CPU allocator may hold in freed buffers while training
+# (its own default is 32 MB): a step's buffers are reused by the next one instead of re-faulted.
 CPU_CACHE_FRACTION = 0.25
 
 
@@ -80,32 +82,33 @@ def import_mlx() -> ModuleType:
 
         cuda = cuda_backend_installed() if platform.system() == "Linux" else None
         _state["native_jit"] = ensure_native_jit(str(getattr(mx, "__version__", "")), cuda)
-        if platform.system() == "Linux" and cuda is None:
-            _keep_freed_buffers(mx)
     return mx
 
 
-def _keep_freed_buffers(mx: ModuleType) -> None:
-    """Let MLX's CPU allocator keep freed buffers for reuse, up to CPU_CACHE_FRACTION of RAM.
+@contextlib.contextmanager
+def keeping_freed_buffers() -> Iterator[int]:
+    """While training on a CPU, MLX's allocator keeps freed buffers for reuse, up to
+    CPU_CACHE_FRACTION of RAM; yields that limit (0 where nothing changed).
 
-    Its default cache is 32 MB, so every larger buffer (a 256-token step's logits alone are
-    50 MB) went back to glibc, which returns blocks over 32 MB to the kernel: the next step paid
-    page faults to get the same memory again. A LoRA step of benchmarks/train_speed.py took
-    ~900k faults over 11 steps, ~420k with the cache (most of them loading the model)."""
+    Its default cache is 32 MB, so every larger buffer of a step (a 256-token step's logits
+    alone are 50 MB) went back to glibc, which returns blocks over 32 MB to the kernel: the next
+    step paid page faults to get the same memory again. A LoRA step of benchmarks/train_speed.py
+    took ~900k faults over 11 steps, ~420k with the cache (most of the rest loading the model).
+    Training only: its shapes repeat every step, while generation's grow by a token a step and
+    would fill the cache with sizes nobody asks for again. The old limit comes back afterwards,
+    which frees what the cache holds beyond it."""
+    mx = import_mlx()
+    set_cache_limit = getattr(mx, "set_cache_limit", None)
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
+        ram = 0
+    if set_cache_limit is None or ram <= 0 or platform.system() != "Linux" or cuda_backend_installed():
+        yield 0
         return
-    set_cache_limit = getattr(mx, "set_cache_limit", None)
-    if set_cache_limit is not None and ram > 0:
-        limit = int(ram * CPU_CACHE_FRACTION)
-        set_cache_limit(limit)
-        _state["cache_limit"] = str(limit)
-
-
-def buffer_cache_limit() -> int:
-    """The bytes of freed buffers MLX keeps for reuse when the engine raised its limit, else 0.
-    mlx-lm's trainer empties the cache after every step unless it holds more than its
-    `clear_cache_threshold` (default 0); the engine passes this instead."""
-    import_mlx()
-    return int(_state.get("cache_limit") or 0)
+    limit = int(ram * CPU_CACHE_FRACTION)
+    before = set_cache_limit(limit)
+    try:
+        yield limit
+    finally:
+        set_cache_limit(before)

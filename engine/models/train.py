@@ -11,6 +11,7 @@ validation loss bottoms out before the last step). Optional early stopping ends 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import RecipeError, StopTraining
-from engine.models.blas import buffer_cache_limit, import_mlx
+from engine.models.blas import import_mlx, keeping_freed_buffers
 from engine.models.settings import TrainSettings as Train
 
 
@@ -303,7 +304,6 @@ def train_adapter(
         grad_checkpoint=cfg.grad_checkpoint,
         grad_accumulation_steps=cfg.grad_accumulation,
         adapter_file=str(adapter_dir / "adapters.safetensors"),
-        clear_cache_threshold=buffer_cache_limit(),  # keep the step's buffers for the next one
     )
     optimizer = optim.Adam(learning_rate=lr_schedule(cfg, learning_rate, iters))
     patience = cfg.early_stopping.patience if cfg.early_stopping and val_set is not None else None
@@ -312,14 +312,19 @@ def train_adapter(
     loss = packed_loss if cfg.pack else train_loss
     result.trained_iters = iters
     # attending_on_cpu first: packing's block mask then goes through the same CPU attention
-    with attending_on_cpu(model), attention_within_examples(model) if cfg.pack else contextlib.nullcontext():
+    with (
+        keeping_freed_buffers() as cache_limit,
+        attending_on_cpu(model),
+        attention_within_examples(model) if cfg.pack else contextlib.nullcontext(),
+    ):
         try:
             tuner_train(
                 model=model,
                 optimizer=optimizer,
                 train_dataset=train_set,
                 val_dataset=val_set,
-                args=args,
+                # mlx-lm empties the allocator's cache after every step unless it holds more than this
+                args=dataclasses.replace(args, clear_cache_threshold=cache_limit),
                 loss=loss,
                 iterate_batches=batches,
                 training_callback=_callback(result, keep, on_report),

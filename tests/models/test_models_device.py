@@ -108,26 +108,36 @@ def test_show_says_how_many_ranks_trained_and_nothing_for_runs_without_a_device(
 
 _REUSE = """
 import json, resource
-from engine.models.blas import buffer_cache_limit, import_mlx
+from engine.models.blas import import_mlx, keeping_freed_buffers
 mx = import_mlx()
 x = mx.random.normal((4096, 4096))  # 64 MB, over glibc's 32 MB ceiling for keeping freed blocks
 mx.eval(x)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    y = mx.exp(x)
-    mx.eval(y)
-    del y
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"faults": faults, "limit": buffer_cache_limit(), "set": mx.set_cache_limit(0)}))
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        y = mx.exp(x)
+        mx.eval(y)
+        del y
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+default = mx.set_cache_limit(0)
+mx.set_cache_limit(default)
+with keeping_freed_buffers() as limit:
+    inside = {"faults": faults(), "limit": limit, "set": mx.set_cache_limit(limit)}
+print(json.dumps({**inside, "default": default, "after": mx.set_cache_limit(default), "outside": faults()}))
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the CPU allocator's cache is raised on Linux only")
-def test_freed_cpu_buffers_are_reused_instead_of_faulted_in_again() -> None:
-    """A step's 64 MB buffer freed and asked for again comes from MLX's cache: with its 32 MB
-    default every round trip went back to the kernel and paid 16k page faults."""
+def test_while_training_freed_cpu_buffers_are_reused_instead_of_faulted_in_again() -> None:
+    """Inside keeping_freed_buffers (train_adapter's scope) a 64 MB buffer freed and asked for
+    again comes from MLX's cache; outside, MLX's own 32 MB limit is back, and with it a round
+    trip to the kernel and 16k page faults for every such buffer."""
     out = subprocess.run([sys.executable, "-c", _REUSE], capture_output=True, text=True, check=True, cwd=ROOT)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert found["limit"] == found["set"] == int(ram * 0.25)
-    assert found["faults"] < 16384 * 3, found  # 20 rounds: ~330k faults without the cache
+    assert found["faults"] < 16384 * 3, found  # 20 rounds
+    assert found["after"] == found["default"] == 32 << 20
+    assert found["outside"] > 16384 * 15, found  # what every step paid before
