@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
-from engine.llm.pacing import LOOP_TIME, PACING_FACTOR, LoopTimed, Pacer
+from engine.llm.pacing import LOOP_TIME, MAX_GAP, PACING_FACTOR, LoopTimed, Pacer
 from engine.llm.providers import (
     InlinePreparation,
     LitellmProvider,
@@ -619,7 +619,7 @@ class LLMClient:
         which batch the requests that arrive together."""
         if not isinstance(self.provider, LitellmProvider):
             return None
-        return Pacer(PACING_FACTOR * LOOP_TIME.typical(), self.params.max_concurrency)
+        return Pacer(min(MAX_GAP, PACING_FACTOR * LOOP_TIME.typical()), self.params.max_concurrency)
 
     async def _call(self, messages: list[dict]) -> tuple[str, dict]:
         litellm = load_litellm()

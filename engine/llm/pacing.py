@@ -28,6 +28,10 @@ from typing import Any
 # Requests leave at least this many times a call's loop time apart: the loop reads a round's
 # replies with time to spare, and a bunch that formed is spread again at the next send.
 PACING_FACTOR = 1.5
+# ... and at most this far apart, whatever was measured (a process whose other threads hold the
+# GIL makes a call's steps look longer than the loop needs): the first round of 100 slots is
+# spread over 2 s at most.
+MAX_GAP = 0.02
 
 
 class LoopTime:

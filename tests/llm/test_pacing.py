@@ -54,6 +54,7 @@ def test_the_first_round_leaves_spaced_out_not_all_at_once(monkeypatch: pytest.M
         client.run_many([LLMRequest("warm-up", [{"role": "user", "content": "warm-up"}])])
         arrived.clear()
         monkeypatch.setattr(llm, "LOOP_TIME", _loop_time(0.020))
+        monkeypatch.setattr(llm, "MAX_GAP", 1.0)
         results = client.run_many(_requests(30))
         peak = srv.max_in_flight
     assert [r.text for r in results] == [f"The answer to item {i}." for i in range(30)]
@@ -70,6 +71,7 @@ def test_a_bunch_of_replies_sends_its_successors_spaced_out(monkeypatch: pytest.
     so the bunch came back as a bunch the next round too). Past the first round a tenth of a
     round may queue, at least two: here two wait their turns a gap apart, the others go."""
     monkeypatch.setattr(llm, "LOOP_TIME", _loop_time(0.030))
+    monkeypatch.setattr(llm, "MAX_GAP", 1.0)
     first_wave = threading.Barrier(5, timeout=20)
     arrived: dict[str, float] = {}
     lock = threading.Lock()
