@@ -15,7 +15,9 @@ call holds the loop delays the other 99): replies are committed by one writer th
 counts as answered only once its reply is committed (the worker does not wait for that: it
 sends its next request at once); the cache is read once per run for every request's first
 round (`get_many`), not once per call; litellm prepares openai requests on the loop rather
-than on a thread (providers.InlinePreparation).
+than on a thread (providers.InlinePreparation); what every call hands litellm besides its
+messages is worked out once per run. Requests leave spaced by more than the loop spends on a
+call (engine.llm.pacing), so replies do not come back in bursts the loop reads one by one.
 
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an
@@ -30,20 +32,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import signal
 import sys
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
-from engine.llm.providers import InlinePreparation, Provider, key_hint, load_litellm, prepares_inline, provider_for
+from engine.llm.pacing import LOOP_TIME, MAX_GAP, PACING_FACTOR, LoopTimed, Pacer
+from engine.llm.providers import (
+    InlinePreparation,
+    LitellmProvider,
+    Provider,
+    key_hint,
+    load_litellm,
+    prepares_inline,
+    provider_for,
+)
 from engine.pipeline.hashing import digest
 from engine.redact import redact
 from engine.retry import RateLimiter, backoff_delay
@@ -144,9 +153,6 @@ def loop_made_without_interrupts() -> asyncio.AbstractEventLoop:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-_FLUSH: Any = object()  # CacheWriter's queue: commit the batch now
-
-
 class CacheWriter:
     """Commits replies to the item cache on a thread of its own; the future `submit(...)` returns
     is done once the reply is committed (the client counts a call as done only then, so a kill
@@ -155,6 +161,11 @@ class CacheWriter:
     One DuckDB commit costs milliseconds of fsync and ~2 ms of CPU; done on the event loop for
     each reply, that stalled every other call in flight. Here the replies that arrive within
     FLUSH_SECONDS of each other go into one statement, one commit.
+
+    The loop and the thread meet once per batch, not once per reply (issue 16): a reply is
+    appended to a list, and only the first of a batch wakes the thread; the futures of a batch
+    are settled by one callback. Each wake-up costs the event loop a thread switch and a pass,
+    and at 100 replies a second they added up.
     """
 
     BATCH = 500  # rows per statement at most
@@ -166,7 +177,10 @@ class CacheWriter:
 
     def __init__(self, cache: ItemCache, loop: asyncio.AbstractEventLoop):
         self.cache, self.loop = cache, loop
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (key, entry, future), _FLUSH or None
+        self._lock = threading.Lock()  # guards _waiting and the two events' meaning
+        self._waiting: list[tuple[str, dict, asyncio.Future]] = []
+        self._wake = threading.Event()  # a batch has begun
+        self._now = threading.Event()  # commit the batch without waiting for more
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llm-cache-writer", daemon=True)
         self._thread.start()
@@ -178,40 +192,40 @@ class CacheWriter:
             self.cache.put(key, entry)
             return None
         done = self.loop.create_future()
-        self._queue.put((key, entry, done))
+        with self._lock:
+            self._waiting.append((key, entry, done))
+            if len(self._waiting) == 1:
+                self._wake.set()
         return done
 
     def flush_now(self) -> None:
         """Commit what is queued without waiting for more (nothing else is coming soon)."""
-        self._queue.put(_FLUSH)
+        with self._lock:
+            if self._waiting:  # nothing waiting: nothing to commit
+                self._now.set()
 
     def close(self) -> None:
         """Commit what is queued and stop the thread (blocking: called once, at the end)."""
-        self._closed = True
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._now.set()
+            self._wake.set()
         self._thread.join()
 
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            item = self._queue.get()
-            if item is None:
+        while True:
+            self._wake.wait()
+            self._now.wait(self.FLUSH_SECONDS)  # others join the batch meanwhile
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+                closing = self._closed
+                self._wake.clear()
+                if not closing:
+                    self._now.clear()
+            for first in range(0, len(batch), self.BATCH):
+                self._commit(batch[first : first + self.BATCH])
+            if closing:
                 return
-            if item is _FLUSH:  # nothing waiting: nothing to commit
-                continue
-            batch, deadline = [item], time.monotonic() + self.FLUSH_SECONDS
-            while len(batch) < self.BATCH:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is _FLUSH:  # every call still running waits on this batch: none can join it
-                    break
-                if item is None:  # closing: commit what is here at once
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
 
     def _commit(self, batch: list[tuple[str, dict, asyncio.Future]]) -> None:
         error: BaseException | None = None
@@ -219,17 +233,16 @@ class CacheWriter:
             self.cache.put_many([(key, entry) for key, entry, _ in batch])
         except BaseException as e:  # noqa: BLE001 - handed to every waiting call, raised there
             error = e
-        for _, _, done in batch:
-            self._settle(done, error)
+        futures = [done for _, _, done in batch]
 
-    def _settle(self, done: asyncio.Future, error: BaseException | None) -> None:
         def settle() -> None:
-            if done.done():
-                return
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+            for done in futures:
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
 
         try:
             self.loop.call_soon_threadsafe(settle)
@@ -323,6 +336,8 @@ class LLMClient:
         self._in_flight_limit = self.params.max_concurrency
         self._calm = 0  # calls answered since the last timeout
         self._limiter = RateLimiter(self.params.requests_per_minute / 60.0)
+        self._settings = self._request_settings()
+        self._pacing = self._pacer()
         keys = [self.cache_key(r.messages) for r in requests]
         # one query for every first round; a miss here is a miss (this run writes what it asks)
         self._known = self.cache.get_many(keys) if self.cache is not None else {}
@@ -508,6 +523,8 @@ class LLMClient:
             try:
                 async with self._semaphore:
                     await self._limiter.acquire_async()
+                    if self._pacing is not None:
+                        await self._pacing.wait_turn()
                     self._in_flight += 1
                     try:
                         answered = await self._call(messages)
@@ -581,12 +598,13 @@ class LLMClient:
             self._calm = 0
             self._semaphore.release()
 
-    async def _call(self, messages: list[dict]) -> tuple[str, dict]:
-        litellm = load_litellm()
+    def _request_settings(self) -> tuple[dict[str, Any], float | None]:
+        """What every call of this run hands litellm besides its messages, and its deadline:
+        worked out once per run (the provider lookup and the placeholder-key check read the
+        model id, the api_base and the environment; per call that was CPU on the event loop)."""
         p, provider = self.params, self.provider
         kwargs: dict[str, Any] = dict(
             model=provider.litellm_model(p.model),
-            messages=messages,
             temperature=p.temperature,
             max_tokens=p.max_tokens,
             num_retries=0,
@@ -594,7 +612,21 @@ class LLMClient:
         )
         if p.api_base:
             kwargs["api_base"] = p.api_base
-        response = await _within(litellm.acompletion(**kwargs), provider.deadline(p))
+        return kwargs, provider.deadline(p)
+
+    def _pacer(self) -> Pacer | None:
+        """What spaces this run's requests out (pacing.Pacer); None for our in-process providers,
+        which batch the requests that arrive together."""
+        if not isinstance(self.provider, LitellmProvider):
+            return None
+        return Pacer(min(MAX_GAP, PACING_FACTOR * LOOP_TIME.typical()), self.params.max_concurrency)
+
+    async def _call(self, messages: list[dict]) -> tuple[str, dict]:
+        litellm = load_litellm()
+        kwargs, deadline = self._settings
+        call = LoopTimed(litellm.acompletion(messages=messages, **kwargs))
+        response = await _within(call, deadline)
+        LOOP_TIME.record(call.spent)
         text = response.choices[0].message.content
         if text is None:
             raise CallFailed("the model returned no content")
@@ -614,7 +646,7 @@ class LLMClient:
         self.metrics["cost"] = round(self.metrics["cost"], 8)
 
 
-async def _within(call: Coroutine[Any, Any, Any], seconds: float | None) -> Any:
+async def _within(call: Awaitable[Any], seconds: float | None) -> Any:
     """`await call`, abandoned with TimeoutError after `seconds` (None: never).
 
     asyncio.timeout runs the call in this task; wait_for (before Python 3.12) wraps it in a new

@@ -97,6 +97,10 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # A reply goes out in two writes (headers, then body). With Nagle's algorithm the
+            # body waited for the client's delayed ACK of the headers, ~40 ms on a kept-alive
+            # connection; real servers turn it off, and a benchmark must not charge it to the client.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass

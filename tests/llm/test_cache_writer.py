@@ -125,3 +125,45 @@ def test_put_many_keeps_the_last_value_of_a_key_given_twice(tmp_path: Path) -> N
         cache.put_many([])
         assert cache.get("a") == {"text": "last"} and cache.get("b") == {"text": "ünïcode ✓"}
         assert len(cache) == 2
+
+
+def test_replies_within_the_wait_share_one_commit_and_a_flush_commits_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's batches, as the client relies on them: replies that arrive together go
+    into one commit after the wait; flush_now commits what waits at once, and a flush with
+    nothing waiting does not cut the next batch's wait short; after close a reply is
+    committed on the spot."""
+    import asyncio
+
+    from engine.llm.client import CacheWriter
+
+    monkeypatch.setattr(CacheWriter, "FLUSH_SECONDS", 0.3)
+    entry = {"text": "ünïcode ✓ reply", "usage": {"tokens": 3}, "valid": True, "error": None}
+    with Store(tmp_path / "store.duckdb") as store:
+        cache = store.item_cache("llm")
+
+        async def run() -> tuple[float, float, float, asyncio.Future | None]:
+            writer = CacheWriter(cache, asyncio.get_running_loop())
+            started = time.monotonic()
+            await asyncio.gather(*[writer.submit(f"burst {i}", entry) for i in range(30)])  # type: ignore[misc]
+            burst = time.monotonic() - started
+            started = time.monotonic()
+            flushed = writer.submit("flushed", entry)
+            writer.flush_now()
+            await flushed  # type: ignore[misc]
+            flush = time.monotonic() - started
+            writer.flush_now()  # nothing waits: nothing to commit, nothing remembered
+            started = time.monotonic()
+            await writer.submit("after", entry)  # type: ignore[misc]
+            after = time.monotonic() - started
+            writer.close()
+            return burst, flush, after, writer.submit("closed", entry)
+
+        burst, flush, after, late = asyncio.run(run())
+        commits = store.execute(f"SELECT count(DISTINCT created) FROM \"{cache.table}\" WHERE key LIKE 'burst %'")
+        assert len(cache) == 33 and cache.get("burst 29") == entry and cache.get("closed") == entry
+    assert commits == [(1,)]  # one statement, one commit for the whole burst
+    assert burst >= 0.25 and flush < 0.15 and after >= 0.25, (burst, flush, after)
+    assert late is None  # committed on the spot
+    assert not [t for t in threading.enumerate() if t.name == "llm-cache-writer"]
