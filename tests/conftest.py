@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ CASES = Path(__file__).parent / "cases"
 
 # Tests never reach the internet and never write into the user's runs/ folder.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# A shell starts a background job (`pytest ... &`, a CI step's helper) with SIGINT ignored, and
+# every process it starts inherits that: the CLI children of the Ctrl-C tests then never saw
+# their SIGINT and ran on until the test gave up after 60 s (/proc/<pid>/status: SigIgn had
+# SIGINT). Python's own handler is what a terminal gives them; exec resets it to the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
