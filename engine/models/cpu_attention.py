@@ -8,13 +8,15 @@ compiles for the CPU at hand: measured per layer, a 900-token prefill takes ~107
 ~179 ms and one decode step of 6 streams ~1.1 ms instead of ~1.5 ms.
 
 Training uses it too: MLX differentiates the plain ops (the compiled exp-and-normalize
-included), and a whole LoRA step of benchmarks/train_speed.py's setting took ~0.93 s instead of
-~1.12 s with mlx-lm's attention (same process, steps alternating, 8 rounds). Every mlx-lm
-model reaches attention through its module's `scaled_dot_product_attention` global
-(engine.models.packing swaps the same one, and calls through this one when it is in place);
-`attending_on_cpu` wraps it while a generation or a training run uses the model, and the
-wrapper hands anything unusual (a GPU, attention sinks, a quantized KV cache) back to mlx-lm's
-function. Figures measured on a busy 2-core machine.
+included), and a LoRA step of benchmarks/train_speed.py's setting took ~1.05 s instead of
+~1.16 s with mlx-lm's attention (the engine's own step, quiet machine, runs alternating, 3 each;
+the figures above are from a busy 2-core machine).
+
+Every mlx-lm model reaches attention through its module's `scaled_dot_product_attention`
+global (engine.models.packing swaps the same one, and calls through this one when it is in
+place); `attending_on_cpu` wraps it while a generation or a training run uses the model, and
+the wrapper hands anything unusual (a GPU, attention sinks, a quantized KV cache) back to
+mlx-lm's function.
 """
 
 from __future__ import annotations
