@@ -16,9 +16,13 @@ kernel, allocation included). If that compile fails for any reason, the wrapper 
 command unchanged; every other g++ call passes straight through. It is enabled only where the
 CPU has AVX2, FMA and F16C and a g++ exists, and `RECIPE_NATIVE_JIT=0` turns it off.
 
-Kernels MLX compiled earlier without the wrapper would be reused as they are (MLX compiles a
-kernel only when its file is missing), so the first process to enable the wrapper for a given
-MLX version clears them once, under a file lock, and leaves a stamp.
+Kernels compiled without the wrapper would be reused as they are: MLX compiles a kernel only
+when its file is missing, and every process of a user shares one kernel folder, whether it ran
+before the engine, beside it with `RECIPE_NATIVE_JIT=0`, or as a plain `mlx_lm` command. A fused
+SiLU from such a kernel cost 6.1 ms instead of 0.37 ms for 256 x 1536 floats. So the header also
+puts a marker string into every kernel the wrapper builds, and each enabling process removes the
+kernels without it, under a file lock; a stamp's time bounds that check to the kernels written
+since the last one.
 """
 
 from __future__ import annotations
@@ -80,7 +84,11 @@ inline Simd<float, 1> exp<float, 1>(Simd<float, 1> in) {
 }
 
 }  // namespace mlx::core::simd
+
+// Tells this kernel apart from one built without the wrapper (native_jit.clear_plain_kernels).
+[[gnu::used]] static const char recipe_native_kernel_marker[] = "recipe-native-kernel";
 """
+MARKER = b"recipe-native-kernel"
 
 # MLX runs: g++ -std=c++17 -O3 -Wall -fPIC -shared [-I "<include>"] "<dir>/<kernel>.cpp" -o "<dir>/lib<kernel>.so"
 # with <dir> = <temp>/mlx/<version>/cpu (MLX 0.32 writes a tmp_*.so there and renames it). Only
@@ -163,18 +171,24 @@ def mlx_kernel_dir(mlx_version: str) -> Path:
 
 
 def clear_plain_kernels(kernel_dir: Path, stamp_name: str) -> int:
-    """Remove kernels compiled without the wrapper, once per stamp; returns how many went."""
+    """Remove the kernels built without the wrapper (no MARKER inside); returns how many went.
+
+    Only kernels written since the stamp's time are read (each is a few KB; the folder keeps
+    every shape MLX ever compiled), then the stamp is renewed. A second of slack covers a kernel
+    that was being written while the last check ran."""
     kernel_dir.mkdir(parents=True, exist_ok=True)
     stamp = kernel_dir / stamp_name
     with _locked(kernel_dir / ".recipe-native.lock"):
-        if stamp.exists():
-            return 0
+        since = stamp.stat().st_mtime - 1.0 if stamp.exists() else None
         removed = 0
         for lib in kernel_dir.glob("lib*.so"):
             with contextlib.suppress(FileNotFoundError):
-                lib.unlink()
-                removed += 1
-        stamp.write_text("kernels in this folder were compiled through recipe's g++ wrapper\n", encoding="utf-8")
+                if since is not None and lib.stat().st_mtime < since:
+                    continue
+                if MARKER not in lib.read_bytes():
+                    lib.unlink()
+                    removed += 1
+        stamp.write_text("kernels without recipe's marker removed up to this file's time\n", encoding="utf-8")
         return removed
 
 

@@ -113,16 +113,27 @@ def test_a_failing_flagged_compile_falls_back_to_mlxs_own_command(tmp_path):
     assert failed.returncode != 0 and "error" in (failed.stdout + failed.stderr)
 
 
-def test_old_kernels_are_cleared_once_and_the_stamp_keeps_new_ones(tmp_path):
+def test_kernels_without_the_marker_are_removed_whenever_they_appear(tmp_path):
+    """A kernel another process built without the wrapper (RECIPE_NATIVE_JIT=0, a plain mlx_lm
+    command) after the first check is removed at the next one too (was: a stamp made the check
+    once-only, and the slow kernel stayed for good); ours stay, and kernels older than the last
+    check are not read again."""
     kernel_dir = tmp_path / "mlx" / "0.0.0" / "cpu"
     kernel_dir.mkdir(parents=True)
-    (kernel_dir / "libold.so").write_bytes(b"\x7fELF")
+    (kernel_dir / "libold.so").write_bytes(b"\x7fELF plain")
+    (kernel_dir / "libours.so").write_bytes(b"\x7fELF ..." + native_jit.MARKER + b"...")
     (kernel_dir / "old.cpp").write_text("source")
     assert native_jit.clear_plain_kernels(kernel_dir, ".recipe-native-x") == 1
-    assert not (kernel_dir / "libold.so").exists() and (kernel_dir / "old.cpp").exists()
-    (kernel_dir / "libnew.so").write_bytes(b"\x7fELF")
-    assert native_jit.clear_plain_kernels(kernel_dir, ".recipe-native-x") == 0
-    assert (kernel_dir / "libnew.so").exists()
+    assert not (kernel_dir / "libold.so").exists()
+    assert (kernel_dir / "libours.so").exists() and (kernel_dir / "old.cpp").exists()
+    stamp = kernel_dir / ".recipe-native-x"
+    (kernel_dir / "liblater.so").write_bytes(b"\x7fELF plain, built by a process without the wrapper")
+    checked_before = kernel_dir / "libchecked.so"  # as if it had been there at the last check
+    checked_before.write_bytes(b"\x7fELF unreadable to the check")
+    os.utime(checked_before, (stamp.stat().st_mtime - 60, stamp.stat().st_mtime - 60))
+    assert native_jit.clear_plain_kernels(kernel_dir, ".recipe-native-x") == 1
+    assert not (kernel_dir / "liblater.so").exists()
+    assert checked_before.exists() and (kernel_dir / "libours.so").exists()
 
 
 PROBE = r"""
@@ -199,5 +210,15 @@ def test_kernels_compiled_before_the_wrapper_are_recompiled_and_the_switch_turns
         assert not any(_uses_avx(lib) for lib in plain)
     on = _probe(tmp_path)  # same kernel folder: the stale plain kernels must not be reused
     assert on["wrapper"] and on["exp"][5:] == pytest.approx(off["exp"][5:], rel=5e-6, nan_ok=True)
+    ours = _kernels(tmp_path)
+    assert ours and all(native_jit.MARKER in lib.read_bytes() for lib in ours)
     if shutil.which("objdump"):
-        assert all(_uses_avx(lib) for lib in _kernels(tmp_path))
+        assert all(_uses_avx(lib) for lib in ours)
+    # A process without the wrapper rebuilds the kernels after that check: the next enabling
+    # process must not take them (the old once-only check did, and stayed ~16x slower).
+    for lib in ours:
+        lib.unlink()
+    _probe(tmp_path, RECIPE_NATIVE_JIT="0")
+    assert not any(native_jit.MARKER in lib.read_bytes() for lib in _kernels(tmp_path))
+    _probe(tmp_path)
+    assert all(native_jit.MARKER in lib.read_bytes() for lib in _kernels(tmp_path))
