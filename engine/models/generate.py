@@ -220,14 +220,8 @@ def _with_prefix_cache(
             caches=[c if c is not None else make_prompt_cache(model) for c, _ in found],
             all_tokens=[p[:n] for p, (_, n) in zip(prompts, found, strict=True)],
         )
-        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
         kept: dict[int, list[Any]] = {}
-        while responses := gen.next_generated():
-            for r in responses:
-                if r.finish_reason is not None:
-                    kept[r.uid] = r.prompt_cache
-                if r.finish_reason != "stop":
-                    tokens[r.uid].append(r.token)
+        tokens = _generated(gen, uids, on_finish=lambda r: kept.__setitem__(r.uid, r.prompt_cache))
     finally:
         gen.close()
     for prompt, uid in zip(prompts, uids, strict=True):
@@ -284,11 +278,20 @@ def _generate_batch(
             samplers=[sampler for sampler, _ in decoding],  # None: greedy
             logits_processors=[[*(processors or []), *stopper] for _, processors in decoding],
         )
-        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
-        while responses := gen.next_generated():
-            for r in responses:
-                if r.finish_reason != "stop":
-                    tokens[r.uid].append(r.token)
+        tokens = _generated(gen, uids)
     finally:
         gen.close()
     return [tokenizer.decode(tokens[uid]).strip() for uid in uids]
+
+
+def _generated(gen: Any, uids: list[int], on_finish: Any = None) -> dict[int, list[int]]:
+    """Each sequence's new tokens, the stop token left out, once the generator has run dry;
+    `on_finish` sees every sequence's last response (its prompt cache, its finish reason)."""
+    tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+    while responses := gen.next_generated():
+        for r in responses:
+            if r.finish_reason is not None and on_finish is not None:
+                on_finish(r)
+            if r.finish_reason != "stop":
+                tokens[r.uid].append(r.token)
+    return tokens
