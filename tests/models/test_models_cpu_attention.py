@@ -31,7 +31,8 @@ def _close(ours, reference, tol: float) -> None:
 
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "length", "span"),
-    [(9, 3, 37, 37), (4, 4, 1, 50), (6, 2, 5, 64), (8, 1, 33, 33)],  # GQA prefill, MHA decode, tail after a cache
+    # GQA prefill, MHA decode, tail after a cache, GQA decode (the per-head product path)
+    [(9, 3, 37, 37), (4, 4, 1, 50), (6, 2, 5, 64), (8, 1, 33, 33), (9, 3, 1, 40)],
 )
 def test_causal_and_unmasked_attention_match_mlx(heads, kv_heads, length, span):
     mx = import_mlx()
@@ -61,6 +62,38 @@ def test_array_masks_left_padding_and_additive_match_mlx():
         mx.fast.scaled_dot_product_attention(q, k, v, scale=0.3, mask=additive),
         2e-5,
     )
+
+
+@pytest.mark.parametrize("mask_kind", ["causal", "boolean", "additive"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_gradients_match_mlx_for_queries_keys_and_values(mask_kind: str, compiled: bool):
+    """The softmax's written-out backward and the folded query heads give mlx-lm's gradients,
+    with a long row of masked scores (a padded row) and as the training step runs it, compiled."""
+    mx = import_mlx()
+    q, k, v = _qkv(2, 9, 3, 24, 24, seed=3)
+    causal = np.tril(np.ones((24, 24), dtype=bool))[None, None]
+    allowed = causal & (np.arange(24) >= np.array([0, 17])[:, None, None, None])  # row 2: 17 keys of padding
+    allowed |= np.eye(24, dtype=bool)  # every query keeps at least itself
+    mask = {
+        "causal": "causal",
+        "boolean": mx.array(allowed),
+        "additive": mx.array(np.where(allowed, 0.0, -1e9).astype(np.float32)),
+    }[mask_kind]
+    weights = mx.array(np.random.default_rng(4).normal(size=(2, 9, 24, 16)).astype(np.float32))
+
+    def loss(attend):
+        return lambda q, k, v: (attend(q, k, v) * weights).sum()
+
+    ours = mx.value_and_grad(loss(lambda q, k, v: cpu_attention.attention(q, k, v, 0.3, mask)), argnums=(0, 1, 2))
+    reference = mx.value_and_grad(
+        loss(lambda q, k, v: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.3, mask=mask)), argnums=(0, 1, 2)
+    )
+    if compiled:
+        ours = mx.compile(ours)
+    (our_loss, our_grads), (ref_loss, ref_grads) = ours(q, k, v), reference(q, k, v)
+    _close(our_loss, ref_loss, 1e-4)
+    for mine, theirs in zip(our_grads, ref_grads, strict=True):
+        _close(mine, theirs, 1e-4)
 
 
 def test_half_precision_inputs_keep_their_dtype_and_values():
