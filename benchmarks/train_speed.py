@@ -1,5 +1,7 @@
 """LoRA training speed of the engine on a 135M llama (SmolLM2 GGUF import) beside HF transformers
-+ peft on torch (the peer), and beside mlx-lm's own trainer step (what the engine ran before).
++ peft on torch (the peer), beside mlx-lm's own trainer step (what the engine ran before), and
+beside the engine with Debian's OpenBLAS (its BLAS before the `mkl` extra; the same as the default
+row where MKL is not installed).
 
 Setting (FACTS.md): seq 256, batch 1, LoRA rank 8 on every linear layer of the last 8 blocks,
 float32 on CPU. Each configuration runs in its own subprocess; the configurations alternate for
@@ -40,11 +42,15 @@ def example(tokenizer) -> dict:  # noqa: ANN001
     return msg
 
 
-def worker_mlx(model_dir: str, steps: int, fast_blas: bool) -> dict:
+def worker_mlx(model_dir: str, steps: int, blas_choice: str) -> dict:
+    """The engine's training step; blas_choice: "default" (what the engine picks: MKL where its
+    wheel is installed), "openblas" (Debian's, as before the `mkl` extra) or "reference" (none)."""
     import engine.models.blas as blas
 
-    if not fast_blas:
+    if blas_choice == "reference":
         blas._state["blas"] = None  # pretend ensure_fast_blas already ran and found nothing
+    elif blas_choice == "openblas":
+        os.environ["RECIPE_BLAS"] = next(p for p in blas.OPENBLAS_CANDIDATES if os.path.exists(p))
     from engine.models.blas import import_mlx
 
     mx = import_mlx()
@@ -210,7 +216,8 @@ def peft_available(python: str) -> str | None:
 
 
 WORKERS = {
-    "engine (mlx + OpenBLAS)": "mlx-fast",
+    "engine (its default BLAS)": "mlx-fast",
+    "engine with OpenBLAS": "mlx-openblas",
     "mlx-lm trainer step": "mlx-lm",
     "torch + peft (peer)": "peft",
 }
@@ -228,7 +235,9 @@ def _rounds(model_dir: Path, args: argparse.Namespace) -> dict[str, list[dict]]:
             python = args.peft_python if kind == "peft" else sys.executable
             runs[name].append(run_worker(kind, model_dir, args.steps, python=python))
             r = runs[name][-1]
-            print(f"  round {round_ + 1} {name:24s} {r.get('seconds_per_step', float('nan')):6.2f} s/step", flush=True)
+            blas = os.path.basename(r.get("blas") or "")
+            seconds = r.get("seconds_per_step", float("nan"))
+            print(f"  round {round_ + 1} {name:26s} {seconds:6.2f} s/step {blas}", flush=True)
     if args.slow_steps:
         runs["mlx, reference BLAS"] = [run_worker("mlx-slow", model_dir, args.slow_steps)]
     return runs
@@ -263,7 +272,9 @@ def main() -> None:
         default=sys.executable,
         help="an interpreter with torch + transformers + peft (e.g. a separate venv)",
     )
-    parser.add_argument("--worker", choices=["mlx-fast", "mlx-slow", "mlx-lm", "peft"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=["mlx-fast", "mlx-openblas", "mlx-slow", "mlx-lm", "peft"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -272,7 +283,8 @@ def main() -> None:
         elif args.worker == "mlx-lm":
             out = worker_mlx_lm(args.model_dir, args.steps)
         else:
-            out = worker_mlx(args.model_dir, args.steps, fast_blas=args.worker == "mlx-fast")
+            choice = {"mlx-fast": "default", "mlx-openblas": "openblas", "mlx-slow": "reference"}[args.worker]
+            out = worker_mlx(args.model_dir, args.steps, choice)
         print(json.dumps(out))
         return
     from engine.models.resolve import resolve_model_path

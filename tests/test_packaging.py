@@ -246,7 +246,7 @@ def test_the_lock_satisfies_pyproject() -> None:
     from packaging.utils import canonicalize_name
 
     pins = _pins(ROOT / "constraints" / "lock.txt")
-    for req in _requirements("test", "dev", "demo"):
+    for req in _requirements("test", "dev", "demo", "mkl"):
         version = pins.get(canonicalize_name(req.name))
         assert version is not None, f"constraints/lock.txt has no pin for {req.name} (make lock)"
         assert req.specifier.contains(version, prereleases=True), f"lock.txt: {req.name}=={version} is not {req}"

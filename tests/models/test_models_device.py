@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from packaging.requirements import Requirement
 
 from engine.cli import main
+from engine.models.blas import OPENBLAS_CANDIDATES
 from engine.models.device import describe, device_report
 from engine.pipeline.runner import Paths, run_recipe
 from engine.steps.base import RunOptions
@@ -58,28 +59,59 @@ def test_an_installed_cuda_backend_that_is_not_in_use_is_reported(tmp_path: Path
     assert "pip install --force-reinstall --no-deps mlx-cuda-12==" in report["warning"]
 
 
-def _blas_in_a_fresh_process(extra_path: Path | None) -> dict:
-    """ensure_fast_blas() in a new interpreter, and whether an OpenBLAS got mapped into it."""
+def _blas_in_a_fresh_process(extra_path: Path | None, blas: str | None = None) -> dict:
+    """ensure_fast_blas() in a new interpreter (RECIPE_BLAS=`blas`, or unset), whether a BLAS got
+    mapped into it, and what a product of MLX there gives."""
     code = (
-        "import json; from engine.models.blas import ensure_fast_blas, cuda_backend_installed;"
+        "import json, os; from engine.models.blas import ensure_fast_blas, cuda_backend_installed;"
         "found = ensure_fast_blas(); maps = open('/proc/self/maps').read();"
-        "print(json.dumps({'found': found, 'cuda': cuda_backend_installed(), 'mapped': 'openblas' in maps}))"
+        "mapped = any(m in maps for m in ('openblas', 'libmkl_rt', os.path.realpath(found or '/-')));"
+        "import mlx.core as mx; a = mx.arange(6, dtype=mx.float32).reshape(2, 3);"
+        "print(json.dumps({'found': found, 'cuda': cuda_backend_installed(), 'mapped': mapped,"
+        " 'product': (a @ a.T).tolist()}))"
     )
     path = [str(extra_path)] if extra_path else []
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(ROOT)])}
+    env = {k: v for k, v in os.environ.items() if k != "RECIPE_BLAS"}
+    env["PYTHONPATH"] = os.pathsep.join([*path, str(ROOT)])
+    if blas:
+        env["RECIPE_BLAS"] = blas
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _mkl_wheel_as_installed(site: Path, library: Path) -> Path:
+    """What `pip install mkl` leaves: a dist-info whose RECORD places libmkl_rt.so.3 two folders
+    above site-packages (<prefix>/lib), here a link to `library`."""
+    info = site / "mkl-2026.2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mkl\nVersion: 2026.2.0\n")
+    (info / "RECORD").write_text("../../libmkl_rt.so.3,,\nmkl-2026.2.0.dist-info/METADATA,,\n")
+    (site.parent.parent / "libmkl_rt.so.3").symlink_to(library)
+    return site.parent.parent / "libmkl_rt.so.3"
+
+
+def test_mkl_from_its_wheel_comes_before_openblas_and_recipe_blas_before_both(tmp_path: Path) -> None:
+    openblas = next((Path(p) for p in OPENBLAS_CANDIDATES if Path(p).exists()), None)
+    if openblas is None:
+        pytest.skip("needs Debian's OpenBLAS (make setup installs it)")
+    # A stand-in for MKL's runtime: a real library exporting cblas_sgemm, found through the wheel's RECORD.
+    site = tmp_path / "prefix" / "lib" / "python3.11" / "site-packages"
+    runtime = _mkl_wheel_as_installed(site, openblas)
+    chosen = _blas_in_a_fresh_process(site)
+    assert chosen["found"] == str(runtime) and chosen["mapped"]
+    assert chosen["product"] == [[5.0, 14.0], [14.0, 50.0]]
+    assert _blas_in_a_fresh_process(site, blas=str(openblas))["found"] == str(openblas)
+
+
 def test_openblas_is_skipped_when_the_cuda_backend_is_installed(tmp_path: Path) -> None:
     plain = _blas_in_a_fresh_process(None)
-    assert plain["cuda"] is None and plain["found"] and plain["mapped"]  # this machine: CPU, OpenBLAS loaded
+    assert plain["cuda"] is None and plain["found"] and plain["mapped"]  # this machine: CPU, a fast BLAS loaded
     # What `pip install mlx-cuda-12` leaves for importlib.metadata to find: its dist-info folder.
     info = tmp_path / "mlx_cuda_12-0.32.4.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mlx-cuda-12\nVersion: 0.32.4\n")
     with_cuda = _blas_in_a_fresh_process(tmp_path)
-    assert with_cuda == {"found": None, "cuda": "mlx-cuda-12", "mapped": False}
+    assert with_cuda == {"found": None, "cuda": "mlx-cuda-12", "mapped": False, "product": plain["product"]}
 
 
 def test_the_cuda_extras_pull_mlx_cuda_backends_on_linux_only() -> None:
