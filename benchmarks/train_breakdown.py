@@ -53,6 +53,7 @@ def main() -> None:
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     from engine.models.cpu_attention import attending_on_cpu
+    from engine.models.cpu_swiglu import swiglu_on_cpu
     from engine.models.loss import cross_entropy, train_loss
     from engine.models.resolve import resolve_model_path
 
@@ -89,7 +90,7 @@ def main() -> None:
         "lm_head + cross-entropy, forward": lambda: mx.eval(head_forward()),
         "lm_head + cross-entropy, forward + backward": lambda: mx.eval(head_backward()),
     }
-    with attending_on_cpu(model), keeping_freed_buffers():
+    with attending_on_cpu(model), swiglu_on_cpu(model), keeping_freed_buffers():
         for name, work in parts.items():
             print(f"{name:45s} {median_seconds(work, args.repeats):6.3f} s")
     for m, k, n in GEMM_SHAPES:

@@ -24,16 +24,12 @@ mlx-lm's function.
 from __future__ import annotations
 
 import contextlib
-import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.swap import swapped_global
 
 _KERNELS: dict[str, Any] = {}
-_LOCK = threading.Lock()
-_SWAPPED: dict[str, list[Any]] = {}  # per model module: [our wrapper, mlx-lm's function, users running]
 
 
 def _softmax() -> Any:
@@ -116,36 +112,10 @@ def _grouped(mask: Any, heads: int, kv_heads: int) -> Any:
     return mask.reshape(mask.shape[0], kv_heads, heads // kv_heads, *mask.shape[2:])
 
 
-@contextlib.contextmanager
-def attending_on_cpu(model: Any) -> Iterator[None]:
-    """While `model` generates or trains, its module attends through `attention` on the CPU.
-
-    Scoped, not permanent: the model module's global is mlx-lm's again once nothing of ours
-    runs, so code that imports it later sees the library as shipped. Nested and concurrent
-    users (generation batches on threads, a training run) share one swap, undone when the last
-    one ends."""
-    module = sys.modules[type(model).__module__]
-    original = getattr(module, "scaled_dot_product_attention", None)
-    if original is None:
-        yield
-        return
-    name = module.__name__
-    with _LOCK:
-        if name not in _SWAPPED:
-            _SWAPPED[name] = [_wrapping(original), original, 0]
-            setattr(module, "scaled_dot_product_attention", _SWAPPED[name][0])  # noqa: B010 - a module global
-        _SWAPPED[name][2] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
-            wrapper, original, users = _SWAPPED[name]
-            _SWAPPED[name][2] = users - 1
-            if users == 1:
-                del _SWAPPED[name]
-                # Put back only our own swap: whoever replaced it since keeps theirs.
-                if getattr(module, "scaled_dot_product_attention", None) is wrapper:
-                    setattr(module, "scaled_dot_product_attention", original)  # noqa: B010
+def attending_on_cpu(model: Any) -> contextlib.AbstractContextManager[None]:
+    """While `model` generates or trains, its module attends through `attention` on the CPU
+    (scoped and shared by concurrent users: engine.models.swap)."""
+    return swapped_global(model, "scaled_dot_product_attention", _wrapping)
 
 
 def _wrapping(original: Any) -> Any:

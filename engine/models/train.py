@@ -267,6 +267,7 @@ def train_adapter(
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     from engine.models.cpu_attention import attending_on_cpu
+    from engine.models.cpu_swiglu import swiglu_on_cpu
     from engine.models.loss import train_loss
     from engine.models.packing import attention_within_examples, packed_loss
     from engine.models.resolve import cast_for_device, flat_parameters
@@ -315,6 +316,7 @@ def train_adapter(
     with (
         keeping_freed_buffers() as cache_limit,
         attending_on_cpu(model),
+        swiglu_on_cpu(model),
         attention_within_examples(model) if cfg.pack else contextlib.nullcontext(),
     ):
         try:
