@@ -62,7 +62,7 @@ def mkl_runtime() -> str | None:
         return None
     for file in wheel.files or ():
         if file.name.startswith("libmkl_rt.so"):
-            # the wheel puts its libraries in <prefix>/lib, outside site-packages ("../../../lib/...")
+            # RECORD names it relative to site-packages ("../../libmkl_rt.so.3"): <prefix>/lib
             return os.path.normpath(str(wheel.locate_file(file)))
     return None
 
