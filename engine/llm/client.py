@@ -135,10 +135,10 @@ def _refused(error: BaseException) -> bool:
 def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
     """asyncio.run, with its event loop made while Ctrl-C is held back.
 
-    A SIGINT that lands inside the loop's constructor leaves a half-built loop whose __del__
-    then prints an "Exception ignored ... no attribute '_signal_handlers'" traceback under the
-    one-line "interrupted" message (seen in CI). Held back for those microseconds, it arrives
-    right after, where asyncio handles it as any other Ctrl-C."""
+    A KeyboardInterrupt raised inside the loop's constructor leaves a half-built loop whose
+    __del__ then prints an "Exception ignored ... no attribute '_signal_handlers'" traceback
+    under the one-line "interrupted" message (seen in CI). Held back for those microseconds, it
+    is raised right after, where the run handles it as any other Ctrl-C."""
     if sys.version_info < (3, 11) or threading.current_thread() is not threading.main_thread():
         return asyncio.run(coro)  # no Runner(loop_factory) before 3.11; only the main thread gets SIGINT
     with asyncio.Runner(loop_factory=loop_made_without_interrupts) as runner:
@@ -146,11 +146,19 @@ def run_to_end(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 def loop_made_without_interrupts() -> asyncio.AbstractEventLoop:
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Python's own handler, not the signal mask: a SIGINT the OS delivered just before (its flag
+    # set, its Python handler not run yet) would still raise inside the constructor with the
+    # mask; with the handler swapped, it is noted and raised once the loop is whole.
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
     try:
-        return asyncio.new_event_loop()
+        loop = asyncio.new_event_loop()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.signal(signal.SIGINT, previous)
+    if noted:
+        loop.close()
+        raise KeyboardInterrupt
+    return loop
 
 
 class CacheWriter:
