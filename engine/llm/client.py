@@ -303,6 +303,8 @@ class LLMClient:
         # The slow synchronous parts (importing litellm, loading a local model) happen before
         # the event loop starts: Ctrl-C there stops at once, whereas inside the loop it only
         # cancels the calls once the loop gets control back, seconds later.
+        if warm_up := getattr(self.provider, "warm_up", None):
+            warm_up(self.params.model, self.context)
         load_litellm()
         self.provider.setup(self.context)
         inline = prepares_inline(self.params.model, self.params.api_base)

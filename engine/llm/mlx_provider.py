@@ -192,6 +192,21 @@ class MlxProvider:
     def cache_settings(self) -> dict:
         return generation_settings()  # local decoding choices change replies too
 
+    def warm_up(self, model: str, context: dict) -> None:
+        """Loads the model (converting a GGUF the first time, ~4 s) on a thread while the client
+        imports litellm (~3-5 s): the demo's first LLM step waited for one, then the other."""
+        spec, models_dir = model[len(PREFIX) :], context.get("models_dir") or Path("models")
+        if (spec, str(models_dir)) in _models:
+            return
+
+        def load_quietly() -> None:
+            try:
+                load(spec, models_dir, context.get("base_dir"))
+            except Exception:  # noqa: BLE001 - the first call loads again and reports the error
+                return
+
+        threading.Thread(target=load_quietly, name="recipe-model-warm-up", daemon=True).start()
+
     def setup(self, context: dict) -> None:
         register(context)
 

@@ -34,7 +34,11 @@ PLUGINS = {"mlx:": "engine.llm.mlx_provider", "llamacpp:": "engine.llm.llamacpp_
 
 
 class Provider(Protocol):
-    """What the client asks of the place a model runs."""
+    """What the client asks of the place a model runs.
+
+    A provider may also have `warm_up(model, context)`, called as a batch of calls starts and
+    before litellm is imported (seconds): slow local work (loading a model) can start then, on
+    a thread of its own, instead of after the import."""
 
     def litellm_model(self, model: str) -> str:
         """The model id to hand litellm for the recipe's `model`."""

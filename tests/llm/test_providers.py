@@ -157,3 +157,42 @@ def test_local_generation_stops_within_a_token_when_the_run_is_interrupted(tiny_
     with pytest.raises(GenerationStopped):
         mlx_provider.generate(str(tiny_llama), context, conversations, 100_000, 0.0, stop)
     assert time.monotonic() - started < 3
+
+
+def test_the_mlx_model_loads_on_a_thread_while_litellm_is_imported(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's warm-up starts loading the local model before it imports litellm; the first
+    call then finds it loaded (one load, made on the warm-up thread) and generates."""
+    pytest.importorskip("mlx_lm")
+    import threading
+
+    from engine.llm import mlx_provider
+    from engine.models import resolve
+
+    loaded_on: list[str] = []
+    load_model = resolve.load_model
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loaded_on.append(threading.current_thread().name)
+        return load_model(*args, **kwargs)
+
+    monkeypatch.setattr(resolve, "load_model", recording)
+    context = {"models_dir": tmp_path / "models"}
+    client = LLMClient(params(f"mlx:{tiny_llama}", max_tokens=4), context=context)
+    (result,) = client.run_many([LLMRequest(id="k", messages=[{"role": "user", "content": "Why fast?"}])])
+    assert result.usage["completion_tokens"] > 0  # it generated (a random tiny model's words fail validation)
+    assert loaded_on == ["recipe-model-warm-up"]
+    mlx_provider.MlxProvider().warm_up(f"mlx:{tiny_llama}", context)  # loaded: no second load
+    assert loaded_on == ["recipe-model-warm-up"]
+
+
+def test_a_failed_warm_up_leaves_the_error_to_the_first_call(tmp_path: Path) -> None:
+    from engine.errors import RecipeError
+    from engine.llm import mlx_provider
+
+    missing = tmp_path / "no-such-model"
+    context = {"models_dir": tmp_path / "models"}
+    mlx_provider.MlxProvider().warm_up(f"mlx:{missing}", context)
+    with pytest.raises(RecipeError, match="no such folder or file"):
+        mlx_provider.load(str(missing), tmp_path / "models", None)
