@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, is_transient
+from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, http_status, is_transient
 from engine.llm.pacing import LOOP_TIME, MAX_GAP, PACING_FACTOR, LoopTimed, Pacer
 from engine.llm.providers import (
     InlinePreparation,
@@ -52,6 +52,7 @@ from engine.llm.providers import (
     load_litellm,
     prepares_inline,
     provider_for,
+    sends_without_sdk,
 )
 from engine.pipeline.hashing import digest
 from engine.redact import redact
@@ -297,8 +298,12 @@ class LLMClient:
         # cancels the calls once the loop gets control back, seconds later.
         load_litellm()
         self.provider.setup(self.context)
-        inline = prepares_inline(self.params.model, self.params.api_base)
-        self.preparation = InlinePreparation() if inline else None
+        p = self.params
+        if prepares_inline(p.model, p.api_base):
+            without_sdk = sends_without_sdk(p.model, p.api_base, self.provider.call_kwargs(p))
+            self.preparation = InlinePreparation(without_sdk)
+        else:
+            self.preparation = None
         coro = self._run_all(requests, progress)
         try:
             asyncio.get_running_loop()
@@ -540,7 +545,7 @@ class LLMClient:
                         f"{_short(e)}). Check llm.model, llm.api_base and "
                         f"{key_hint(self.params.model, self.params.api_base)}"
                     ) from e
-                if not is_transient(e):
+                if not is_transient(e) and not _unreadable_reply(e):
                     raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e
                 last = e
                 if _timed_out(e):
@@ -681,6 +686,15 @@ def _read(read: Reader, text: str) -> tuple[Any, str | None]:
         return read(text)
     except Exception as e:  # noqa: BLE001 - reported as the reply's error, with its type
         return None, f"the reply could not be read ({type(e).__name__}: {_short(e)})"
+
+
+def _unreadable_reply(error: BaseException) -> bool:
+    """A reply with a success status whose body is not a completion (an HTML page, a cut-off
+    body): garbled on the way, so worth asking again. litellm's own HTTP handler reports it
+    with the reply's status, 200 (providers.sends_without_sdk); through the OpenAI SDK it came
+    as a 500, which is_transient already retries."""
+    status = http_status(error)
+    return status is not None and 200 <= status < 300
 
 
 def _timed_out(error: BaseException) -> bool:

@@ -9,6 +9,7 @@ and never special-cases a prefix itself, so a new local backend is one module th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import importlib
@@ -17,7 +18,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -251,9 +252,10 @@ class InlinePreparation(ThreadPoolExecutor):
     version): the slow path, not a failure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, without_sdk: bool = False) -> None:
         super().__init__(thread_name_prefix="llm-executor")
         self.inlined = 0  # preparations run in the caller's thread (a test reads it)
+        self.without_sdk = without_sdk  # litellm sends these requests itself (sends_without_sdk)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs or not _is_request_preparation(fn):
@@ -265,7 +267,8 @@ class InlinePreparation(ThreadPoolExecutor):
         self.inlined += 1
         done = loop.create_future()
         try:
-            done.set_result(fn())
+            with litellm_sends_itself(self.without_sdk):
+                done.set_result(fn())
         except Exception as e:  # noqa: BLE001 - raised where litellm awaits the preparation
             done.set_exception(e)
         return done
@@ -292,3 +295,53 @@ def prepares_inline(model: str, api_base: str | None) -> bool:
     except Exception:  # noqa: BLE001 - an unknown provider fails the call itself, with its message
         return False
     return provider in INLINE_PREPARATION_PROVIDERS
+
+
+# -- litellm's own HTTP handler for openai/ chat requests -----------------------------------------
+
+# While this variable is true, litellm sends an openai/ chat request with its own HTTP handler
+# (its shared aiohttp-backed client, the same request and response transformations) rather than
+# through the OpenAI SDK. litellm reads it while it prepares each request.
+LITELLM_WITHOUT_SDK = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
+# Settings only the OpenAI SDK reads (an organization, a project, extra headers): where one is
+# set, the SDK's request is not the one litellm's handler would send, so the SDK sends it.
+SDK_ONLY_VARIABLES = ("OPENAI_ORGANIZATION", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS")
+
+
+def sends_without_sdk(model: str, api_base: str | None, call_kwargs: dict) -> bool:
+    """Whether litellm may send this run's openai/ chat requests itself, without the OpenAI SDK.
+
+    Why (issue 16): the SDK builds each request and parses each reply through layers of its
+    own (request options, an httpx client, response models that litellm then converts into its
+    own), ~1 ms of CPU per call on a 2-core machine, a quarter of the client's CPU. litellm's
+    handler sends the same JSON body to the same URL with the same key, and maps errors to the
+    same exception classes and statuses (429, 5xx, 401, timeouts), with one difference the
+    client absorbs: a 200 whose body is not JSON comes back with status 200 rather than 500
+    (client._unreadable_reply keeps retrying it).
+
+    The SDK keeps the requests it would send differently: a key it would refuse to send without
+    ("Missing credentials", the message the user is shown), an organization or project or extra
+    headers it adds from the environment or litellm's settings, and a user who set the variable
+    themselves (their choice stands either way).
+    """
+    if LITELLM_WITHOUT_SDK in os.environ or not prepares_inline(model, api_base):
+        return False
+    litellm = load_litellm()
+    if getattr(litellm, "organization", None) or any(os.environ.get(name) for name in SDK_ONLY_VARIABLES):
+        return False
+    key = call_kwargs.get("api_key") or getattr(litellm, "api_key", None) or getattr(litellm, "openai_key", None)
+    return bool(str(key or os.environ.get("OPENAI_API_KEY") or "").strip())
+
+
+@contextlib.contextmanager
+def litellm_sends_itself(on: bool) -> Iterator[None]:
+    """LITELLM_WITHOUT_SDK set while one request is prepared (on the event loop's thread): only
+    the requests of a run that chose it are sent this way, nothing else in the process."""
+    if not on:
+        yield
+        return
+    os.environ[LITELLM_WITHOUT_SDK] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(LITELLM_WITHOUT_SDK, None)
