@@ -31,13 +31,15 @@ re-asked while every valid reply is reused.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -154,6 +156,30 @@ def loop_made_without_interrupts() -> asyncio.AbstractEventLoop:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
+# Allocations (less deallocations) between two collections of the youngest generation during a
+# fan-out; Python's default is 700. See fewer_collections.
+FANOUT_GC_THRESHOLD = 5000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """The cyclic garbage collector runs less often while a fan-out is under way (issue 16).
+
+    At 100 calls in flight some 50,000 objects of calls not yet answered are alive, and every
+    collection walks those of its generations: with the default threshold, ~100 young and ~10
+    middle collections per 1,000 calls, 0.13 ms of CPU per call in all. A threshold of 5,000
+    makes them seven times rarer (0.05 ms per call, each young collection ~5 ms); the garbage
+    that only the collector frees (reference cycles) waits at most that many allocations longer.
+    The previous thresholds come back when the fan-out ends.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], FANOUT_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 class CacheWriter:
     """Commits replies to the item cache on a thread of its own; the future `submit(...)` returns
     is done once the reply is committed (the client counts a call as done only then, so a kill
@@ -174,7 +200,10 @@ class CacheWriter:
     # whatever its size, and replies arrive at concurrency / latency per second (20 per second
     # at 20 in flight and 1 s each), so without a wait most commits would hold one reply. The
     # wait holds no request slot (the call has returned), only the moment the call counts as done.
-    FLUSH_SECONDS = 0.2
+    # Half a second (issue 16): at 100 in flight and 1 s a call, ~50 replies a commit and 0.2 ms
+    # of the writer's CPU per call, against ~20 and 0.33 ms at 0.2 s; what a hard kill (SIGKILL,
+    # power loss) can lose is at most that half second of replies (Ctrl-C commits them all).
+    FLUSH_SECONDS = 0.5
 
     def __init__(self, cache: ItemCache, loop: asyncio.AbstractEventLoop):
         self.cache, self.loop = cache, loop
@@ -361,7 +390,8 @@ class LLMClient:
         self._over: asyncio.Future = asyncio.get_running_loop().create_future()  # every request done
         self._top_up_workers()
         try:
-            await self._drain()
+            with fewer_collections():
+                await self._drain()
         except BaseException:
             # A refused call (or Ctrl-C) ends the fan-out: stop the other calls and collect how
             # each ended, so none is left to be logged later as "Task exception was never

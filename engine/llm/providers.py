@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from engine.llm import litellm_trims
 from engine.redact import RedactSecrets
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def load_litellm() -> Any:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(RedactSecrets())
     _skip_success_logging_without_callbacks(litellm)
+    litellm_trims.install(litellm)  # pricing and model-info lookups made cheaper (issue 16)
     # Importing litellm leaves ~400k objects the cyclic garbage collector tracks; each full
     # collection then walks them all: 0.2-0.5 s with the event loop stopped, a few times in a
     # run of 1,000 calls (issue 16: the loop's longest stalls). They live as long as the
@@ -179,10 +181,6 @@ def load_litellm() -> Any:
     gc.freeze()
     _configured = True
     return litellm
-
-
-# litellm's lists of loggers; while all are empty, nobody receives a success event.
-_CALLBACK_LISTS = ("callbacks", "success_callback", "_async_success_callback")
 
 
 def _skip_success_logging_without_callbacks(litellm: Any) -> None:
@@ -199,7 +197,7 @@ def _skip_success_logging_without_callbacks(litellm: Any) -> None:
         return  # a litellm without this step: nothing to skip
 
     def dispatch_when_someone_listens(*args: Any, **kwargs: Any) -> None:
-        if any(getattr(litellm, name, None) for name in _CALLBACK_LISTS):
+        if litellm_trims.someone_listens(litellm):
             dispatch(*args, **kwargs)
 
     dispatch_when_someone_listens._engine_wrapped = True  # type: ignore[attr-defined]
