@@ -55,6 +55,7 @@ from engine.llm.providers import (
     prepares_inline,
     provider_for,
     sends_without_sdk,
+    settings_without_sdk,
 )
 from engine.pipeline.hashing import digest
 from engine.redact import redact
@@ -647,6 +648,8 @@ class LLMClient:
         )
         if p.api_base:
             kwargs["api_base"] = p.api_base
+        if self.preparation is not None and self.preparation.without_sdk:
+            kwargs = settings_without_sdk(kwargs)
         return kwargs, provider.deadline(p)
 
     def _pacer(self) -> Pacer | None:

@@ -331,6 +331,24 @@ def sends_without_sdk(model: str, api_base: str | None, call_kwargs: dict) -> bo
     return bool(str(key or os.environ.get("OPENAI_API_KEY") or "").strip())
 
 
+def settings_without_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A run's litellm keyword arguments for requests sent without the SDK: the provider worked
+    out once (litellm otherwise splits `openai/<model>` and weighs the api_base on every call,
+    twice), and without `max_retries`, a setting of the SDK that nothing reads on this path.
+    Left as they are where litellm's answer would add anything (a key or an api_base of its own)."""
+    try:
+        model, provider, key, api_base = load_litellm().get_llm_provider(
+            model=kwargs["model"], api_base=kwargs.get("api_base")
+        )
+    except Exception:  # noqa: BLE001 - the call itself reports what litellm cannot place
+        return kwargs
+    if key or (api_base or None) != (kwargs.get("api_base") or None):
+        return kwargs
+    settings = {name: value for name, value in kwargs.items() if name != "max_retries"}
+    settings.update(model=model, custom_llm_provider=provider)
+    return settings
+
+
 @contextlib.contextmanager
 def litellm_sends_itself(on: bool) -> Iterator[None]:
     """LITELLM_WITHOUT_SDK set while one request is prepared (on the event loop's thread): only

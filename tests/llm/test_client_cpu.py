@@ -21,7 +21,13 @@ import pytest
 
 from engine.errors import LLMUnavailable
 from engine.llm.client import FANOUT_GC_THRESHOLD, CacheWriter, LLMClient, LLMRequest, LLMResult
-from engine.llm.providers import LITELLM_WITHOUT_SDK, LOCAL_SERVER_KEY, load_litellm, sends_without_sdk
+from engine.llm.providers import (
+    LITELLM_WITHOUT_SDK,
+    LOCAL_SERVER_KEY,
+    load_litellm,
+    sends_without_sdk,
+    settings_without_sdk,
+)
 from engine.pipeline.store import Store
 from fakes.openai_server import ErrorReply, FakeOpenAI, last_user_message
 from helpers.llm_params import fake_params
@@ -163,6 +169,19 @@ def test_the_sdk_keeps_the_requests_it_would_send_differently(monkeypatch: pytes
         [result] = LLMClient(fake_params(srv, model=PRICED, reask=0)).run_many(_requests(1))
     assert result.ok and _user_agents(srv) == {"AsyncOpenAI"}
     assert srv.headers[0].get("openai-project") == "proj-789"
+
+
+def test_the_provider_is_worked_out_once_per_run_as_litellm_would_each_call() -> None:
+    local = "http://127.0.0.1:8000/v1"
+    for model, bare in ((PRICED, "gpt-4o-mini"), ("openai/meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B")):
+        settings = settings_without_sdk({"model": model, "api_base": local, "max_retries": 0, "timeout": 5})
+        assert settings == {"model": bare, "custom_llm_provider": "openai", "api_base": local, "timeout": 5}
+    unplaced = {"model": "no-such-provider/x", "max_retries": 0}
+    assert settings_without_sdk(unplaced) == unplaced  # the call itself says what is wrong
+    with FakeOpenAI(_answer) as srv:
+        client = LLMClient(fake_params(srv, model="openai/meta-llama/Llama-3.1-8B", reask=0))
+        results = client.run_many(_requests(3))
+    assert all(r.ok for r in results) and {b["model"] for b in srv.requests} == {"meta-llama/Llama-3.1-8B"}
 
 
 @pytest.fixture
