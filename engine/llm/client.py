@@ -15,9 +15,12 @@ call holds the loop delays the other 99): replies are committed by one writer th
 counts as answered only once its reply is committed (the worker does not wait for that: it
 sends its next request at once); the cache is read once per run for every request's first
 round (`get_many`), not once per call; litellm prepares openai requests on the loop rather
-than on a thread (providers.InlinePreparation); what every call hands litellm besides its
-messages is worked out once per run. Requests leave spaced by more than the loop spends on a
-call (engine.llm.pacing), so replies do not come back in bursts the loop reads one by one.
+than on a thread (providers.InlinePreparation), and sends them with its own HTTP handler rather
+than the OpenAI SDK (providers.sends_without_sdk); what every call hands litellm besides its
+messages is worked out once per run; litellm prices replies by its rates and looks models up
+cached (engine.llm.litellm_trims); the garbage collector runs less often during a fan-out.
+Requests leave spaced by more than the loop spends on a call (engine.llm.pacing), so replies do
+not come back in bursts the loop reads one by one.
 
 A reply is validated before it is cached, and the cache entry carries the verdict (`valid`,
 `error`). A cached reply is read again by the request's reader before it is used, so an

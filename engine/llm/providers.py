@@ -351,8 +351,10 @@ def settings_without_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def litellm_sends_itself(on: bool) -> Iterator[None]:
-    """LITELLM_WITHOUT_SDK set while one request is prepared (on the event loop's thread): only
-    the requests of a run that chose it are sent this way, nothing else in the process."""
+    """LITELLM_WITHOUT_SDK set while one request is prepared (on the event loop's thread), so
+    the requests of a run that chose it are sent this way and, as a rule, nothing else in the
+    process (a request another thread prepares at that very moment may be too: the same
+    request either way)."""
     if not on:
         yield
         return
