@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.errors import CallFailed, LLMUnavailable, bad_endpoint, http_status, is_transient
+from engine.errors import TRANSIENT_STATUS, CallFailed, LLMUnavailable, bad_endpoint, http_status, is_transient
 from engine.llm.pacing import LOOP_TIME, MAX_GAP, PACING_FACTOR, LoopTimed, Pacer
 from engine.llm.providers import (
     InlinePreparation,
@@ -579,7 +579,7 @@ class LLMClient:
                         f"{_short(e)}). Check llm.model, llm.api_base and "
                         f"{key_hint(self.params.model, self.params.api_base)}"
                     ) from e
-                if not is_transient(e) and not _unreadable_reply(e):
+                if not _worth_retrying(e):
                     raise CallFailed(f"{type(e).__name__}: {_short(e)}") from e
                 last = e
                 if _timed_out(e):
@@ -593,7 +593,7 @@ class LLMClient:
                 "`recipe run --retry-failed` asks again)"
             )
         raise CallFailed(
-            f"gave up after {self.params.retries + 1} attempt(s): {type(last).__name__}: {_short(last)}{hint}"
+            f"gave up after {self.params.retries + 1} attempt(s): {_described(last)}: {_short(last)}{hint}"
         )
 
     async def _back_off(self, attempt: int) -> None:
@@ -724,13 +724,31 @@ def _read(read: Reader, text: str) -> tuple[Any, str | None]:
         return None, f"the reply could not be read ({type(e).__name__}: {_short(e)})"
 
 
-def _unreadable_reply(error: BaseException) -> bool:
-    """A reply with a success status whose body is not a completion (an HTML page, a cut-off
-    body): garbled on the way, so worth asking again. litellm's own HTTP handler reports it
-    with the reply's status, 200 (providers.sends_without_sdk); through the OpenAI SDK it came
-    as a 500, which is_transient already retries."""
+def _worth_retrying(error: BaseException) -> bool:
+    """is_transient, and the answers litellm's own HTTP handler (providers.sends_without_sdk)
+    names differently from the OpenAI SDK, told apart by their HTTP status as before:
+
+    - a reply with a success status whose body is not a completion (an HTML page, a cut-off
+      body) comes with that status, 200, where the SDK's came as a 500: garbled on the way;
+    - a 408, 409, 425 or 429 whose body says "invalid_request_error" (as many servers' error
+      bodies do) comes as a BadRequestError, a refusal by class, where the SDK's came as a
+      Timeout, APIError or RateLimitError: the status says "try again later".
+    """
+    if is_transient(error):
+        return True
     status = http_status(error)
-    return status is not None and 200 <= status < 300
+    return status is not None and (200 <= status < 300 or status in TRANSIENT_STATUS)
+
+
+def _described(error: BaseException | None) -> str:
+    """The error's class, and its HTTP status where the class alone would mislead (a 429 that
+    litellm calls a BadRequestError, see _worth_retrying)."""
+    if error is None:
+        return type(error).__name__
+    status = http_status(error)
+    if status is not None and not is_transient(error) and _worth_retrying(error):
+        return f"{type(error).__name__} (HTTP {status})"
+    return type(error).__name__
 
 
 def _timed_out(error: BaseException) -> bool:

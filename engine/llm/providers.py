@@ -313,9 +313,10 @@ def sends_without_sdk(model: str, api_base: str | None, call_kwargs: dict) -> bo
     own (request options, an httpx client, response models that litellm then converts into its
     own), ~1 ms of CPU per call on a 2-core machine, a quarter of the client's CPU. litellm's
     handler sends the same JSON body to the same URL with the same key, and maps errors to the
-    same exception classes and statuses (429, 5xx, 401, timeouts), with one difference the
-    client absorbs: a 200 whose body is not JSON comes back with status 200 rather than 500
-    (client._unreadable_reply keeps retrying it).
+    same HTTP statuses, with differences in the exception classes that the client absorbs
+    (client._worth_retrying): a 200 whose body is not JSON keeps its status 200 (the SDK's
+    came as a 500), and a 408/409/425/429 whose body says "invalid_request_error" comes as a
+    BadRequestError; both are retried as before, by their status.
 
     The SDK keeps the requests it would send differently: a key it would refuse to send without
     ("Missing credentials", the message the user is shown), an organization or project or extra

@@ -130,6 +130,34 @@ def test_failures_are_told_apart_as_through_the_sdk(sender: str, monkeypatch: py
     assert KEY not in str(refused.value) and "[REDACTED" in str(refused.value)
 
 
+@pytest.mark.parametrize("status", [400, 403, 404, 408, 409, 413, 422, 425, 429, 500, 502, 503])
+def test_each_error_status_is_retried_or_not_as_through_the_sdk(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error bodies shaped like OpenAI's ("type": "invalid_request_error" below 500): litellm's
+    own handler names a 408/409/425/429 a BadRequestError, yet each status is retried, or
+    not, exactly as through the SDK, and a retried one's reason names its status."""
+
+    def outcome() -> tuple[int, bool, str]:
+        busy = ErrorReply(status, "try again later", when=lambda body: "item 0 " in last_user_message(body))
+        with FakeOpenAI(_answer, error=busy) as srv:
+            try:
+                failed, ok = LLMClient(fake_params(srv, reask=0, retries=2, max_concurrency=1)).run_many(_requests(2))
+            except LLMUnavailable as refused:
+                return srv.calls, True, str(refused)
+        assert ok.ok and not failed.ok
+        return srv.calls, False, failed.reason or ""
+
+    calls, refused, reason = outcome()
+    _through_sdk(monkeypatch)
+    sdk_calls, sdk_refused, _ = outcome()
+    assert (calls, refused) == (sdk_calls, sdk_refused)
+    retried = status in (408, 409, 425, 429) or status >= 500
+    assert calls == (3 + 1 if retried else 1 + int(not refused))
+    if retried:
+        assert reason.startswith("gave up after 3 attempt(s)") and ("Error" in reason.split(":")[1])
+        if "BadRequestError" in reason.split(":")[1]:
+            assert f"(HTTP {status})" in reason
+
+
 def test_the_key_is_written_to_no_file(tmp_path: Path) -> None:
     """Replies committed, and failures whose error body echoes the request's Authorization
     header: the key appears in no file of the store's folder and in no result."""
