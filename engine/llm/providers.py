@@ -9,6 +9,7 @@ and never special-cases a prefix itself, so a new local backend is one module th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import importlib
@@ -17,11 +18,12 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from engine.llm import litellm_trims
 from engine.redact import RedactSecrets
 
 if TYPE_CHECKING:
@@ -175,6 +177,7 @@ def load_litellm() -> Any:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(RedactSecrets())
     _skip_success_logging_without_callbacks(litellm)
+    litellm_trims.install(litellm)  # pricing and model-info lookups made cheaper (issue 16)
     # Importing litellm leaves ~400k objects the cyclic garbage collector tracks; each full
     # collection then walks them all: 0.2-0.5 s with the event loop stopped, a few times in a
     # run of 1,000 calls (issue 16: the loop's longest stalls). They live as long as the
@@ -182,10 +185,6 @@ def load_litellm() -> Any:
     gc.freeze()
     _configured = True
     return litellm
-
-
-# litellm's lists of loggers; while all are empty, nobody receives a success event.
-_CALLBACK_LISTS = ("callbacks", "success_callback", "_async_success_callback")
 
 
 def _skip_success_logging_without_callbacks(litellm: Any) -> None:
@@ -202,7 +201,7 @@ def _skip_success_logging_without_callbacks(litellm: Any) -> None:
         return  # a litellm without this step: nothing to skip
 
     def dispatch_when_someone_listens(*args: Any, **kwargs: Any) -> None:
-        if any(getattr(litellm, name, None) for name in _CALLBACK_LISTS):
+        if litellm_trims.someone_listens(litellm):
             dispatch(*args, **kwargs)
 
     dispatch_when_someone_listens._engine_wrapped = True  # type: ignore[attr-defined]
@@ -255,9 +254,10 @@ class InlinePreparation(ThreadPoolExecutor):
     version): the slow path, not a failure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, without_sdk: bool = False) -> None:
         super().__init__(thread_name_prefix="llm-executor")
         self.inlined = 0  # preparations run in the caller's thread (a test reads it)
+        self.without_sdk = without_sdk  # litellm sends these requests itself (sends_without_sdk)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs or not _is_request_preparation(fn):
@@ -269,7 +269,8 @@ class InlinePreparation(ThreadPoolExecutor):
         self.inlined += 1
         done = loop.create_future()
         try:
-            done.set_result(fn())
+            with litellm_sends_itself(self.without_sdk):
+                done.set_result(fn())
         except Exception as e:  # noqa: BLE001 - raised where litellm awaits the preparation
             done.set_exception(e)
         return done
@@ -296,3 +297,74 @@ def prepares_inline(model: str, api_base: str | None) -> bool:
     except Exception:  # noqa: BLE001 - an unknown provider fails the call itself, with its message
         return False
     return provider in INLINE_PREPARATION_PROVIDERS
+
+
+# -- litellm's own HTTP handler for openai/ chat requests -----------------------------------------
+
+# While this variable is true, litellm sends an openai/ chat request with its own HTTP handler
+# (its shared aiohttp-backed client, the same request and response transformations) rather than
+# through the OpenAI SDK. litellm reads it while it prepares each request.
+LITELLM_WITHOUT_SDK = "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"
+# Settings only the OpenAI SDK reads (an organization, a project, extra headers): where one is
+# set, the SDK's request is not the one litellm's handler would send, so the SDK sends it.
+SDK_ONLY_VARIABLES = ("OPENAI_ORGANIZATION", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_CUSTOM_HEADERS")
+
+
+def sends_without_sdk(model: str, api_base: str | None, call_kwargs: dict) -> bool:
+    """Whether litellm may send this run's openai/ chat requests itself, without the OpenAI SDK.
+
+    Why (issue 16): the SDK builds each request and parses each reply through layers of its
+    own (request options, an httpx client, response models that litellm then converts into its
+    own), ~1 ms of CPU per call on a 2-core machine, a quarter of the client's CPU. litellm's
+    handler sends the same JSON body to the same URL with the same key, and maps errors to the
+    same HTTP statuses, with differences in the exception classes that the client absorbs
+    (client._worth_retrying): a 200 whose body is not JSON keeps its status 200 (the SDK's
+    came as a 500), and a 408/409/425/429 whose body says "invalid_request_error" comes as a
+    BadRequestError; both are retried as before, by their status.
+
+    The SDK keeps the requests it would send differently: a key it would refuse to send without
+    ("Missing credentials", the message the user is shown), an organization or project or extra
+    headers it adds from the environment or litellm's settings, and a user who set the variable
+    themselves (their choice stands either way).
+    """
+    if LITELLM_WITHOUT_SDK in os.environ or not prepares_inline(model, api_base):
+        return False
+    litellm = load_litellm()
+    if getattr(litellm, "organization", None) or any(os.environ.get(name) for name in SDK_ONLY_VARIABLES):
+        return False
+    key = call_kwargs.get("api_key") or getattr(litellm, "api_key", None) or getattr(litellm, "openai_key", None)
+    return bool(str(key or os.environ.get("OPENAI_API_KEY") or "").strip())
+
+
+def settings_without_sdk(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A run's litellm keyword arguments for requests sent without the SDK: the provider worked
+    out once (litellm otherwise splits `openai/<model>` and weighs the api_base on every call,
+    twice), and without `max_retries`, a setting of the SDK that nothing reads on this path.
+    Left as they are where litellm's answer would add anything (a key or an api_base of its own)."""
+    try:
+        model, provider, key, api_base = load_litellm().get_llm_provider(
+            model=kwargs["model"], api_base=kwargs.get("api_base")
+        )
+    except Exception:  # noqa: BLE001 - the call itself reports what litellm cannot place
+        return kwargs
+    if key or (api_base or None) != (kwargs.get("api_base") or None):
+        return kwargs
+    settings = {name: value for name, value in kwargs.items() if name != "max_retries"}
+    settings.update(model=model, custom_llm_provider=provider)
+    return settings
+
+
+@contextlib.contextmanager
+def litellm_sends_itself(on: bool) -> Iterator[None]:
+    """LITELLM_WITHOUT_SDK set while one request is prepared (on the event loop's thread), so
+    the requests of a run that chose it are sent this way and, as a rule, nothing else in the
+    process (a request another thread prepares at that very moment may be too: the same
+    request either way)."""
+    if not on:
+        yield
+        return
+    os.environ[LITELLM_WITHOUT_SDK] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(LITELLM_WITHOUT_SDK, None)

@@ -67,6 +67,7 @@ class FakeOpenAI:
         timeout_sleep: float = 2.0,
         error: ErrorReply | None = None,
         slots: int | None = None,
+        usage_details: Callable[[dict], dict] | None = None,
     ):
         unknown = set(faults or {}) - set(FAULTS)
         if unknown:
@@ -75,12 +76,14 @@ class FakeOpenAI:
         self.faults = dict(faults or {})
         self.timeout_sleep = timeout_sleep
         self.error = error
+        self.usage_details = usage_details  # usage_details(body): fields added to a reply's usage
         self._slots = threading.Semaphore(slots) if slots else None
         self.rng = random.Random(seed)
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, names in lower case
         self.faults_injected: dict[str, int] = {}
         self.call_times: list[float] = []
         self._lock = threading.Lock()
@@ -142,6 +145,7 @@ class FakeOpenAI:
             body = json.loads(raw or b"{}")
             with self._lock:
                 self.requests.append(body)
+                self.headers.append({name.lower(): value for name, value in req.headers.items()})
             if self._slots is not None:
                 with self._slots:
                     self._serve(req, body)
@@ -190,7 +194,10 @@ class FakeOpenAI:
         if fault == "truncated":
             # a 200 whose assistant content is JSON cut in half, as when max_tokens is hit
             content = content[: max(1, len(content) // 2)]
-        return _send(req, 200, completion(body, content))
+        reply = completion(body, content)
+        if self.usage_details is not None:
+            reply["usage"].update(self.usage_details(body))
+        return _send(req, 200, reply)
 
 
 def completion(body: dict, content: str) -> dict:
