@@ -59,10 +59,11 @@ def test_an_installed_cuda_backend_that_is_not_in_use_is_reported(tmp_path: Path
     assert "pip install --force-reinstall --no-deps mlx-cuda-12==" in report["warning"]
 
 
-def _blas_in_a_fresh_process(extra_path: Path | None, blas: str | None = None) -> dict:
-    """ensure_fast_blas() in a new interpreter (RECIPE_BLAS=`blas`, or unset), whether a BLAS got
-    mapped into it, and what a product of MLX there gives."""
+def _blas_in_a_fresh_process(extra_path: Path | None, blas: str | None = None, preload: str = "os") -> dict:
+    """ensure_fast_blas() in a new interpreter (RECIPE_BLAS=`blas`, or unset; after importing
+    `preload`), whether a BLAS got mapped into it, and what a product of MLX there gives."""
     code = (
+        f"import {preload};"
         "import json, os; from engine.models.blas import ensure_fast_blas, cuda_backend_installed;"
         "found = ensure_fast_blas(); maps = open('/proc/self/maps').read();"
         "mapped = any(m in maps for m in ('openblas', 'libmkl_rt', os.path.realpath(found or '/-')));"
@@ -101,6 +102,9 @@ def test_mkl_from_its_wheel_comes_before_openblas_and_recipe_blas_before_both(tm
     assert chosen["found"] == str(runtime) and chosen["mapped"]
     assert chosen["product"] == [[5.0, 14.0], [14.0, 50.0]]
     assert _blas_in_a_fresh_process(site, blas=str(openblas))["found"] == str(openblas)
+    # llama.cpp already in the process (the llamacpp: provider ran first): OpenBLAS, not MKL
+    (site / "llama_cpp.py").write_text("")
+    assert _blas_in_a_fresh_process(site, preload="llama_cpp")["found"] == str(openblas)
 
 
 def test_openblas_is_skipped_when_the_cuda_backend_is_installed(tmp_path: Path) -> None:
