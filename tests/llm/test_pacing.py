@@ -130,7 +130,9 @@ def test_after_the_first_round_a_tenth_of_a_round_may_queue_the_rest_goes_at_onc
     assert first[-1] - first[0] >= 0.17, first
     later = _released(pacer, 5)  # one free turn, two queued, two over the queue's limit
     assert sum(1 for t in later if t - later[0] < 0.01) == 3, [round(t - later[0], 4) for t in later]
-    assert later[-1] - later[0] >= 0.036, [round(t - later[0], 4) for t in later]
+    # the two queued ones leave a turn apart (where the first of them starts depends on when the
+    # previous round's last turn was: measuring from later[0] failed CI by 0.6 ms)
+    assert later[-1] - later[-2] >= 0.018, [round(t - later[0], 4) for t in later]
 
 
 def test_after_the_loop_was_held_up_the_queued_requests_still_leave_spaced() -> None:
