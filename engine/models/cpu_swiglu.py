@@ -19,10 +19,21 @@ from engine.models.blas import import_mlx
 from engine.models.swap import swapped_global
 
 EXP_CEILING = 80.0  # exp(80) is finite in float32, and sigmoid(80) is 1 to float precision
+# Every wrapper made, kept for the life of the process. A compiled training step holds the
+# wrapper's backward in MLX's compile cache; were that its last reference, MLX's exit-time
+# clearing of the cache would free the backward's own compiled kernels from inside the clearing,
+# re-enter the cache's lock and abort the interpreter ("Resource deadlock avoided", exit 134).
+_MADE: dict[int, tuple[Any, Any]] = {}  # id(original): (original, our wrapper)
 
 
 def _swiglu(original: Any) -> Any:
-    """`original` (mlx-lm's compiled swiglu) forward, and a fused backward."""
+    """`original` (mlx-lm's compiled swiglu) forward, and a fused backward: one per original."""
+    if id(original) not in _MADE:
+        _MADE[id(original)] = (original, _made_swiglu(original))
+    return _MADE[id(original)][1]
+
+
+def _made_swiglu(original: Any) -> Any:
     mx = import_mlx()
 
     @mx.compile

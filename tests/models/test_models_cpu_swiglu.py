@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 
 from engine.models import cpu_swiglu
 from engine.models.blas import import_mlx
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _close(ours, reference, tol: float) -> None:  # noqa: ANN001
@@ -81,3 +84,28 @@ def test_the_swap_trains_a_model_to_mlx_lms_gradients_and_ends_with_the_run(tiny
     assert mlp_grads  # the LoRA layers behind the SwiGLU got gradients through it
     for name, grad in reference[1].items():
         _close(ours[1][name], grad, 2e-4)
+
+
+def test_a_process_that_trained_through_the_swap_exits_cleanly(tmp_path: Path):
+    """A compiled step traced through the swap outlives it in MLX's compile cache. When the swap's
+    backward had no other owner, MLX's exit-time clearing of that cache freed the backward's own
+    compiled kernels from inside the clearing and the interpreter aborted (exit 134,
+    "Resource deadlock avoided") after a script had trained and finished."""
+    script = tmp_path / "train_then_exit.py"
+    script.write_text(
+        "import mlx.nn as nn\n"
+        "from mlx_lm.models import llama\n"
+        "from engine.models.blas import import_mlx\n"
+        "from engine.models.cpu_swiglu import swiglu_on_cpu\n"
+        "mx = import_mlx()\n"
+        "args = llama.ModelArgs(model_type='llama', hidden_size=16, num_hidden_layers=1,\n"
+        "    intermediate_size=32, num_attention_heads=2, rms_norm_eps=1e-5, vocab_size=50)\n"
+        "model = llama.Model(args)\n"
+        "loss_and_grad = nn.value_and_grad(model, lambda m, x: m(x).sum())\n"
+        "step = mx.compile(lambda x: loss_and_grad(model, x), inputs=model.state)\n"
+        "with swiglu_on_cpu(model):\n"
+        "    mx.eval(step(mx.array([[1, 2, 3]])))\n"
+        "print('trained')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert (done.returncode, done.stdout.strip()) == (0, "trained"), done.stderr[-2000:]
