@@ -1,7 +1,8 @@
 """LoRA training speed of the engine on a 135M llama (SmolLM2 GGUF import) beside HF transformers
 + peft on torch (the peer), beside mlx-lm's own trainer step (what the engine ran before), and
 beside the engine with Debian's OpenBLAS (its BLAS before the `mkl` extra; the same as the default
-row where MKL is not installed).
+row where MKL is not installed), and beside the engine's step on one CPU stream (before
+engine.models.cpu_streams; RECIPE_TRAIN_STREAMS=1).
 
 Setting (FACTS.md): seq 256, batch 1, LoRA rank 8 on every linear layer of the last 8 blocks,
 float32 on CPU. Each configuration runs in its own subprocess; the configurations alternate for
@@ -217,6 +218,7 @@ def peft_available(python: str) -> str | None:
 
 WORKERS = {
     "engine (its default BLAS)": "mlx-fast",
+    "engine on one stream": "mlx-one-stream",
     "engine with OpenBLAS": "mlx-openblas",
     "mlx-lm trainer step": "mlx-lm",
     "torch + peft (peer)": "peft",
@@ -273,7 +275,9 @@ def main() -> None:
         help="an interpreter with torch + transformers + peft (e.g. a separate venv)",
     )
     parser.add_argument(
-        "--worker", choices=["mlx-fast", "mlx-openblas", "mlx-slow", "mlx-lm", "peft"], help=argparse.SUPPRESS
+        "--worker",
+        choices=["mlx-fast", "mlx-one-stream", "mlx-openblas", "mlx-slow", "mlx-lm", "peft"],
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -283,7 +287,9 @@ def main() -> None:
         elif args.worker == "mlx-lm":
             out = worker_mlx_lm(args.model_dir, args.steps)
         else:
-            choice = {"mlx-fast": "default", "mlx-openblas": "openblas", "mlx-slow": "reference"}[args.worker]
+            if args.worker == "mlx-one-stream":  # the step before engine.models.cpu_streams
+                os.environ["RECIPE_TRAIN_STREAMS"] = "1"
+            choice = {"mlx-openblas": "openblas", "mlx-slow": "reference"}.get(args.worker, "default")
             out = worker_mlx(args.model_dir, args.steps, choice)
         print(json.dumps(out))
         return

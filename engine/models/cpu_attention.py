@@ -27,44 +27,44 @@ import contextlib
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.cpu_streams import per_stream
 from engine.models.swap import swapped_global
 
-_KERNELS: dict[str, Any] = {}
+_SOFTMAX: dict[Any, Any] = {}  # per stream (engine.models.cpu_streams)
 
 
-def _softmax() -> Any:
-    """softmax over the last axis, with a backward written out instead of traced.
+def _softmax(stream: Any) -> Any:
+    """softmax over the last axis, with a backward written out instead of traced, run on `stream`.
 
     Forward: the row max (held constant: softmax does not depend on it, so its gradient is
     zero and MLX need not trace one), one fused exp(x - max), the row sum, one fused scale.
     Backward: ds = p * (dp - sum(dp * p)), one reduction and one fused kernel, where tracing the
     forward's ops took three reductions and a mask-and-count for the max."""
-    if "softmax" not in _KERNELS:
-        mx = import_mlx()
+    mx = import_mlx()
 
-        @mx.compile
-        def shifted_exp(scores: Any, top: Any) -> Any:
-            return mx.exp(scores - top)
+    @mx.compile
+    def shifted_exp(scores: Any, top: Any) -> Any:
+        return mx.exp(scores - top)
 
-        @mx.compile
-        def normalized(exps: Any, total: Any) -> Any:
-            return exps * (1.0 / total)
+    @mx.compile
+    def normalized(exps: Any, total: Any) -> Any:
+        return exps * (1.0 / total)
 
-        @mx.compile
-        def softmax_grad(probs: Any, grad: Any, rowdot: Any) -> Any:
-            return probs * (grad - rowdot)
+    @mx.compile
+    def softmax_grad(probs: Any, grad: Any, rowdot: Any) -> Any:
+        return probs * (grad - rowdot)
 
-        @mx.custom_function
-        def softmax(scores: Any) -> Any:
-            exps = shifted_exp(scores, mx.stop_gradient(scores.max(axis=-1, keepdims=True)))
-            return normalized(exps, exps.sum(axis=-1, keepdims=True))
+    @mx.custom_function
+    def softmax(scores: Any) -> Any:
+        exps = shifted_exp(scores, mx.stop_gradient(scores.max(axis=-1, keepdims=True)))
+        return normalized(exps, exps.sum(axis=-1, keepdims=True))
 
-        @softmax.vjp
-        def softmax_vjp(primals: Any, grad: Any, probs: Any) -> Any:
+    @softmax.vjp
+    def softmax_vjp(primals: Any, grad: Any, probs: Any) -> Any:
+        with mx.stream(stream):
             return softmax_grad(probs, grad, (grad * probs).sum(axis=-1, keepdims=True))
 
-        _KERNELS["softmax"] = softmax
-    return _KERNELS["softmax"]
+    return softmax
 
 
 def attention(queries: Any, keys: Any, values: Any, scale: float, mask: Any) -> Any:
@@ -99,7 +99,7 @@ def attention(queries: Any, keys: Any, values: Any, scale: float, mask: Any) -> 
             scores = mx.where(mask, scores, mx.array(-mx.inf, scores.dtype))
         else:
             scores = scores + mask.astype(scores.dtype)
-    weights = _softmax()(scores.astype(mx.float32)).astype(values.dtype)
+    weights = per_stream(_softmax, _SOFTMAX)(scores.astype(mx.float32)).astype(values.dtype)
     return (weights.reshape(*q.shape[:-1], span) @ values).reshape(batch, heads, length, -1)
 
 

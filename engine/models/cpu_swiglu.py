@@ -16,6 +16,7 @@ import contextlib
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.cpu_streams import per_stream
 from engine.models.swap import swapped_global
 
 EXP_CEILING = 80.0  # exp(80) is finite in float32, and sigmoid(80) is 1 to float precision
@@ -35,6 +36,19 @@ def _swiglu(original: Any) -> Any:
 
 def _made_swiglu(original: Any) -> Any:
     mx = import_mlx()
+    per_stream_made: dict[Any, Any] = {}
+
+    def on_cpu_or_original(gate: Any, up: Any) -> Any:
+        if mx.default_device() != mx.cpu:
+            return original(gate, up)
+        return per_stream(lambda stream: _fused_backward(original, stream), per_stream_made)(gate, up)
+
+    return on_cpu_or_original
+
+
+def _fused_backward(original: Any, stream: Any) -> Any:
+    """`original` forward; its backward, on `stream`, in two fused kernels."""
+    mx = import_mlx()
 
     @mx.compile
     def up_grad(gate: Any, grad: Any) -> Any:  # grad * silu(gate); sigmoid as 1 / (1 + e^-x)
@@ -53,12 +67,10 @@ def _made_swiglu(original: Any) -> Any:
     @swiglu.vjp
     def swiglu_vjp(primals: Any, grad: Any, _output: Any) -> Any:
         gate, up = primals
-        return gate_grad(gate, up, grad), up_grad(gate, grad)
+        with mx.stream(stream):
+            return gate_grad(gate, up, grad), up_grad(gate, grad)
 
-    def on_cpu_or_original(gate: Any, up: Any) -> Any:
-        return swiglu(gate, up) if mx.default_device() == mx.cpu else original(gate, up)
-
-    return on_cpu_or_original
+    return swiglu
 
 
 def swiglu_on_cpu(model: Any) -> contextlib.AbstractContextManager[None]:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from engine.models.blas import import_mlx
+from engine.models.cpu_streams import per_stream, summed_over_halves
 
 
 def assistant_spans(tokenizer: Any, conversation: list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -49,14 +50,14 @@ def conversation_loss(model: Any, tokenizer: Any, conversations: list[list[dict]
     return {"loss": loss, "tokens": count, "perplexity": math.exp(loss) if count else float("nan")}
 
 
-def _cross_entropy() -> Any:
+def _cross_entropy(stream: Any) -> Any:
     """Per-token cross-entropy whose backward reuses the forward's exponentials.
 
     `nn.losses.cross_entropy` runs logsumexp forward and a softmax again in the backward: two
     passes of `exp` over batch × tokens × vocab (255 × 49,152 at the benchmark's setting). MLX's
     CPU exp is scalar (~13 ns an element on x86), so each pass costs ~150 ms of a ~2 s step.
     Keeping exp(logits - max) from the forward makes the gradient (softmax - one-hot) one fused
-    multiply-subtract instead.
+    multiply-subtract instead. The backward runs on `stream` (engine.models.cpu_streams).
     """
     mx = import_mlx()
 
@@ -71,23 +72,22 @@ def _cross_entropy() -> Any:
     @cross_entropy.vjp
     def cross_entropy_vjp(primals: Any, cotangents: Any, outputs: Any) -> Any:
         logits, targets = primals
-        scale = cotangents[0][..., None]
-        exps, total = outputs[1], outputs[2]
-        hot = mx.arange(logits.shape[-1]) == targets[..., None]
-        return exps * (scale / total) - hot * scale, mx.zeros_like(targets)
+        with mx.stream(stream):
+            scale = cotangents[0][..., None]
+            exps, total = outputs[1], outputs[2]
+            hot = mx.arange(logits.shape[-1]) == targets[..., None]
+            return exps * (scale / total) - hot * scale, mx.zeros_like(targets)
 
     return cross_entropy
 
 
-_CE: list[Any] = []
+_CE: dict[Any, Any] = {}  # per stream
 
 
 def cross_entropy(logits: Any, targets: Any) -> Any:
     """Cross-entropy of every position, shape `targets.shape`, in float32."""
     mx = import_mlx()
-    if not _CE:
-        _CE.append(_cross_entropy())
-    return _CE[0](logits.astype(mx.float32), targets)[0]
+    return per_stream(_cross_entropy, _CE)(logits.astype(mx.float32), targets)[0]
 
 
 def train_loss(model: Any, batch: Any, lengths: Any) -> tuple[Any, Any]:
@@ -95,12 +95,16 @@ def train_loss(model: Any, batch: Any, lengths: Any) -> tuple[Any, Any]:
 
     mlx-lm's default loss also counts the target one past the end (`steps <= length`): the
     padding token after every example. This one stops at the example's last token, as the packed
-    loss does, so a packed and a plain step train on the same targets."""
+    loss does, so a packed and a plain step train on the same targets. Long rows are scored in
+    two halves on two CPU streams while engine.models.cpu_streams is on."""
     mx = import_mlx()
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits = model(inputs)
     steps = mx.arange(1, targets.shape[1] + 1)  # the position in the row of each target
     counted = mx.logical_and(steps >= lengths[:, 0:1], steps < lengths[:, 1:])
-    ce = cross_entropy(logits, targets) * counted
+
+    def part_loss(start: int, end: int, cache: Any) -> Any:
+        logits = model(inputs[:, start:end]) if cache is None else model(inputs[:, start:end], cache=cache)
+        return (cross_entropy(logits, targets[:, start:end]) * counted[:, start:end]).sum()
+
     ntoks = counted.sum()
-    return ce.sum() / ntoks, ntoks
+    return summed_over_halves(model, inputs.shape[1], part_loss) / ntoks, ntoks

@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.errors import RecipeError
 from engine.models.blas import import_mlx
+from engine.models.cpu_streams import ChunkCache, summed_over_halves
 
 PAD_TO = 32  # row widths round up to a multiple of this: fewer distinct shapes to compile
 _ACTIVE: list[Any] = []  # the block mask of the batch being scored, while its loss runs
@@ -95,7 +96,8 @@ def iterate_packed(
 
 
 def packed_loss(model: Any, tokens: Any, segments: Any, weights: Any) -> tuple[Any, Any]:
-    """Mean cross-entropy over the weighted targets of packed rows, and their count."""
+    """Mean cross-entropy over the weighted targets of packed rows, and their count (long rows
+    in two halves on two CPU streams while engine.models.cpu_streams is on)."""
     mx = import_mlx()
     from engine.models.loss import cross_entropy
 
@@ -103,14 +105,20 @@ def packed_loss(model: Any, tokens: Any, segments: Any, weights: Any) -> tuple[A
     counted = weights[:, 1:] & (segments[:, 1:] == seen)  # a target of the same example only
     n = seen.shape[1]
     causal = mx.arange(n)[:, None] >= mx.arange(n)[None]
-    _ACTIVE.append(((seen[:, :, None] == seen[:, None, :]) & causal)[:, None])
-    try:
-        logits = model(inputs)
-    finally:
-        _ACTIVE.pop()
-    ce = cross_entropy(logits, targets) * counted
+    block = ((seen[:, :, None] == seen[:, None, :]) & causal)[:, None]
+
+    def part_loss(start: int, end: int, cache: Any) -> Any:
+        # the queries of positions [start, end) against the keys of [0, end)
+        _ACTIVE.append(block[:, :, start:end, :end])
+        try:
+            part = inputs[:, start:end]
+            logits = model(part) if cache is None else model(part, cache=cache)
+        finally:
+            _ACTIVE.pop()
+        return (cross_entropy(logits, targets[:, start:end]) * counted[:, start:end]).sum()
+
     ntoks = counted.sum()
-    return ce.sum() / ntoks, ntoks
+    return summed_over_halves(model, n, part_loss) / ntoks, ntoks
 
 
 def packed_tokens(batch: tuple[Any, ...]) -> int:
@@ -133,7 +141,7 @@ def attention_within_examples(model: Any) -> Iterator[None]:
     def attention(queries: Any, keys: Any, values: Any, cache: Any, scale: float, mask: Any, **kw: Any) -> Any:
         if not _ACTIVE:
             return original(queries, keys, values, cache, scale=scale, mask=mask, **kw)
-        if cache is not None or (mask is not None and not isinstance(mask, str)):
+        if not isinstance(cache, ChunkCache | None) or (mask is not None and not isinstance(mask, str)):
             raise RecipeError(
                 f"train.pack: {type(model).__module__} attends with its own mask (e.g. a sliding "
                 "window); packing cannot combine with it. Set train.pack: false"

@@ -267,6 +267,7 @@ def train_adapter(
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     from engine.models.cpu_attention import attending_on_cpu
+    from engine.models.cpu_streams import halves_on_two_streams
     from engine.models.cpu_swiglu import swiglu_on_cpu
     from engine.models.loss import train_loss
     from engine.models.packing import attention_within_examples, packed_loss
@@ -318,6 +319,7 @@ def train_adapter(
         attending_on_cpu(model),
         swiglu_on_cpu(model),
         attention_within_examples(model) if cfg.pack else contextlib.nullcontext(),
+        halves_on_two_streams(model, world.size()),
     ):
         try:
             tuner_train(
