@@ -21,9 +21,9 @@ of the engine's custom functions (loss, softmax, SwiGLU) must run on its half's 
 whichever stream is the default when MLX traces the backward: those functions are made once per
 stream (`per_stream`), each with its backward pinned to its own stream.
 
-Used only on a CPU, in a one-process run, for models whose blocks all cache with mlx-lm's plain
-KVCache (not sliding windows, state-space layers, ...) and for sequences of at least MIN_LENGTH
-positions. RECIPE_TRAIN_STREAMS=1 turns it off.
+Used only on a CPU, in a one-process run without gradient checkpointing, for models whose blocks
+all cache with mlx-lm's plain KVCache (not sliding windows, state-space layers, ...) and for
+sequences of at least MIN_LENGTH positions. RECIPE_TRAIN_STREAMS=1 turns it off.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _two_streams() -> list[Any]:
 
 
 @contextlib.contextmanager
-def halves_on_two_streams(model: Any, world_size: int = 1) -> Iterator[bool]:
+def halves_on_two_streams(model: Any, world_size: int = 1, grad_checkpoint: bool = False) -> Iterator[bool]:
     """While inside, `summed_over_halves` splits long enough sequences of `model` over two CPU
     streams; yields whether it does."""
     mx = import_mlx()
@@ -100,6 +100,8 @@ def halves_on_two_streams(model: Any, world_size: int = 1) -> Iterator[bool]:
         reason = "the model runs on a GPU"
     elif world_size > 1:
         reason = "a distributed run (each rank is a process of its own)"
+    elif grad_checkpoint:  # a recomputed block would append its keys to the cache a second time
+        reason = "gradient checkpointing recomputes the blocks in the backward"
     elif not takes_standard_cache(model):
         reason = f"{type(model).__module__} keeps its own kind of cache"
     if reason:

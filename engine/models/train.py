@@ -319,7 +319,7 @@ def train_adapter(
         attending_on_cpu(model),
         swiglu_on_cpu(model),
         attention_within_examples(model) if cfg.pack else contextlib.nullcontext(),
-        halves_on_two_streams(model, world.size()),
+        halves_on_two_streams(model, world.size(), cfg.grad_checkpoint),
     ):
         try:
             tuner_train(

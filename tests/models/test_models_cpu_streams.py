@@ -115,13 +115,16 @@ def test_the_halves_really_are_two_parts_with_the_cache(tiny_llama: Path) -> Non
 
 
 def test_one_stream_where_the_split_does_not_apply(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The off switch, a distributed rank, and an architecture whose blocks keep another kind of
-    cache (a sliding window's rotating cache) train as before."""
+    """The off switch, a distributed rank, gradient checkpointing (a recomputed block would add its
+    keys to the cache twice) and an architecture whose blocks keep another kind of cache (a
+    sliding window's rotating cache) train as before."""
     from mlx_lm.models import llama
 
     model = _lora_model(tiny_llama)
     with halves_on_two_streams(model, world_size=2) as split:
         assert not split and not cpu_streams._ACTIVE
+    with halves_on_two_streams(model, grad_checkpoint=True) as split:
+        assert not split
     monkeypatch.setenv(cpu_streams.OFF_SWITCH, "1")
     with halves_on_two_streams(model) as split:
         assert not split
@@ -182,3 +185,42 @@ def test_mlx_orders_graphs_wider_unless_the_user_chose(users_width: str | None) 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     assert done.stdout.strip() == (users_width or blas.BFS_WIDTH)
+
+
+@pytest.mark.parametrize("pack", [False, True], ids=["plain", "packed"])
+def test_a_training_run_on_two_streams_follows_the_one_stream_loss_curve(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pack: bool
+) -> None:
+    """The whole training run (mlx-lm's compiled step, its evaluations) on two streams and on one:
+    the same train and validation losses at every report, within 1e-4 relative (float sums in
+    another order; measured ~1e-6). At a learning rate of 5e-3 the curves part by ~1% after a
+    few steps: Adam's m/sqrt(v) turns a rounding difference in a near-zero gradient into a whole
+    step, as for any change of summation order; the first steps still agree to ~1e-6."""
+    from engine.models.train import train_adapter
+    from tests.models.test_models_train import QA, chat, recipe_with
+
+    long_answers = [(q, " ".join([a] * 4)) for q, a in QA]  # rows of ~70-90 tokens: over MIN_LENGTH
+    rows = [chat(*long_answers[i % len(QA)], system=i % 2 == 0) for i in range(16)]
+    train = {"iters": 8, "batch_size": 2, "max_seq_length": 256, "steps_per_report": 1, "steps_per_eval": 4}
+    recipe = recipe_with({**train, "val_batches": -1, "pack": pack, "lora": {"rank": 4, "layers": 2}}, tmp_path)
+    split = cpu_streams.summed_over_halves
+    lengths: list[int] = []
+
+    def counting(model, length, part_loss):  # noqa: ANN001, ANN202 - records what each step scored
+        lengths.append(length if cpu_streams._ACTIVE else 0)
+        return split(model, length, part_loss)
+
+    monkeypatch.setattr(cpu_streams, "summed_over_halves", counting)
+    monkeypatch.setattr("engine.models.loss.summed_over_halves", counting)
+    monkeypatch.setattr("engine.models.packing.summed_over_halves", counting)
+    curves = {}
+    for streams in ("2", "1"):
+        monkeypatch.setenv(cpu_streams.OFF_SWITCH, streams)
+        result = train_adapter(tiny_llama, rows[:12], rows[12:], recipe.train, tmp_path / streams, 2e-3, 8)
+        curves[streams] = [r["loss"] for r in result.train], [r["loss"] for r in result.val]
+        if streams == "2":
+            assert lengths and min(lengths) >= cpu_streams.MIN_LENGTH  # every step really was split
+        lengths.clear()
+    assert curves["2"][0] == pytest.approx(curves["1"][0], rel=1e-4)
+    assert curves["2"][1] == pytest.approx(curves["1"][1], rel=1e-4)
+    assert curves["1"][1][-1] < curves["1"][1][0]
