@@ -9,12 +9,15 @@ The server runs in a process of its own, so its CPU is neither counted nor compe
 client's GIL; it reports its own CPU per call at the end.
 
 --baseline PATH measures another checkout of the engine (e.g. the main branch) in the same run,
-against the same server, so the two sides are compared on the same machine state. The "raw http"
+against the same server, so the two sides are compared on the same machine state. --repeat N
+measures each scenario N times, the engines taking turns, and ends with each one's median: on a
+shared 2-core machine one run's CPU per call moves by +-0.3 ms with what else runs, far more
+than most changes to the client, so compare medians of runs that took turns. The "raw http"
 row is a bare aiohttp client (no litellm, no store) on the same server: the ratio that the
 server, the machine and its load leave at best.
 
 Run: .venv/bin/python benchmarks/llm_throughput.py [--baseline /path/to/other/checkout]
-     [--scenarios 20:500,100:1000] [--latency 1.0] [--no-cache]
+     [--scenarios 20:500,100:1000] [--latency 1.0] [--no-cache] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,6 +167,7 @@ def main() -> None:
     # server answers; litellm's bundled cost map prices it, offline)
     parser.add_argument("--model", default="openai/gpt-4o-mini")
     parser.add_argument("--no-raw", action="store_true", help="skip the bare aiohttp reference")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each scenario, engines taking turns")
     parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -180,17 +185,27 @@ def main() -> None:
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     header = f"{'engine':10} {'conc':>4} {'calls':>5} {'ideal s':>8} {'wall s':>7} {'ratio':>6} {'CPU ms/call':>11}"
     print(header + "  ok/stored")
+    runs: dict[tuple[str, int, int], list[dict]] = {}
     with server(args.latency) as (url, report):
         for concurrency, calls in scenarios:
             ideal = calls / concurrency * args.latency
-            for name, root in engines:
-                m = measure(root, url, calls, concurrency, args.latency, args.model, not args.no_cache)
-                print(
-                    f"{name:10} {concurrency:>4} {calls:>5} {ideal:>8.2f} {m['wall']:>7.2f} {ideal / m['wall']:>6.2f} "
-                    f"{m['cpu_per_call_ms']:>11.2f}  {m['ok']}/{m['stored']}"
-                    + (f"  tokens={m['tokens']} cost=${m['cost']:.6f}" if "cost" in m else ""),
-                    flush=True,
-                )
+            for _ in range(max(1, args.repeat)):
+                for name, root in engines:
+                    m = measure(root, url, calls, concurrency, args.latency, args.model, not args.no_cache)
+                    runs.setdefault((name, concurrency, calls), []).append(m)
+                    print(
+                        f"{name:10} {concurrency:>4} {calls:>5} {ideal:>8.2f} {m['wall']:>7.2f} "
+                        f"{ideal / m['wall']:>6.2f} {m['cpu_per_call_ms']:>11.2f}  {m['ok']}/{m['stored']}"
+                        + (f"  tokens={m['tokens']} cost=${m['cost']:.6f}" if "cost" in m else ""),
+                        flush=True,
+                    )
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} runs:")
+        for (name, concurrency, calls), measured in runs.items():
+            ideal = calls / concurrency * args.latency
+            wall = statistics.median(m["wall"] for m in measured)
+            cpu = statistics.median(m["cpu_per_call_ms"] for m in measured)
+            print(f"{name:10} {concurrency:>4} {calls:>5} {ideal:>8.2f} {wall:>7.2f} {ideal / wall:>6.2f} {cpu:>11.2f}")
     print(f"server: {report[0]}  ({'; '.join(str(r) for _, r in engines)})")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
 

@@ -177,7 +177,7 @@ def load_litellm() -> Any:
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(RedactSecrets())
     _skip_success_logging_without_callbacks(litellm)
-    litellm_trims.install(litellm)  # pricing and model-info lookups made cheaper (issue 16)
+    litellm_trims.install(litellm)  # per-call steps with no use here made cheaper (issue 16)
     # Importing litellm leaves ~400k objects the cyclic garbage collector tracks; each full
     # collection then walks them all: 0.2-0.5 s with the event loop stopped, a few times in a
     # run of 1,000 calls (issue 16: the loop's longest stalls). They live as long as the
