@@ -18,7 +18,7 @@ round (`get_many`), not once per call; litellm prepares openai requests on the l
 than on a thread (providers.InlinePreparation), and sends them with its own HTTP handler rather
 than the OpenAI SDK (providers.sends_without_sdk); what every call hands litellm besides its
 messages is worked out once per run; litellm prices replies by its rates, looks models up
-cached, checks its provider list and httpx its cookie jar cheaply (engine.llm.litellm_trims);
+cached, and httpx skips its cookie jar for replies without cookies (engine.llm.litellm_trims);
 the garbage collector runs less often during a fan-out.
 Requests leave spaced by more than the loop spends on a call (engine.llm.pacing), so replies do
 not come back in bursts the loop reads one by one.

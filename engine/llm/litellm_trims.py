@@ -10,9 +10,6 @@ steps cost far more than the answer they give the engine:
 - the model's entry in litellm's cost map, looked up twice per call while the request is
   prepared, uncached (~35 us each) although litellm keeps a cached lookup of its own
   (`_cache_model_info_for_requests`);
-- the check that the provider is one of litellm's, made twice per call by rebuilding the list
-  of its ~190 providers through Python-level enum machinery (~50 us each; `iterate_from_a_tuple`
-  makes it ~10 us);
 - httpx's cookie jar, handed every reply to find no Set-Cookie header in it (~60 us;
   `_skip_cookie_parsing_without_cookies`).
 
@@ -22,18 +19,21 @@ The rest of litellm's ~2 ms per call is spread thin (request preparation in `com
 
 All are installed once, by providers.load_litellm, and each steps aside where it cannot be
 sure to change nothing: another litellm version, a callback registered with litellm, a reply
-of another kind, an enum changed at run time, a cookie jar of another class.
+of another kind, a cookie jar of another class.
+
+Not trimmed: litellm's check that the provider is one of its own rebuilds the list of its ~190
+providers through Python-level enum machinery twice per call (~50 us each). Iterating its
+`LlmProviders` from a cached tuple made that ~10 us, but only by swapping the metaclass of a
+library enum every litellm user in the process shares: ~0.1 ms of ~2.6 per call, not worth it.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import http.cookiejar
 import importlib
 import logging
 import math
-import operator
 from typing import Any
 
 log = logging.getLogger("engine.llm.litellm_trims")
@@ -51,7 +51,6 @@ def install(litellm: Any) -> None:
     """Install the trims (once per process; a second call changes nothing)."""
     _price_replies_by_rates(litellm)
     _cache_model_info_for_requests(litellm)
-    _list_providers_cheaply()
     _skip_cookie_parsing_without_cookies()
 
 
@@ -226,57 +225,6 @@ def _cache_model_info_for_requests(litellm: Any) -> None:
 
     model_info._engine_wrapped = True  # type: ignore[attr-defined]
     setattr(bridge, "get_model_info_helper", model_info)  # noqa: B010 - a module mypy reads as typed
-
-
-# -- litellm's list of its providers, rebuilt twice per call ----------------------------------------
-
-
-def _list_providers_cheaply() -> None:
-    """litellm asks twice per call whether the provider is one of its own, as
-    `provider in [p.value for p in LlmProviders]`: the list of ~190 members rebuilt through
-    Python-level enum machinery each time (a generator for the iteration, a descriptor call for
-    each `.value`), ~50 us a time, a tenth of a millisecond per call. See iterate_from_a_tuple."""
-    try:
-        types = importlib.import_module("litellm.types.utils")
-    except ImportError:
-        return
-    providers = getattr(types, "LlmProviders", None)
-    if isinstance(providers, enum.EnumMeta):
-        iterate_from_a_tuple(providers)
-
-
-def iterate_from_a_tuple(enum_class: enum.EnumMeta) -> bool:
-    """Make iterating `enum_class` and reading its members' `.value` cheap; whether it was done.
-
-    The enum stays as it is, member for member: iterating it walks a tuple of its members
-    (rebuilt whenever the enum's list of names is another list or another length, as an enum
-    extended at run time would have), and `.value` reads each member's `_value_` as Enum's own
-    property does, without a Python call. An enum with a `value` of its own is left alone.
-    """
-    if isinstance(enum_class, _MembersFromATuple):
-        return True
-    members: list[Any] = list(enum_class.__members__.values())
-    if "value" in enum_class.__dict__ or not all(hasattr(member, "_value_") for member in members):
-        return False
-    try:
-        enum_class.__class__ = type(f"{enum_class.__name__}Type", (_MembersFromATuple, type(enum_class)), {})
-    except TypeError:  # a metaclass whose layout cannot take the change: iterated as before
-        return False
-    type.__setattr__(enum_class, "value", property(operator.attrgetter("_value_"), doc="The member's value."))
-    return True
-
-
-class _MembersFromATuple(type):
-    """Iteration over an enum class from a tuple of its members (see _list_providers_cheaply)."""
-
-    def __iter__(cls) -> Any:
-        names = cls._member_names_  # type: ignore[attr-defined]
-        cached = cls.__dict__.get("_engine_members")  # (the enum's list of names, its length, members)
-        if cached is None or cached[0] is not names or cached[1] != len(names):
-            members = tuple(cls._member_map_[name] for name in names)  # type: ignore[attr-defined]
-            cached = (names, len(names), members)
-            type.__setattr__(cls, "_engine_members", cached)
-        return iter(cached[2])
 
 
 # -- httpx's cookie jar, fed every reply -----------------------------------------------------------

@@ -1,73 +1,21 @@
 """The trims of engine.llm.litellm_trims that stand in for a step of litellm or httpx (issue 16,
 goal 3): each gives the same answers as the step it replaces, and steps aside where it cannot be
-sure to (another class, a changed enum, a cookie-bearing reply).
+sure to (a jar of another class, a cookie-bearing reply).
 
 Real HTTP throughout: a small local server for the cookie jar, the fake OpenAI server for calls.
 """
 
 from __future__ import annotations
 
-import enum
 import http.cookiejar
 import http.server
-import pickle
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from engine.llm.litellm_trims import iterate_from_a_tuple
 from engine.llm.providers import load_litellm
-
-
-def _members_as_enum_lists_them(enum_class: enum.EnumMeta) -> list:
-    """The enum's members as Enum's own iteration gives them (by definition order)."""
-    return [enum_class._member_map_[name] for name in enum_class._member_names_]
-
-
-def test_litellms_providers_iterate_and_read_as_before() -> None:
-    load_litellm()
-    from litellm.types.utils import LlmProviders
-
-    members = list(LlmProviders)
-    assert members == _members_as_enum_lists_them(LlmProviders) and len(members) == len(LlmProviders) > 100
-    assert [m.value for m in members] == [m._value_ for m in members]
-    assert "openai" in [p.value for p in LlmProviders]  # the check litellm makes on each call
-    assert LlmProviders("openai") is LlmProviders.OPENAI and LlmProviders.OPENAI == "openai"
-    assert pickle.loads(pickle.dumps(LlmProviders.OPENAI)) is LlmProviders.OPENAI
-    assert isinstance(LlmProviders, enum.EnumMeta) and list(reversed(LlmProviders)) == members[::-1]
-
-
-def test_an_enum_extended_after_the_trim_iterates_with_its_new_member() -> None:
-    """The tuple of members is a copy: an enum given a member later (as aenum's extend_enum does,
-    appending to its list of names) must not iterate without it."""
-
-    class Shade(str, enum.Enum):
-        LIGHT = "light"
-        DARK = "dark"
-
-    assert iterate_from_a_tuple(Shade)
-    assert list(Shade) == [Shade.LIGHT, Shade.DARK] and [s.value for s in Shade] == ["light", "dark"]
-    extra = str.__new__(Shade, "dim")
-    extra._name_, extra._value_ = "DIM", "dim"
-    Shade._member_map_["DIM"] = extra
-    Shade._member_names_.append("DIM")
-    Shade._value2member_map_["dim"] = extra
-    assert list(Shade) == [Shade.LIGHT, Shade.DARK, extra] and [s.value for s in Shade] == ["light", "dark", "dim"]
-
-
-def test_an_enum_with_a_value_of_its_own_is_left_alone() -> None:
-    class Odd(enum.Enum):
-        ONE = 1
-
-        @property  # type: ignore[override]
-        def value(self) -> int:
-            return 10 * self._value_
-
-    kind = type(Odd)
-    assert not iterate_from_a_tuple(Odd)
-    assert type(Odd) is kind and Odd.ONE.value == 10
 
 
 class _CookieServer(http.server.BaseHTTPRequestHandler):
