@@ -40,9 +40,9 @@ CUDA_BACKENDS = ("mlx-cuda-12", "mlx-cuda-13", "mlx-cuda")  # the wheels `mlx[cu
 _state: dict[str, str | None] = {}
 # MLX orders a graph's work breadth first up to this many arrays wide, then depth first (its own
 # default is 20). With 20, the two halves of a training step on two streams
-# (engine.models.cpu_streams) came out one after the other; 24-80 interleave them (a 256-token
-# LoRA step 1.24 s at 20, 0.59-0.62 s at 30-80, 0.68 s at 120). Set before MLX is imported,
-# which reads it once; a user's own MLX_BFS_MAX_WIDTH wins.
+# (engine.models.cpu_streams) came out one after the other: a 256-token LoRA step took 1.24 s
+# at 20, 0.99 at 32, 0.55-0.61 at 40-96, 0.63 at 128 (mlx-lm's trainer; cpu_streams has more).
+# Set before MLX is imported, which reads it once; a user's own MLX_BFS_MAX_WIDTH wins.
 BFS_WIDTH = "48"
 # Of the machine's memory, how much MLX's CPU allocator may hold in freed buffers while training
 # (its own default is 32 MB): a step's buffers are reused by the next one instead of re-faulted.

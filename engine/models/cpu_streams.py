@@ -11,12 +11,15 @@ that concatenates them (so its attention is exactly the full sequence's causal a
 half's loss is its own sum and the two are added. The gradient is the same function's, summed
 in another order (tests/models/test_models_cpu_streams.py). Each stream's thread does its own
 half, BLAS products included, with the BLAS set to half of the cores per call, so both cores
-are busy all the time: a 256-token LoRA step took ~0.60 s instead of ~0.78 s (README, "Measured").
+are busy all the time: a 256-token LoRA step took 0.57 s instead of 0.69 s (README, "Measured"),
+and other settings tried (4-30 LoRA blocks, batch 1-4, 256-1024 tokens a batch) 15-28% less.
 
 Two things make the streams overlap in practice. MLX orders a graph's work breadth first up to
 a width (MLX_BFS_MAX_WIDTH, 20 by default), then depth first, and keeps at most ~10 ops in
 flight: with 20 the step's ops came out one half after the other and the step took 1.24 s.
-engine.models.blas sets a wider default before MLX is imported (BFS_WIDTH). And the backward
+engine.models.blas sets 48 before MLX is imported (BFS_WIDTH). The order is MLX's, so a width
+can still serialize the halves of some graph: 32 did for the benchmark's step (0.99 s) and 64
+for 16 LoRA blocks; 48 was the best or near it in all eight settings measured. And the backward
 of the engine's custom functions (loss, softmax, SwiGLU) must run on its half's stream, not on
 whichever stream is the default when MLX traces the backward: those functions are made once per
 stream (`per_stream`), each with its backward pinned to its own stream.
@@ -40,7 +43,9 @@ from engine.models.blas import blas_threads, import_mlx
 log = logging.getLogger("engine.models")
 
 OFF_SWITCH = "RECIPE_TRAIN_STREAMS"  # "1": one stream, as before
-MIN_LENGTH = 64  # shorter sequences: too little work per half to pay for the second stream
+# Shorter sequences run on one stream: at 128 positions (halves of 64) a step took the same time
+# on one stream as on two (all 30 blocks LoRA'd, batch 1); at 256 and over, two were 15-28% faster.
+MIN_LENGTH = 128
 _ACTIVE: list[list[Any]] = []  # the two streams while a training run splits its steps
 _STREAMS: list[Any] = []  # made once per process: each MLX stream owns a thread for good
 

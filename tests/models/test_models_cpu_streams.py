@@ -78,7 +78,7 @@ def test_two_halves_give_one_pass_loss_and_gradients(tiny_llama: Path, packed: b
     LoRA gradient equal one pass's: for padded rows with prompts, and for packed rows whose
     examples must not see each other (an example crosses the cut)."""
     model = _lora_model(tiny_llama)
-    loss, batch = (packed_loss, _packed_batch(96)) if packed else (train_loss, _plain_batch(96))
+    loss, batch = (packed_loss, _packed_batch(160)) if packed else (train_loss, _plain_batch(160))
     with attention_within_examples(model) if packed else _nothing():
         one_pass = _loss_and_grads(model, loss, batch, compiled)
         with halves_on_two_streams(model) as split:
@@ -108,10 +108,10 @@ def test_the_halves_really_are_two_parts_with_the_cache(tiny_llama: Path) -> Non
         return import_mlx().array(0.0)
 
     with halves_on_two_streams(model):
-        summed_over_halves(model, 100, part_loss)
+        summed_over_halves(model, 200, part_loss)
         summed_over_halves(model, cpu_streams.MIN_LENGTH - 1, part_loss)
-    summed_over_halves(model, 100, part_loss)
-    assert seen == [(0, 50, 0), (50, 100, 0), (0, cpu_streams.MIN_LENGTH - 1, None), (0, 100, None)]
+    summed_over_halves(model, 200, part_loss)
+    assert seen == [(0, 100, 0), (100, 200, 0), (0, cpu_streams.MIN_LENGTH - 1, None), (0, 200, None)]
 
 
 def test_one_stream_where_the_split_does_not_apply(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +199,7 @@ def test_a_training_run_on_two_streams_follows_the_one_stream_loss_curve(
     from engine.models.train import train_adapter
     from tests.models.test_models_train import QA, chat, recipe_with
 
-    long_answers = [(q, " ".join([a] * 4)) for q, a in QA]  # rows of ~70-90 tokens: over MIN_LENGTH
+    long_answers = [(q, " ".join([a] * 8)) for q, a in QA]  # rows of ~140-170 tokens: over MIN_LENGTH
     rows = [chat(*long_answers[i % len(QA)], system=i % 2 == 0) for i in range(16)]
     train = {"iters": 8, "batch_size": 2, "max_seq_length": 256, "steps_per_report": 1, "steps_per_eval": 4}
     recipe = recipe_with({**train, "val_batches": -1, "pack": pack, "lora": {"rank": 4, "layers": 2}}, tmp_path)
