@@ -95,6 +95,10 @@ def ensure_fast_blas() -> str | None:
             log.debug("mlx was imported before OpenBLAS could be loaded; BLAS stays as it is")
         for path in (os.environ.get("RECIPE_BLAS"), mkl_beside_what_is_loaded(), *OPENBLAS_CANDIDATES):
             if path and os.path.exists(path):
+                if "mkl_rt" in os.path.basename(path):  # MKL: packed frozen weights ahead of it
+                    from engine.models.packed_weights import load_ahead_of
+
+                    load_ahead_of(path)
                 ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
                 found = path
                 break

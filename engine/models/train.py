@@ -270,6 +270,7 @@ def train_adapter(
     from engine.models.cpu_streams import halves_on_two_streams
     from engine.models.cpu_swiglu import swiglu_on_cpu
     from engine.models.loss import train_loss
+    from engine.models.packed_weights import packing_frozen_weights
     from engine.models.packing import attention_within_examples, packed_loss
     from engine.models.resolve import cast_for_device, flat_parameters
 
@@ -320,6 +321,7 @@ def train_adapter(
         swiglu_on_cpu(model),
         attention_within_examples(model) if cfg.pack else contextlib.nullcontext(),
         halves_on_two_streams(model, world.size(), cfg.grad_checkpoint),
+        packing_frozen_weights(model),
     ):
         try:
             tuner_train(
