@@ -233,12 +233,13 @@ def packing_frozen_weights(model: Any, min_elements: int = MIN_ELEMENTS) -> Iter
 
     mx = import_mlx()
     import numpy as np
-    from mlx.utils import tree_flatten
 
-    trainable = {name for name, _ in tree_flatten(model.trainable_parameters())}
+    from engine.models.resolve import flat_parameters
+
+    trainable = {name for name, _ in flat_parameters(model.trainable_parameters())}
     frozen = [
         w
-        for name, w in tree_flatten(model.parameters())
+        for name, w in flat_parameters(model.parameters())
         if name not in trainable and w.dtype == mx.float32 and w.ndim == 2 and w.size >= min_elements
     ]
     mx.eval(frozen)
