@@ -1,8 +1,9 @@
 """LoRA training speed of the engine on a 135M llama (SmolLM2 GGUF import) beside HF transformers
 + peft on torch (the peer), beside mlx-lm's own trainer step (what the engine ran before), and
 beside the engine with Debian's OpenBLAS (its BLAS before the `mkl` extra; the same as the default
-row where MKL is not installed), and beside the engine's step on one CPU stream (before
-engine.models.cpu_streams; RECIPE_TRAIN_STREAMS=1).
+row where MKL is not installed), beside the engine's step on one CPU stream (before
+engine.models.cpu_streams; RECIPE_TRAIN_STREAMS=1) and with its frozen weights not packed (before
+engine.models.packed_weights; RECIPE_PACKED_WEIGHTS=0).
 
 Setting (FACTS.md): seq 256, batch 1, LoRA rank 8 on every linear layer of the last 8 blocks,
 float32 on CPU. Each configuration runs in its own subprocess; the configurations alternate for
@@ -219,6 +220,7 @@ def peft_available(python: str) -> str | None:
 WORKERS = {
     "engine (its default BLAS)": "mlx-fast",
     "engine on one stream": "mlx-one-stream",
+    "engine, weights not packed": "mlx-unpacked",
     "engine with OpenBLAS": "mlx-openblas",
     "mlx-lm trainer step": "mlx-lm",
     "torch + peft (peer)": "peft",
@@ -276,7 +278,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--worker",
-        choices=["mlx-fast", "mlx-one-stream", "mlx-openblas", "mlx-slow", "mlx-lm", "peft"],
+        choices=["mlx-fast", "mlx-one-stream", "mlx-unpacked", "mlx-openblas", "mlx-slow", "mlx-lm", "peft"],
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -289,6 +291,8 @@ def main() -> None:
         else:
             if args.worker == "mlx-one-stream":  # the step before engine.models.cpu_streams
                 os.environ["RECIPE_TRAIN_STREAMS"] = "1"
+            if args.worker == "mlx-unpacked":  # the step before engine.models.packed_weights
+                os.environ["RECIPE_PACKED_WEIGHTS"] = "0"
             choice = {"mlx-openblas": "openblas", "mlx-slow": "reference"}.get(args.worker, "default")
             out = worker_mlx(args.model_dir, args.steps, choice)
         print(json.dumps(out))
