@@ -33,7 +33,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("engine.models")
 
@@ -48,6 +48,7 @@ SOURCE = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int,
@@ -72,7 +73,7 @@ static int n_weights, weights_cap;
 static struct packed *packs;
 static int n_packs, packs_cap;
 static size_t budget, used;
-static long min_elements, hits;
+static long min_elements, hits, in_flight;
 
 int recipe_pack_init(const char *blas) {
   // Local here: the engine makes the BLAS global only after this library, so that MLX binds its
@@ -107,18 +108,34 @@ int recipe_pack_register(const float *data, long elements) {
   return 1;
 }
 
+// Stops packing and frees the copies once no product still reads one (another thread may be
+// multiplying from a copy it found before the clearing began).
 void recipe_pack_clear(void) {
+  pthread_mutex_lock(&lock);
+  n_weights = 0;
+  pthread_mutex_unlock(&lock);
+  while (__atomic_load_n(&in_flight, __ATOMIC_ACQUIRE)) sched_yield();
   pthread_mutex_lock(&lock);
   for (int i = 0; i < n_packs; i++) free(packs[i].buffer);
   n_packs = 0;
-  n_weights = 0;
   used = 0;
   pthread_mutex_unlock(&lock);
 }
 
 long recipe_pack_hits(void) { return __atomic_load_n(&hits, __ATOMIC_RELAXED); }
 
-// The packed copy of B for this call, made on its first use; NULL to multiply as usual.
+static int room_for_one_more(void) {
+  if (n_packs < packs_cap) return 1;
+  int cap = packs_cap ? 2 * packs_cap : 256;
+  struct packed *grown = realloc(packs, cap * sizeof *grown);
+  if (!grown) return 0;
+  packs = grown;
+  packs_cap = cap;
+  return 1;
+}
+
+// The packed copy of B for this call, made on its first use (counted in flight until the caller
+// is done with it); NULL to multiply as usual.
 static const float *packed_b(const float *b, int trans, int m, int n, int k, int ldb) {
   const float *found = NULL;
   pthread_mutex_lock(&lock);
@@ -131,10 +148,7 @@ static const float *packed_b(const float *b, int trans, int m, int n, int k, int
   }
   if (registered && !found) {
     size_t bytes = (pack_size(B_MATRIX, m, n, k) + 63) / 64 * 64;
-    float *buffer = NULL;
-    if (used + bytes <= budget && (n_packs < packs_cap || (packs_cap = packs_cap ? 2 * packs_cap : 256,
-        packs = realloc(packs, packs_cap * sizeof *packs)) != NULL))
-      buffer = aligned_alloc(64, bytes);
+    float *buffer = used + bytes <= budget && room_for_one_more() ? aligned_alloc(64, bytes) : NULL;
     if (buffer) {
       pack(ROW_MAJOR, B_MATRIX, trans, m, n, k, 1.0f, b, ldb, buffer);
       packs[n_packs++] = (struct packed){b, trans, n, k, ldb, buffer};
@@ -142,6 +156,7 @@ static const float *packed_b(const float *b, int trans, int m, int n, int k, int
       found = buffer;
     }
   }
+  if (found) __atomic_add_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
   pthread_mutex_unlock(&lock);
   return found;
 }
@@ -154,6 +169,7 @@ void cblas_sgemm(int layout, int trans_a, int trans_b, int m, int n, int k, floa
     if (p) {
       compute(ROW_MAJOR, trans_a, PACKED, m, n, k, a, lda, p, ldb, beta, c, ldc);
       __atomic_add_fetch(&hits, 1, __ATOMIC_RELAXED);
+      __atomic_sub_fetch(&in_flight, 1, __ATOMIC_ACQ_REL);
       return;
     }
   }
@@ -222,6 +238,12 @@ def packed_gemms() -> int:
     return int(library.recipe_pack_hits()) if library is not None else 0
 
 
+def _flat(tree: Any) -> list[tuple[str, Any]]:
+    from mlx.utils import tree_flatten
+
+    return cast(list[tuple[str, Any]], tree_flatten(tree))  # the list form without a destination
+
+
 @contextlib.contextmanager
 def packing_frozen_weights(model: Any, min_elements: int = MIN_ELEMENTS) -> Iterator[int]:
     """While inside, GEMMs whose B is one of `model`'s frozen float32 weights multiply from a
@@ -230,17 +252,15 @@ def packing_frozen_weights(model: Any, min_elements: int = MIN_ELEMENTS) -> Iter
     if library is None:
         yield 0
         return
-    from engine.models.blas import import_mlx
-
-    mx = import_mlx()
+    # MLX is loaded by now (the library is only loaded while engine.models.blas prepares MLX's
+    # BLAS), and importing engine.models.blas here would close an import cycle.
+    import mlx.core as mx
     import numpy as np
 
-    from engine.models.resolve import flat_parameters
-
-    trainable = {name for name, _ in flat_parameters(model.trainable_parameters())}
+    trainable = {name for name, _ in _flat(model.trainable_parameters())}
     frozen = [
         w
-        for name, w in flat_parameters(model.parameters())
+        for name, w in _flat(model.parameters())
         if name not in trainable and w.dtype == mx.float32 and w.ndim == 2 and w.size >= min_elements
     ]
     mx.eval(frozen)
