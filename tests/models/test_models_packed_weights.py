@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +11,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.models import packed_weights
+from engine.models import blas, packed_weights
 from engine.models.blas import import_mlx
 from engine.models.loss import train_loss
 from tests.models.test_models_cpu_streams import _lora_model, _loss_and_grads, _plain_batch
 
 ROOT = Path(__file__).resolve().parents[2]
+INSIDE = "RECIPE_TEST_PACKED_IN_FRESH_PROCESS"
+
+
+def test_these_checks_in_a_fresh_process() -> None:
+    """Whether the library sits ahead of MKL is settled when a process first loads MLX, and in
+    the whole suite an earlier test may have loaded llama.cpp (then the engine takes OpenBLAS):
+    the checks below therefore also run in an interpreter of their own, where they must pass."""
+    if os.environ.get(INSIDE):
+        pytest.skip("this is the fresh process")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not fresh_process"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, INSIDE: "1"},
+        cwd=ROOT,
+        timeout=600,
+    )
+    if done.returncode == 0 and " passed" not in done.stdout:
+        pytest.skip("MKL (the `mkl` extra) or a C compiler is missing: no packed weights to check")
+    assert done.returncode == 0, done.stdout[-3000:]
 
 
 def _loaded() -> None:
     import_mlx()
-    if "library" not in packed_weights._loaded:
-        pytest.skip("MKL (the `mkl` extra) and a C compiler are needed for packed weights")
+    if "library" in packed_weights._loaded:
+        return
+    if os.environ.get(INSIDE) and blas.mkl_runtime() and shutil.which("gcc"):
+        pytest.fail("MKL and gcc are installed, yet the packed-weights library was not loaded")
+    pytest.skip("MKL (the `mkl` extra) and a C compiler are needed for packed weights, in this process")
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
